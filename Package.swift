@@ -1,0 +1,81 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Each C library is reached through exactly one system-library target and
+// imported by exactly one Swift module:
+//   CSodium -> Sodium      (Ed25519 signatures, random bytes, secret wiping)
+//   CFuse   -> FuseKit     (the libfuse3 low-level API)
+// UpgradeCore is pure: no I/O, no C library; everything else builds on it.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "upgradefs",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "upgradefs", targets: ["upgradefs"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    ],
+    targets: [
+        .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+
+        .target(
+            name: "UpgradeCore",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(name: "Sodium", dependencies: ["CSodium", "UpgradeCore"], swiftSettings: swiftSettings),
+        .target(
+            name: "FuseKit",
+            dependencies: ["CFuse", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UpgradeServer",
+            dependencies: [
+                "UpgradeCore", "Sodium",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "UpgradeNode",
+            dependencies: [
+                "UpgradeCore", "Sodium", "FuseKit",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "upgradefs",
+            dependencies: [
+                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(name: "UpgradeCoreTests", dependencies: ["UpgradeCore", "Sodium"]),
+        .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
+        .testTarget(name: "UpgradeServerTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeServer"]),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode"]
+        ),
+    ]
+)
