@@ -56,6 +56,7 @@ let package = Package(
             dependencies: [
                 "UpgradeCore", "Sodium", "FuseKit",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -1,0 +1,52 @@
+# upgradefs — every target works on a fresh Debian 12 machine as root with only
+# the Swift toolchain installed: `deps` installs the system packages it needs.
+SWIFT       ?= swift
+CONFIG      ?= debug
+BUILD_FLAGS ?= -c $(CONFIG)
+BIN          = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/upgradefs
+APT_PACKAGES = libfuse3-dev fuse3 libsodium-dev pkg-config libsqlite3-dev curl openssl ca-certificates
+PREFIX      ?= /usr/local
+
+.PHONY: all deps build release test unit-test interop-test demo bench install clean
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@python3 -c 'import venv, ensurepip' 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip; }
+
+build: deps
+	$(SWIFT) build $(BUILD_FLAGS)
+
+release:
+	$(MAKE) build CONFIG=release
+
+# Unit tests, in-process server tests, real FUSE mounts, and python-tuf's
+# ngclient checking the server independently.
+test: deps
+	$(SWIFT) build $(BUILD_FLAGS) --build-tests
+	$(SWIFT) test $(BUILD_FLAGS) --skip-build
+	$(MAKE) interop-test
+
+interop-test: build
+	UPGRADEFS_BIN=$(BIN) Tests/interop/run.sh
+
+demo: build
+	UPGRADEFS_BIN=$(BIN) examples/demo.sh
+
+bench: deps
+	$(MAKE) build CONFIG=release
+	UPGRADEFS_BIN=$$($(SWIFT) build -c release --show-bin-path)/upgradefs bench/run.sh
+
+install: release
+	install -m 0755 $$($(SWIFT) build -c release --show-bin-path)/upgradefs $(PREFIX)/bin/upgradefs
+	install -m 0755 mount/mount.upgradefs /sbin/mount.upgradefs
+
+clean:
+	rm -rf .build

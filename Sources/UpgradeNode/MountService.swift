@@ -1,0 +1,137 @@
+import AsyncHTTPClient
+import FuseKit
+import Foundation
+import Logging
+import NIOCore
+import Sodium
+import UpgradeCore
+
+/// What `upgradefs mount` needs to know.
+public struct MountConfiguration: Sendable {
+    public var source: MountSource
+    public var mountpoint: String
+    public var cacheDirectory: String
+    /// Extra `-o` options for the kernel mount (e.g. `allow_other`).
+    public var options: [String]
+    public var threads: Int
+
+    public init(source: MountSource, mountpoint: String, cacheDirectory: String? = nil,
+                options: [String] = [], threads: Int = 8) {
+        self.source = source
+        self.mountpoint = mountpoint
+        self.cacheDirectory = cacheDirectory ?? "/var/cache/upgradefs/\(source.serverID)"
+        self.options = options
+        self.threads = threads
+    }
+}
+
+/// Mounts a server and serves it until unmounted or asked to stop.
+///
+/// Before anything touches the mount point, trust is established: the server's
+/// initial root must hash to the id in the source (or this node must have
+/// trusted the server before, from its cache). The first refresh's failure is
+/// fatal only when nothing is cached; later failures keep the last verified
+/// state on show and are logged.
+public final class MountService: Sendable {
+    let configuration: MountConfiguration
+    let logger: Logger
+
+    public init(configuration: MountConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Runs until the file system is unmounted (`umount`, `fusermount3 -u`)
+    /// or `SIGTERM`/`SIGINT` arrives. `ready` is called once the mount is up.
+    public func run(ready: @Sendable () -> Void = {}) async throws {
+        let config = configuration
+        var logger = self.logger
+        logger[metadataKey: "mount.source"] = "\(config.source)"
+        var httpConfig = HTTPClient.Configuration()
+        httpConfig.timeout.connect = .seconds(3)
+        httpConfig.decompression = .disabled
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfig)
+        defer { try? http.syncShutdown() }
+
+        let cache = try NodeCache(directory: URL(fileURLWithPath: config.cacheDirectory))
+        let updater = try await TUFUpdater(source: config.source, cache: cache, http: http,
+                                           verifier: SodiumVerifier(), logger: logger)
+        do {
+            try await updater.refresh()
+        } catch {
+            if await updater.targets.isEmpty && cache.metadata("targets") == nil {
+                if error is MountError { throw error }
+                if error is TUFError { throw MountError.verification("\(error)") }
+                throw MountError.unreachable(source: config.source.description, reason: "\(error)")
+            }
+            logger.warning("server unavailable or its metadata refused; showing the last verified state",
+                           metadata: ["error": "\(error)"])
+        }
+
+        let fileSystem = await UpgradeFileSystem(updater: updater, logger: logger)
+        let fuse: FuseMount
+        do {
+            fuse = try FuseMount(fileSystem: fileSystem, mountpoint: config.mountpoint,
+                                 fsName: config.source.description, subtype: "upgradefs",
+                                 options: config.options, threads: config.threads, logger: logger)
+        } catch {
+            throw MountError.mountFailed("\(error)")
+        }
+        fileSystem.attach(fuse)
+        logger.notice("mounted", metadata: ["mount.point": "\(config.mountpoint)",
+                                             "upgrade.latest": "\(fileSystem.latestVersion)"])
+
+        let watcher = Task { await Self.watch(updater: updater, fileSystem: fileSystem, logger: logger) }
+        defer { watcher.cancel() }
+        let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP]) { fuse.exit() }
+        defer { signals.cancel() }
+        ready()
+        let status = await withCheckedContinuation { continuation in
+            let thread = Thread { continuation.resume(returning: fuse.run()) }
+            thread.name = "fuse-loop"
+            thread.start()
+        }
+        logger.notice("unmounted", metadata: ["mount.point": "\(config.mountpoint)", "status": "\(status)"])
+    }
+
+    /// Follows the server: long-polls for change and refreshes, backing off
+    /// while the server is unreachable.
+    static func watch(updater: TUFUpdater, fileSystem: UpgradeFileSystem, logger: Logger) async {
+        var backoffMilliseconds = 250
+        while !Task.isCancelled {
+            do {
+                try await updater.waitForChange()
+                if try await updater.refresh() {
+                    await fileSystem.rebuild()
+                    logger.notice("new metadata verified", metadata: ["upgrade.latest": "\(fileSystem.latestVersion)"])
+                }
+                backoffMilliseconds = 250
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("update check failed; retrying", metadata: [
+                    "error": "\(error)", "retry.ms": "\(backoffMilliseconds)",
+                ])
+                try? await Task.sleep(for: .milliseconds(backoffMilliseconds))
+                backoffMilliseconds = min(backoffMilliseconds * 2, 10_000)
+            }
+        }
+    }
+}
+
+/// Runs a handler on a background queue when one of the signals arrives.
+final class SignalWatcher: Sendable {
+    private let sources: [any DispatchSourceSignal]
+
+    init(signals: [Int32], handler: @escaping @Sendable () -> Void) {
+        sources = signals.map { signo in
+            signal(signo, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signo, queue: .global())
+            source.setEventHandler(handler: handler)
+            source.resume()
+            return source
+        }
+    }
+
+    func cancel() { sources.forEach { $0.cancel() } }
+}

@@ -1,0 +1,129 @@
+import Foundation
+import Crypto
+
+/// The node's local, verified copy of what the server published:
+///
+///     DIR/metadata/{root,timestamp,snapshot,targets}.json   last trusted metadata
+///     DIR/blobs/<sha256 hex>                                 verified content
+///     DIR/tmp/                                               downloads in progress
+///
+/// Metadata is written atomically (temp file, fsync, rename, fsync dir).
+/// Content is verified when downloaded and again, by hashing, the first time
+/// this process opens it, so a cache damaged by a crash is never served.
+public struct NodeCache: Sendable {
+    public let directory: URL
+
+    public init(directory: URL) throws(MountError) {
+        self.directory = directory
+        for sub in ["metadata", "blobs", "tmp"] {
+            do {
+                try FileManager.default.createDirectory(
+                    at: directory.appending(path: sub), withIntermediateDirectories: true,
+                    attributes: [.posixPermissions: 0o700])
+            } catch {
+                throw MountError.cache("cannot create \(directory.appending(path: sub).path): \(error.localizedDescription)")
+            }
+        }
+        // Downloads interrupted by a crash are garbage.
+        if let leftovers = try? FileManager.default.contentsOfDirectory(atPath: tmpDirectory.path) {
+            for name in leftovers { try? FileManager.default.removeItem(at: tmpDirectory.appending(path: name)) }
+        }
+    }
+
+    var tmpDirectory: URL { directory.appending(path: "tmp") }
+
+    public func blobPath(sha256: String) -> String {
+        directory.appending(path: "blobs").appending(path: sha256).path
+    }
+
+    public func metadata(_ role: String) -> [UInt8]? {
+        guard let data = FileManager.default.contents(atPath: metadataURL(role).path) else { return nil }
+        return [UInt8](data)
+    }
+
+    public func storeMetadata(_ role: String, _ bytes: [UInt8]) throws {
+        try AtomicFile.write(bytes, to: metadataURL(role).path)
+    }
+
+    public func removeMetadata(_ role: String) {
+        try? FileManager.default.removeItem(at: metadataURL(role))
+    }
+
+    private func metadataURL(_ role: String) -> URL {
+        directory.appending(path: "metadata").appending(path: "\(role).json")
+    }
+
+    /// A fresh temporary file for a download, opened for writing.
+    func makeTemporaryFile() throws -> (path: String, fd: Int32) {
+        let path = tmpDirectory.appending(path: UUID().uuidString).path
+        let fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        return (path, fd)
+    }
+
+    /// Hashes a cached blob and checks it against its expected length and hash.
+    func blobIsIntact(sha256 expected: String, length: Int64) -> Bool {
+        let path = blobPath(sha256: expected)
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var hasher = SHA256()
+        var total: Int64 = 0
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer.baseAddress, chunk)
+            if n < 0 { if errno == EINTR { continue }; return false }
+            if n == 0 { break }
+            total += Int64(n)
+            if total > length { return false }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+        return total == length && hasher.finalize().hexString == expected
+    }
+}
+
+/// Crash-safe whole-file replacement.
+enum AtomicFile {
+    static func write(_ bytes: [UInt8], to path: String) throws {
+        let tmp = path + ".tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        var ok = false
+        defer { if !ok { unlink(tmp) } }
+        try bytes.withUnsafeBytes { try writeAll(fd, $0) }
+        guard fsync(fd) == 0, close(fd) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        guard rename(tmp, path) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        ok = true
+        let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if dir >= 0 { fsync(dir); close(dir) }
+    }
+
+    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) throws {
+        var offset = 0
+        while offset < buffer.count {
+            let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                let code = errno
+                close(fd)
+                throw POSIXError(POSIXErrorCode(rawValue: code) ?? .EIO)
+            }
+            offset += n
+        }
+    }
+}
+
+extension Digest {
+    var hexString: String {
+        var s = ""
+        s.reserveCapacity(Self.byteCount * 2)
+        for byte in self { s += String(byte, radix: 16).leftPadded() }
+        return s
+    }
+}
+
+private extension String {
+    func leftPadded() -> String { count == 1 ? "0" + self : self }
+}

@@ -1,0 +1,245 @@
+import AsyncHTTPClient
+import Crypto
+import Foundation
+import Logging
+import NIOCore
+import UpgradeCore
+
+/// The node's TUF client: the I/O around `TrustedMetadataSet`, which makes
+/// every trust decision. This type fetches (with length limits), hands the
+/// bytes over for verification, and persists exactly what was accepted.
+public actor TUFUpdater {
+    /// Upper bounds on what the server may send (TUF's "endless data" defence).
+    public struct Limits: Sendable {
+        public var rootBytes = 512 * 1024
+        public var timestampBytes = 16 * 1024
+        public var snapshotBytes = 4 * 1024 * 1024
+        public var targetsBytes = 64 * 1024 * 1024
+        public var maxRootRotations = 256
+        public init() {}
+    }
+
+    public let source: MountSource
+    let cache: NodeCache
+    let http: HTTPClient
+    let verifier: any Ed25519Verifying
+    let limits: Limits
+    let logger: Logger
+    private(set) var trusted: TrustedMetadataSet
+    /// Downloads in flight, by content hash, so concurrent opens share one.
+    private var inFlight: [String: Task<Void, any Error>] = [:]
+    /// Blobs whose bytes this process has hashed (downloaded or re-checked).
+    private var verifiedBlobs: Set<String> = []
+
+    /// Establishes trust: from the cache if this node has mounted the server
+    /// before, otherwise from the server's `1.root.json`, which must hash to
+    /// the id in the mount source.
+    public init(source: MountSource, cache: NodeCache, http: HTTPClient, verifier: any Ed25519Verifying,
+                limits: Limits = Limits(), logger: Logger) async throws {
+        self.source = source
+        self.cache = cache
+        self.http = http
+        self.verifier = verifier
+        self.limits = limits
+        self.logger = logger
+
+        let rootBytes: [UInt8]
+        if let cached = cache.metadata("root") {
+            rootBytes = cached
+        } else {
+            let initial: [UInt8]
+            do {
+                guard let fetched = try await Self.fetch(http, "\(source.baseURL)/metadata/1.root.json",
+                                                         limit: limits.rootBytes) else {
+                    throw MountError.unreachable(source: source.description, reason: "the server has no 1.root.json")
+                }
+                initial = fetched
+            } catch let error as MountError {
+                throw error
+            } catch {
+                throw MountError.unreachable(source: source.description, reason: "\(error)")
+            }
+            let actual = ServerID.of(initialRoot: initial)
+            guard actual == source.serverID else {
+                throw MountError.identityMismatch(source: source.description, actualID: actual)
+            }
+            rootBytes = initial
+        }
+        do {
+            trusted = try TrustedMetadataSet(trustedRoot: rootBytes, verifier: verifier, now: Date())
+        } catch {
+            throw MountError.verification("initial root: \(error)")
+        }
+        if cache.metadata("root") == nil { try cache.storeMetadata("root", rootBytes) }
+        loadLocalMetadata()
+    }
+
+    /// Loads the last trusted timestamp, snapshot and targets as the baseline
+    /// for rollback checks and as what the mount shows while the server is away.
+    /// They were verified when fetched; here their signatures are checked again,
+    /// expiry is not (they may have expired while the node was off).
+    private func loadLocalMetadata() {
+        do {
+            if let bytes = cache.metadata("timestamp") { try trusted.loadLocalTimestamp(bytes, now: Date()) } else { return }
+            if let bytes = cache.metadata("snapshot") { try trusted.loadLocalSnapshot(bytes, now: Date()) } else { return }
+            if let bytes = cache.metadata("targets") { try trusted.loadLocalTargets(bytes, now: Date()) }
+        } catch {
+            logger.warning("local metadata no longer verifies; starting from the trusted root", metadata: ["error": "\(error)"])
+        }
+    }
+
+    public var targets: [String: TargetFile] { trusted.targets?.targets ?? [:] }
+    public var timestampVersion: Int { trusted.timestamp?.version ?? 0 }
+
+    /// Runs the TUF client workflow once. Returns true when new targets were accepted.
+    @discardableResult
+    public func refresh() async throws -> Bool {
+        let base = "\(source.baseURL)/metadata"
+        // 1. Root rotation: follow N+1.root.json until the server has no newer one.
+        for _ in 0..<limits.maxRootRotations {
+            let next = trusted.root.version + 1
+            guard let bytes = try await Self.fetch(http, "\(base)/\(next).root.json", limit: limits.rootBytes) else { break }
+            try trusted.updateRoot(bytes)
+            try cache.storeMetadata("root", bytes)
+            logger.notice("trusted root rotated", metadata: ["tuf.root.version": "\(next)"])
+        }
+        try trusted.checkFinalRoot(now: Date())
+        if trusted.timestamp == nil { cache.removeMetadata("timestamp") }
+        if trusted.snapshot == nil { cache.removeMetadata("snapshot") }
+
+        // 2. Timestamp.
+        guard let timestampBytes = try await Self.fetch(http, "\(base)/timestamp.json", limit: limits.timestampBytes) else {
+            throw TUFFetchError.missing("timestamp.json")
+        }
+        do {
+            try trusted.updateTimestamp(timestampBytes, now: Date())
+        } catch TUFError.equalVersion {
+            return false
+        }
+        try cache.storeMetadata("timestamp", timestampBytes)
+
+        // 3. Snapshot, at the version (and hash/length, if given) the timestamp names.
+        let snapshotMeta = trusted.timestamp!.snapshot
+        let snapshotLimit = snapshotMeta.length.map { Int($0) } ?? limits.snapshotBytes
+        guard let snapshotBytes = try await Self.fetch(http, "\(base)/\(snapshotMeta.version).snapshot.json",
+                                                       limit: snapshotLimit) else {
+            throw TUFFetchError.missing("\(snapshotMeta.version).snapshot.json")
+        }
+        try trusted.updateSnapshot(snapshotBytes, now: Date())
+        try cache.storeMetadata("snapshot", snapshotBytes)
+
+        // 4. Targets, at the version the snapshot names.
+        guard let targetsMeta = trusted.snapshot!.meta["targets.json"] else {
+            throw MountError.verification("snapshot does not list targets.json")
+        }
+        let targetsLimit = targetsMeta.length.map { Int($0) } ?? limits.targetsBytes
+        guard let targetsBytes = try await Self.fetch(http, "\(base)/\(targetsMeta.version).targets.json",
+                                                      limit: targetsLimit) else {
+            throw TUFFetchError.missing("\(targetsMeta.version).targets.json")
+        }
+        try trusted.updateTargets(targetsBytes, now: Date())
+        try cache.storeMetadata("targets", targetsBytes)
+        return true
+    }
+
+    /// Waits (long poll) until the server's timestamp version exceeds what this
+    /// node trusts, or the server's wait runs out.
+    public func waitForChange() async throws {
+        let url = "\(source.baseURL)/v1/notify?after=\(timestampVersion)"
+        _ = try await Self.fetch(http, url, limit: 64, timeout: .seconds(40))
+    }
+
+    /// The path of the verified local copy of a target, downloading and
+    /// verifying it first if needed. No byte reaches the caller unverified.
+    public func verifiedBlob(path: String, target: TargetFile) async throws -> String {
+        let hash = target.sha256
+        if verifiedBlobs.contains(hash) { return cache.blobPath(sha256: hash) }
+        if let running = inFlight[hash] {
+            try await running.value
+            return cache.blobPath(sha256: hash)
+        }
+        let task = Task { try await self.obtain(path: path, target: target) }
+        inFlight[hash] = task
+        defer { inFlight[hash] = nil }
+        try await task.value
+        verifiedBlobs.insert(hash)
+        return cache.blobPath(sha256: hash)
+    }
+
+    /// True if the blob is known good in this process without any I/O.
+    public func isVerified(_ sha256: String) -> Bool { verifiedBlobs.contains(sha256) }
+
+    private func obtain(path: String, target: TargetFile) async throws {
+        let cacheRef = cache
+        let intact = await Task.detached { cacheRef.blobIsIntact(sha256: target.sha256, length: target.length) }.value
+        if intact { return }
+        try await download(path: path, target: target)
+    }
+
+    private func download(path: String, target: TargetFile) async throws {
+        var request = HTTPClientRequest(url: "\(source.baseURL)/targets/\(Self.consistentPath(path, sha256: target.sha256))")
+        request.method = .GET
+        let response = try await http.execute(request, timeout: .minutes(30), logger: logger)
+        guard response.status == .ok else {
+            throw TUFFetchError.status(path, Int(response.status.code))
+        }
+        let (tmpPath, fd) = try cache.makeTemporaryFile()
+        var keep = false
+        defer {
+            close(fd)
+            if !keep { unlink(tmpPath) }
+        }
+        var verifier = TargetVerifier(target: target, name: path)
+        for try await buffer in response.body {
+            try buffer.withUnsafeReadableBytes { bytes in
+                try verifier.update(bytes)
+                try AtomicFile.writeAll(fd, bytes)
+            }
+        }
+        try verifier.finish()
+        guard rename(tmpPath, cache.blobPath(sha256: target.sha256)) == 0 else {
+            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+        }
+        keep = true
+    }
+
+    /// `2/payload/bin/app` → `2/payload/bin/<sha256>.app`, each component percent-encoded.
+    static func consistentPath(_ path: String, sha256: String) -> String {
+        var components = path.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        components[components.count - 1] = "\(sha256).\(components[components.count - 1])"
+        return components.map { $0.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed.subtracting(["/"])) ?? $0 }
+            .joined(separator: "/")
+    }
+
+    /// GET with a hard limit on the body; nil on 404.
+    static func fetch(_ http: HTTPClient, _ url: String, limit: Int,
+                      timeout: TimeAmount = .seconds(20)) async throws -> [UInt8]? {
+        let request = HTTPClientRequest(url: url)
+        let response = try await http.execute(request, timeout: timeout)
+        if response.status == .notFound { return nil }
+        guard response.status == .ok else { throw TUFFetchError.status(url, Int(response.status.code)) }
+        if let declared = response.headers.first(name: "content-length").flatMap(Int.init), declared > limit {
+            throw TUFFetchError.tooLarge(url, limit)
+        }
+        do {
+            let body = try await response.body.collect(upTo: limit)
+            return Array(body.readableBytesView)
+        } catch is NIOTooManyBytesError {
+            throw TUFFetchError.tooLarge(url, limit)
+        }
+    }
+}
+
+public enum TUFFetchError: Error, CustomStringConvertible {
+    case missing(String)
+    case status(String, Int)
+    case tooLarge(String, Int)
+
+    public var description: String {
+        switch self {
+        case .missing(let what): "the server does not have \(what)"
+        case .status(let what, let code): "fetching \(what): HTTP status \(code)"
+        case .tooLarge(let what, let limit): "\(what) is larger than the \(limit)-byte limit; refusing (endless-data defence)"
+        }
+    }
+}
