@@ -11,13 +11,13 @@ public enum Sodium {
     public static func randomBytes(_ count: Int) -> [UInt8] {
         precondition(ready, "libsodium failed to initialise")
         var bytes = [UInt8](repeating: 0, count: count)
-        bytes.withUnsafeMutableBytes { randombytes_buf($0.baseAddress, $0.count) }
+        bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { randombytes_buf(base, $0.count) } }
         return bytes
     }
 
     /// Overwrites a secret in place so it does not linger in memory.
     public static func wipe(_ bytes: inout [UInt8]) {
-        bytes.withUnsafeMutableBytes { sodium_memzero($0.baseAddress, $0.count) }
+        bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { sodium_memzero(base, $0.count) } }
     }
 
     /// Constant-time comparison of two equally long byte strings.
