@@ -51,8 +51,17 @@ public final class MountService: Sendable {
         httpConfig.timeout.connect = .seconds(3)
         httpConfig.decompression = .disabled
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfig)
-        defer { try? http.syncShutdown() }
+        do {
+            try await serve(config, http: http, logger: logger, ready: ready)
+        } catch {
+            try? await http.shutdown()
+            throw error
+        }
+        try? await http.shutdown()
+    }
 
+    private func serve(_ config: MountConfiguration, http: HTTPClient, logger: Logger,
+                       ready: @Sendable () -> Void) async throws {
         let cache = try NodeCache(directory: URL(fileURLWithPath: config.cacheDirectory))
         let updater = try await TUFUpdater(source: config.source, cache: cache, http: http,
                                            verifier: SodiumVerifier(), logger: logger)
@@ -73,7 +82,8 @@ public final class MountService: Sendable {
         do {
             fuse = try FuseMount(fileSystem: fileSystem, mountpoint: config.mountpoint,
                                  fsName: config.source.description, subtype: "upgradefs",
-                                 options: config.options, threads: config.threads, logger: logger)
+                                 options: config.options, threads: config.threads,
+                                 readAheadKiB: 1024, logger: logger)
         } catch {
             throw MountError.mountFailed("\(error)")
         }
@@ -120,7 +130,7 @@ public final class MountService: Sendable {
 }
 
 /// Runs a handler on a background queue when one of the signals arrives.
-final class SignalWatcher: Sendable {
+final class SignalWatcher: @unchecked Sendable {
     private let sources: [any DispatchSourceSignal]
 
     init(signals: [Int32], handler: @escaping @Sendable () -> Void) {

@@ -1,5 +1,6 @@
 import Foundation
 import Crypto
+import UpgradeCore
 
 /// The node's local, verified copy of what the server published:
 ///
@@ -80,7 +81,7 @@ public struct NodeCache: Sendable {
             if total > length { return false }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
-        return total == length && hasher.finalize().hexString == expected
+        return total == length && Hex.encode(Array(hasher.finalize())) == expected
     }
 }
 
@@ -113,17 +114,4 @@ enum AtomicFile {
             offset += n
         }
     }
-}
-
-extension Digest {
-    var hexString: String {
-        var s = ""
-        s.reserveCapacity(Self.byteCount * 2)
-        for byte in self { s += String(byte, radix: 16).leftPadded() }
-        return s
-    }
-}
-
-private extension String {
-    func leftPadded() -> String { count == 1 ? "0" + self : self }
 }

@@ -79,10 +79,16 @@ public actor TUFUpdater {
     /// They were verified when fetched; here their signatures are checked again,
     /// expiry is not (they may have expired while the node was off).
     private func loadLocalMetadata() {
+        // Expiry is judged against the distant past here, i.e. not at all.
+        trusted.now = .distantPast
+        defer { trusted.now = Date() }
         do {
-            if let bytes = cache.metadata("timestamp") { try trusted.loadLocalTimestamp(bytes, now: Date()) } else { return }
-            if let bytes = cache.metadata("snapshot") { try trusted.loadLocalSnapshot(bytes, now: Date()) } else { return }
-            if let bytes = cache.metadata("targets") { try trusted.loadLocalTargets(bytes, now: Date()) }
+            guard let timestamp = cache.metadata("timestamp") else { return }
+            try trusted.updateTimestamp(timestamp, trusted: true)
+            guard let snapshot = cache.metadata("snapshot") else { return }
+            try trusted.updateSnapshot(snapshot, trusted: true)
+            guard let targets = cache.metadata("targets") else { return }
+            try trusted.updateTargets(targets)
         } catch {
             logger.warning("local metadata no longer verifies; starting from the trusted root", metadata: ["error": "\(error)"])
         }
@@ -95,6 +101,7 @@ public actor TUFUpdater {
     @discardableResult
     public func refresh() async throws -> Bool {
         let base = "\(source.baseURL)/metadata"
+        trusted.now = Date()
         // 1. Root rotation: follow N+1.root.json until the server has no newer one.
         for _ in 0..<limits.maxRootRotations {
             let next = trusted.root.version + 1
@@ -103,7 +110,7 @@ public actor TUFUpdater {
             try cache.storeMetadata("root", bytes)
             logger.notice("trusted root rotated", metadata: ["tuf.root.version": "\(next)"])
         }
-        try trusted.checkFinalRoot(now: Date())
+        try trusted.checkFinalRoot()
         if trusted.timestamp == nil { cache.removeMetadata("timestamp") }
         if trusted.snapshot == nil { cache.removeMetadata("snapshot") }
 
@@ -111,11 +118,7 @@ public actor TUFUpdater {
         guard let timestampBytes = try await Self.fetch(http, "\(base)/timestamp.json", limit: limits.timestampBytes) else {
             throw TUFFetchError.missing("timestamp.json")
         }
-        do {
-            try trusted.updateTimestamp(timestampBytes, now: Date())
-        } catch TUFError.equalVersion {
-            return false
-        }
+        guard try acceptTimestamp(timestampBytes) else { return false }
         try cache.storeMetadata("timestamp", timestampBytes)
 
         // 3. Snapshot, at the version (and hash/length, if given) the timestamp names.
@@ -125,7 +128,7 @@ public actor TUFUpdater {
                                                        limit: snapshotLimit) else {
             throw TUFFetchError.missing("\(snapshotMeta.version).snapshot.json")
         }
-        try trusted.updateSnapshot(snapshotBytes, now: Date())
+        try trusted.updateSnapshot(snapshotBytes)
         try cache.storeMetadata("snapshot", snapshotBytes)
 
         // 4. Targets, at the version the snapshot names.
@@ -137,9 +140,19 @@ public actor TUFUpdater {
                                                       limit: targetsLimit) else {
             throw TUFFetchError.missing("\(targetsMeta.version).targets.json")
         }
-        try trusted.updateTargets(targetsBytes, now: Date())
+        try trusted.updateTargets(targetsBytes)
         try cache.storeMetadata("targets", targetsBytes)
         return true
+    }
+
+    /// False when the server's timestamp is the one already trusted: nothing new.
+    private func acceptTimestamp(_ bytes: [UInt8]) throws(TUFError) -> Bool {
+        let result = Result { () throws(TUFError) in try trusted.updateTimestamp(bytes) }
+        switch result {
+        case .success: return true
+        case .failure(.equalVersion): return false
+        case .failure(let error): throw error
+        }
     }
 
     /// Waits (long poll) until the server's timestamp version exceeds what this
@@ -189,7 +202,7 @@ public actor TUFUpdater {
             close(fd)
             if !keep { unlink(tmpPath) }
         }
-        var verifier = TargetVerifier(target: target, name: path)
+        var verifier = TargetVerifier(expected: target, what: path)
         for try await buffer in response.body {
             try buffer.withUnsafeReadableBytes { bytes in
                 try verifier.update(bytes)

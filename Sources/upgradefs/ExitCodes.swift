@@ -1,0 +1,20 @@
+import ArgumentParser
+
+/// Every exit status of `upgradefs`, in one place (sysexits.h values where one
+/// fits). Scripts and the mount helper read them.
+enum ExitCodes {
+    /// Bad command-line usage (swift-argument-parser uses this for validation errors).
+    static let usage = ExitCode(64)
+    /// Input data was wrong: a malformed key file, metadata that failed verification.
+    static let dataError = ExitCode(65)
+    /// A file named on the command line does not exist or cannot be read.
+    static let noInput = ExitCode(66)
+    /// The server could not be reached and nothing is cached for it.
+    static let unavailable = ExitCode(69)
+    /// An operating-system error: the kernel mount failed, a directory could not be created.
+    static let osError = ExitCode(71)
+    /// A file to be created exists already (keygen without --force).
+    static let cannotCreate = ExitCode(73)
+    /// The server does not hold the initial root named by the mount source's id.
+    static let identityMismatch = ExitCode(77)
+}

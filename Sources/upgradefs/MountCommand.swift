@@ -1,0 +1,53 @@
+import ArgumentParser
+import Logging
+import UpgradeNode
+
+struct MountCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount a server's signed upgrades (and, later, its upgrade database) with FUSE.",
+        discussion: """
+        SOURCE is HOST:PORT,ID where ID is the server id printed by `upgradefs keygen`. The mount \
+        refuses a server whose initial root does not hash to ID. Runs in the foreground until \
+        unmounted (umount MOUNTPOINT) or sent SIGTERM; `mount -t upgradefs` (mount/mount.upgradefs) \
+        runs it in the background.
+        """
+    )
+
+    @Argument(help: "The server: HOST:PORT,ID.")
+    var source: String
+
+    @Argument(help: "An existing empty directory to mount on.")
+    var mountpoint: String
+
+    @Option(help: "Where verified metadata and content are cached (default: /var/cache/upgradefs/ID).")
+    var cache: String?
+
+    @Option(name: .customShort("o"), help: "Comma-separated mount options passed to FUSE (e.g. allow_other).")
+    var options: String?
+
+    @OptionGroup var logging: LoggingOptions
+
+    func validate() throws {
+        do { _ = try MountSource(parsing: source) } catch { throw ValidationError("\(error)") }
+    }
+
+    func run() async throws {
+        let logger = logging.makeLogger("upgradefs.mount")
+        let config = MountConfiguration(
+            source: try MountSource(parsing: source), mountpoint: mountpoint, cacheDirectory: cache,
+            options: options?.split(separator: ",").map(String.init) ?? [])
+        do {
+            try await MountService(configuration: config, logger: logger).run()
+        } catch let error as MountError {
+            printError("upgradefs mount: \(error)")
+            switch error {
+            case .identityMismatch: throw ExitCodes.identityMismatch
+            case .unreachable: throw ExitCodes.unavailable
+            case .verification: throw ExitCodes.dataError
+            case .badSource: throw ExitCodes.usage
+            case .cache, .mountFailed: throw ExitCodes.osError
+            }
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import ArgumentParser
+import Foundation
+import UpgradeServer
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Validate, sign and serve the bundles dropped into a publish directory.",
+        discussion: """
+        Watches --publish: each new bundle directory is validated, its files stored by hash, and new \
+        TUF metadata signed and published atomically; NAME.published or NAME.rejected (with the \
+        reason) appears beside it. Serves metadata and content over HTTP and keeps the timestamp \
+        fresh. Stops on SIGTERM or SIGINT; a restart picks up where it stopped.
+        """
+    )
+
+    @Option(help: "The server's key file (from `upgradefs keygen`).")
+    var key: String = ServerKeyFile.defaultPath
+
+    @Option(help: "Directory for the server's state: signed metadata and content (created if missing).")
+    var state: String
+
+    @Option(help: "Directory operators drop bundles into (created if missing).")
+    var publish: String
+
+    @Option(help: "Address and port to listen on, ADDRESS:PORT.")
+    var listen: String = "0.0.0.0:7420"
+
+    @Option(name: .customLong("settle-ms"), help: "How long a dropped bundle must stay unchanged before it is taken, in milliseconds.")
+    var settleMilliseconds: Int = 500
+
+    @Option(name: .customLong("timestamp-expiry"), help: "Lifetime of signed timestamp metadata, in seconds; re-signed when half is gone.")
+    var timestampExpirySeconds: Int = 86_400
+
+    @Option(name: .customLong("max-file-size"), help: "Largest file a bundle may hold, in bytes.")
+    var maxFileBytes: Int64 = 4 << 30
+
+    @Option(name: .customLong("max-bundle-size"), help: "Largest total size of a bundle, in bytes.")
+    var maxBundleBytes: Int64 = 16 << 30
+
+    @Option(name: .customLong("max-files"), help: "Most files a bundle may hold.")
+    var maxFiles: Int = 10_000
+
+    @OptionGroup var logging: LoggingOptions
+
+    var parsedListen: (host: String, port: Int)? {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+              (0...65535).contains(port) else { return nil }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return host.isEmpty ? nil : (host, port)
+    }
+
+    func validate() throws {
+        guard parsedListen != nil else {
+            throw ValidationError("--listen '\(listen)' is not ADDRESS:PORT (e.g. 0.0.0.0:7420)")
+        }
+        guard settleMilliseconds >= 0 else { throw ValidationError("--settle-ms must not be negative") }
+        guard timestampExpirySeconds >= 2 else { throw ValidationError("--timestamp-expiry must be at least 2 seconds") }
+        guard maxFileBytes > 0, maxBundleBytes > 0, maxFiles > 0 else {
+            throw ValidationError("--max-file-size, --max-bundle-size and --max-files must be positive")
+        }
+    }
+
+    func run() async throws {
+        let logger = logging.makeLogger("upgradefs.serve")
+        let (host, port) = parsedListen!
+        var config = ServerConfiguration(
+            stateDirectory: state, publishDirectory: publish, keyFile: key, host: host, port: port)
+        config.settleMilliseconds = settleMilliseconds
+        config.timestampExpirySeconds = timestampExpirySeconds
+        config.limits.maxFileBytes = maxFileBytes
+        config.limits.maxBundleBytes = maxBundleBytes
+        config.limits.maxFiles = maxFiles
+        do {
+            try await runUpgradeServer(config, logger: logger)
+        } catch let error as ServerKeyFileError {
+            printError("upgradefs serve: \(error)")
+            throw FileManager.default.fileExists(atPath: key) ? ExitCodes.dataError : ExitCodes.noInput
+        } catch {
+            printError("upgradefs serve: \(error)")
+            throw ExitCodes.osError
+        }
+    }
+}

@@ -1,0 +1,28 @@
+import ArgumentParser
+import Logging
+
+@main
+struct UpgradeFS: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "upgradefs",
+        abstract: "Signed software upgrades for fleets, published by a server and mounted on every node.",
+        version: "0.1.0",
+        subcommands: [KeygenCommand.self, ServeCommand.self, MountCommand.self, IDCommand.self]
+    )
+}
+
+/// Options every long-running command shares.
+struct LoggingOptions: ParsableArguments {
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    /// Bootstraps swift-log once (only executables do that) and returns a logger.
+    func makeLogger(_ label: String) -> Logger {
+        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        var logger = Logger(label: label)
+        logger.logLevel = logLevel
+        return logger
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

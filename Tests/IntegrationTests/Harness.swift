@@ -1,0 +1,350 @@
+import Foundation
+import Testing
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
+
+/// Real processes for end-to-end tests: the `upgradefs` binary built next to
+/// this test bundle, a server on 127.0.0.1, and FUSE mounts in temp dirs.
+enum Harness {
+    /// `upgradefs`, from UPGRADEFS_BIN or beside the test executable.
+    static let binary: String = {
+        if let path = ProcessInfo.processInfo.environment["UPGRADEFS_BIN"] { return path }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        // The test executable sits inside upgradefsPackageTests.xctest on some toolchains.
+        while !FileManager.default.isExecutableFile(atPath: dir.appending(path: "upgradefs").path), dir.path != "/" {
+            dir.deleteLastPathComponent()
+        }
+        return dir.appending(path: "upgradefs").path
+    }()
+
+    /// Whether real mounts are possible here. With CI=true they must be: the
+    /// tests then fail instead of being skipped.
+    static var canMount: Bool {
+        let possible = getuid() == 0 && FileManager.default.fileExists(atPath: "/dev/fuse")
+        if !possible && ProcessInfo.processInfo.environment["CI"] == "true" {
+            Issue.record("CI=true but FUSE mounts are impossible here (need root and /dev/fuse)")
+        }
+        return possible
+    }
+
+    static func temporaryDirectory(_ label: String) throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appending(path: "upgradefs-\(label)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// A TCP port on 127.0.0.1 that was free a moment ago.
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+        }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// Runs a command to completion; returns its status and combined output.
+    @discardableResult
+    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    /// Polls until `condition` holds or `seconds` pass.
+    static func waitUntil(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if try condition() { return true }
+            usleep(50_000)
+        }
+        return try condition()
+    }
+
+    /// GET over real HTTP; nil if the server cannot be reached.
+    static func get(_ url: String) -> (status: Int, body: Data)? {
+        let result = LockedBox<(Int, Data)?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        var request = URLRequest(url: URL(string: url)!)
+        request.timeoutInterval = 5
+        URLSession.shared.dataTask(with: request) { data, response, _ in
+            if let http = response as? HTTPURLResponse { result.value = (http.statusCode, data ?? Data()) }
+            done.signal()
+        }.resume()
+        done.wait()
+        return result.value
+    }
+
+    static func isMounted(_ path: String) -> Bool {
+        let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
+        let resolved = (path as NSString).resolvingSymlinksInPath
+        return mounts.split(separator: "\n").contains { $0.split(separator: " ").dropFirst().first.map(String.init) == resolved }
+    }
+
+    static func dropPageCache() {
+        sync()
+        try? "3".write(toFile: "/proc/sys/vm/drop_caches", atomically: false, encoding: .utf8)
+    }
+
+    /// Reads a whole file with POSIX calls; on failure returns the errno.
+    static func readFile(_ path: String) -> Result<[UInt8], POSIXErrorCode> {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return .failure(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        defer { close(fd) }
+        var out: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n < 0 { return .failure(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            if n == 0 { return .success(out) }
+            out += buffer[0..<n]
+        }
+    }
+}
+
+final class LockedBox<Value>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Value
+    init(_ value: Value) { stored = value }
+    var value: Value {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
+}
+
+/// A bundle directory written by a test.
+struct TestBundle {
+    let directory: URL
+
+    /// `files` maps bundle-relative paths to contents; `upgrade.toml` is added
+    /// unless `files` has one.
+    init(in parent: URL, name: String, version: Int, class className: String = "demo",
+         files: [String: [UInt8]], executables: Set<String> = []) throws {
+        directory = parent.appending(path: name)
+        try FileManager.default.createDirectory(at: directory.appending(path: "payload"), withIntermediateDirectories: true)
+        var all = files
+        if all["upgrade.toml"] == nil {
+            all["upgrade.toml"] = Array("class = \"\(className)\"\nversion = \(version)\ndescription = \"test bundle \(version)\"\n".utf8)
+        }
+        for (path, bytes) in all {
+            let url = directory.appending(path: path)
+            try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try Data(bytes).write(to: url)
+            if executables.contains(path) {
+                try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: url.path)
+            }
+        }
+    }
+
+    static func randomBytes(_ count: Int) -> [UInt8] {
+        var generator = SystemRandomNumberGenerator()
+        return (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) }
+    }
+}
+
+/// `upgradefs serve` on 127.0.0.1, with its own key, state and publish dirs.
+final class TestServer {
+    let directory: URL
+    let keyFile: URL
+    let state: URL
+    let publish: URL
+    let port: Int
+    let id: String
+    private(set) var process: Process?
+    let logFile: URL
+
+    init(extraArguments: [String] = []) throws {
+        directory = try Harness.temporaryDirectory("server")
+        keyFile = directory.appending(path: "server.key")
+        state = directory.appending(path: "state")
+        publish = directory.appending(path: "publish")
+        logFile = directory.appending(path: "server.log")
+        port = Harness.freePort()
+        let keygen = try Harness.run(Harness.binary, ["keygen", "--out", keyFile.path])
+        guard keygen.status == 0 else { throw HarnessError("keygen failed: \(keygen.output)") }
+        id = keygen.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        self.extraArguments = extraArguments
+        try start()
+    }
+
+    let extraArguments: [String]
+    var source: String { "127.0.0.1:\(port),\(id)" }
+    var baseURL: String { "http://127.0.0.1:\(port)" }
+
+    func start() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.binary)
+        process.arguments = ["serve", "--key", keyFile.path, "--state", state.path, "--publish", publish.path,
+                             "--listen", "127.0.0.1:\(port)", "--settle-ms", "200"] + extraArguments
+        if !FileManager.default.fileExists(atPath: logFile.path) {
+            FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        }
+        let log = try FileHandle(forWritingTo: logFile)
+        log.seekToEndOfFile()
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        self.process = process
+        guard Harness.waitUntil(30, { Harness.get("\(baseURL)/healthz")?.status == 200 }) else {
+            throw HarnessError("server did not come up: \(log)")
+        }
+    }
+
+    func stop(signal: Int32 = SIGTERM) {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+        self.process = nil
+    }
+
+    /// Copies a bundle into the publish dir and waits for its marker; returns
+    /// (published?, marker text).
+    @discardableResult
+    func publish(_ bundle: TestBundle) throws -> (published: Bool, marker: String) {
+        let name = bundle.directory.lastPathComponent
+        let copy = try Harness.run("/bin/cp", ["-a", bundle.directory.path, publish.appending(path: name).path])
+        guard copy.status == 0 else { throw HarnessError("cp failed: \(copy.output)") }
+        let published = publish.appending(path: "\(name).published")
+        let rejected = publish.appending(path: "\(name).rejected")
+        guard Harness.waitUntil(30, {
+            FileManager.default.fileExists(atPath: published.path) || FileManager.default.fileExists(atPath: rejected.path)
+        }) else { throw HarnessError("bundle \(name) was neither published nor rejected") }
+        if let text = try? String(contentsOf: published, encoding: .utf8) { return (true, text) }
+        return (false, try String(contentsOf: rejected, encoding: .utf8))
+    }
+
+    /// The stored blob holding `bytes` (content store: blobs/sha256/xx/hex).
+    func blobPath(sha256 hex: String) -> String {
+        state.appending(path: "blobs/sha256/\(hex.prefix(2))/\(hex)").path
+    }
+
+    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    deinit {
+        stop()
+        try? FileManager.default.removeItem(at: directory)
+    }
+}
+
+/// `upgradefs mount` in the background on a temp mount point.
+final class TestMount {
+    let mountpoint: URL
+    let cache: URL
+    let logFile: URL
+    private(set) var process: Process?
+    private let ownsCache: Bool
+
+    init(cache: URL? = nil) throws {
+        let dir = try Harness.temporaryDirectory("node")
+        mountpoint = dir.appending(path: "mnt")
+        logFile = dir.appending(path: "mount.log")
+        try FileManager.default.createDirectory(at: mountpoint, withIntermediateDirectories: true)
+        ownsCache = cache == nil
+        self.cache = cache ?? dir.appending(path: "cache")
+    }
+
+    /// Starts the mount; returns nil once mounted, or the exit status and log
+    /// if the process ended without mounting.
+    @discardableResult
+    func start(_ source: String) throws -> (status: Int32, log: String)? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Harness.binary)
+        process.arguments = ["mount", source, mountpoint.path, "--cache", cache.path]
+        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        let log = try FileHandle(forWritingTo: logFile)
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        self.process = process
+        _ = Harness.waitUntil(30) { Harness.isMounted(mountpoint.path) || !process.isRunning }
+        if Harness.isMounted(mountpoint.path) { return nil }
+        process.waitUntilExit()
+        self.process = nil
+        return (process.terminationStatus, self.log)
+    }
+
+    func path(_ relative: String) -> String { mountpoint.appending(path: relative).path }
+
+    func text(_ relative: String) -> String? {
+        try? String(contentsOfFile: path(relative), encoding: .utf8)
+    }
+
+    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
+
+    func unmount() {
+        if Harness.isMounted(mountpoint.path) {
+            _ = Harness.waitUntil(10) {
+                (try? Harness.run("/bin/fusermount3", ["-u", mountpoint.path]).status) == 0
+                    || !Harness.isMounted(mountpoint.path)
+            }
+            if Harness.isMounted(mountpoint.path) { _ = try? Harness.run("/bin/fusermount3", ["-uz", mountpoint.path]) }
+        }
+        if let process {
+            _ = Harness.waitUntil(10) { !process.isRunning }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+        process = nil
+    }
+
+    deinit {
+        unmount()
+        try? FileManager.default.removeItem(at: mountpoint.deletingLastPathComponent())
+    }
+}
+
+/// A frozen copy of a server's metadata served by a plain static HTTP server:
+/// what an attacker controlling a mirror (or the network) can show a node.
+final class StaticMirror {
+    let root: URL
+    let port: Int
+    private let process: Process
+
+    init(copying metadataDirectory: URL, edit: (URL) throws -> Void = { _ in }) throws {
+        root = try Harness.temporaryDirectory("mirror")
+        let copy = try Harness.run("/bin/cp", ["-a", metadataDirectory.path, root.appending(path: "metadata").path])
+        guard copy.status == 0 else { throw HarnessError("cp failed: \(copy.output)") }
+        try edit(root.appending(path: "metadata"))
+        port = Harness.freePort()
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", root.path, String(port)]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        guard Harness.waitUntil(20, { Harness.get("http://127.0.0.1:\(port)/metadata/1.root.json")?.status == 200 }) else {
+            throw HarnessError("static mirror did not come up")
+        }
+    }
+
+    func source(id: String) -> String { "127.0.0.1:\(port),\(id)" }
+
+    deinit {
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(at: root)
+    }
+}
+
+struct HarnessError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
