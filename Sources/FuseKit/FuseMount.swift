@@ -304,6 +304,8 @@ enum FuseLibraryLog {
     private struct Sink {
         var logger: Logger?
         var lastMessage: String?
+        /// libfuse writes some lines in pieces; a line is logged once complete.
+        var partialLine = ""
     }
 
     private static let sink = Mutex<Sink>(Sink())
@@ -312,19 +314,24 @@ enum FuseLibraryLog {
         sink.withLock { $0 = Sink(logger: logger, lastMessage: nil) }
         cfuse_set_log_sink { level, cMessage in
             guard let cMessage else { return }
-            var message = String(cString: cMessage)
-            while message.last?.isNewline == true { message.removeLast() }
-            let logger = FuseLibraryLog.sink.withLock { sink -> Logger? in
-                sink.lastMessage = message
-                return sink.logger
+            let piece = String(cString: cMessage)
+            let (logger, line) = FuseLibraryLog.sink.withLock { sink -> (Logger?, String?) in
+                sink.partialLine += piece
+                guard sink.partialLine.last?.isNewline == true else { return (nil, nil) }
+                var line = sink.partialLine
+                sink.partialLine = ""
+                while line.last?.isNewline == true { line.removeLast() }
+                sink.lastMessage = line
+                return (sink.logger, line)
             }
+            guard let line else { return }
             let logLevel: Logger.Level = switch level {
             case 0...3: .error
             case 4: .warning
             case 5, 6: .info
             default: .debug
             }
-            logger?.log(level: logLevel, "libfuse: \(message)")
+            logger?.log(level: logLevel, "libfuse: \(line)")
         }
     }
 

@@ -228,6 +228,17 @@ struct FuseMountTests {
         }
         #expect(notDirectory?.errno == ENOTDIR)
 
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fusekit-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { rmdir(directory) }
+        let badOption = #expect(throws: FuseMountError.self) {
+            _ = try FuseMount(fileSystem: MemoryFileSystem(), mountpoint: directory, fsName: "x", subtype: "t",
+                              options: ["no_such_option"], logger: logger)
+        }
+        // libfuse's own reason is part of the message.
+        #expect(badOption?.message.contains("no_such_option") == true)
+        #expect(!TestMount.isMounted(directory))
+
         try withTestMount { mounted throws in
             let busy = #expect(throws: FuseMountError.self) {
                 _ = try FuseMount(fileSystem: MemoryFileSystem(), mountpoint: mounted.directory, fsName: "x",
