@@ -112,6 +112,12 @@ private func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x"
         )
     }
 
+    @Test func sortsDecomposedKeysByCodePointNotByNormalisedForm() throws {
+        // "e" + U+0301 sorts before "f" by code point, after it once normalised to "é".
+        let value = try parse(#"{"f": 1, "e\u0301": 2}"#)
+        #expect(hex(value.canonicalBytes()) == "7b2265cc81223a322c2266223a317d")
+    }
+
     @Test func writesIntegersInDecimal() throws {
         let value = try parse("[-9223372036854775808, 9223372036854775807, 0, -1]")
         #expect(hex(value.canonicalBytes()) == "5b2d393232333337323033363835343737353830382c393232333337323033363835343737353830372c302c2d315d")

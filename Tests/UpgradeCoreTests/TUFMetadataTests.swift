@@ -123,6 +123,14 @@ import UpgradeCore
         #expect(throws: TUFError.self) { try MetadataCodec.decode(Array(text.utf8), as: TimestampMetadata.self) }
     }
 
+    @Test func twoSignaturesByTheSameKeyAreRefused() throws {
+        let file = try JSONValue.parse(MetadataCodec.sign(SnapshotMetadata(version: 1, expires: Self.expires, targetsVersion: 1), keys: [Ed25519KeyPair.generate()]))
+        let sig = try #require(file["signatures"]?.arrayValue?.first)
+        let doubled = JSONValue.object(["signatures": [sig, sig], "signed": file["signed"]!]).canonicalBytes()
+        let keyID = sig["keyid"]!.stringValue!
+        #expect(throws: TUFError.malformed("snapshot: two signatures by key \(keyID)")) { try MetadataCodec.decode(doubled, as: SnapshotMetadata.self) }
+    }
+
     @Test func rootListingAKeyUnderTheWrongIDIsRefused() throws {
         // Otherwise one key listed under two ids would count twice towards a threshold.
         let pair = Ed25519KeyPair.generate()

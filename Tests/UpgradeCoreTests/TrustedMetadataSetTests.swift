@@ -422,6 +422,10 @@ import UpgradeCore
         try verifier.update([UInt8](repeating: 7, count: 60))
         try verifier.update([UInt8](repeating: 7, count: 40))
         #expect(throws: TUFError.lengthMismatch(what: "t", expected: 100, got: 101)) { try verifier.update([7]) }
+        let piece: [UInt8] = [7, 7]
+        try piece.withUnsafeBytes { buffer in
+            #expect(throws: TUFError.lengthMismatch(what: "t", expected: 100, got: 102)) { try verifier.update(buffer) }
+        }
         #expect(verifier.count == 100)
         try verifier.finish()
     }
