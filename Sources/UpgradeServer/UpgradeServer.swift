@@ -1,0 +1,155 @@
+import Foundation
+import Hummingbird
+import Logging
+import ServiceLifecycle
+import UpgradeCore
+
+/// Everything `upgradefs serve` needs to know.
+public struct ServerConfiguration: Sendable {
+    /// TUF repository and content store (`--state`).
+    public var stateDirectory: String
+    /// Where bundles are dropped (`--publish`).
+    public var publishDirectory: String
+    /// The server key file (`--key`).
+    public var keyFile: String
+    public var host: String
+    /// 0 picks a free port (see `ServerReady.port`).
+    public var port: Int
+    /// How long a bundle's tree must stay unchanged before it is taken.
+    public var settleMilliseconds: Int
+    /// Lifetime of each timestamp (`--timestamp-expiry`); re-signed when half is gone.
+    public var timestampExpirySeconds: Int
+    /// How often the publish directory is looked at.
+    public var scanIntervalMilliseconds: Int
+    public var limits: BundleLimits
+    /// How long `GET /v1/notify` waits for a new version before answering anyway.
+    public var notifyTimeoutMilliseconds: Int
+
+    public static let defaultPort = 7420
+    public static let defaultSettleMilliseconds = 500
+    public static let defaultTimestampExpirySeconds = 86400
+    public static let defaultScanIntervalMilliseconds = 250
+    public static let defaultNotifyTimeoutMilliseconds = 25_000
+
+    public init(
+        stateDirectory: String,
+        publishDirectory: String,
+        keyFile: String = ServerKeyFile.defaultPath,
+        host: String = "0.0.0.0",
+        port: Int = ServerConfiguration.defaultPort,
+        settleMilliseconds: Int = ServerConfiguration.defaultSettleMilliseconds,
+        timestampExpirySeconds: Int = ServerConfiguration.defaultTimestampExpirySeconds,
+        scanIntervalMilliseconds: Int = ServerConfiguration.defaultScanIntervalMilliseconds,
+        limits: BundleLimits = .default,
+        notifyTimeoutMilliseconds: Int = ServerConfiguration.defaultNotifyTimeoutMilliseconds
+    ) {
+        self.stateDirectory = stateDirectory
+        self.publishDirectory = publishDirectory
+        self.keyFile = keyFile
+        self.host = host
+        self.port = port
+        self.settleMilliseconds = settleMilliseconds
+        self.timestampExpirySeconds = timestampExpirySeconds
+        self.scanIntervalMilliseconds = scanIntervalMilliseconds
+        self.limits = limits
+        self.notifyTimeoutMilliseconds = notifyTimeoutMilliseconds
+    }
+
+    /// A one-line reason when a value is out of range, else nil.
+    public func validationProblem() -> String? {
+        if stateDirectory.isEmpty { return "the state directory must be named" }
+        if publishDirectory.isEmpty { return "the publish directory must be named" }
+        if !(0...65535).contains(port) { return "port \(port) is not in 0...65535" }
+        if settleMilliseconds < 0 { return "the settle time cannot be negative" }
+        if timestampExpirySeconds < 2 { return "the timestamp expiry must be at least 2 seconds" }
+        if scanIntervalMilliseconds < 1 { return "the scan interval must be at least 1 ms" }
+        if notifyTimeoutMilliseconds < 1 { return "the notify timeout must be at least 1 ms" }
+        return nil
+    }
+}
+
+/// Handed to `onReady` once the server listens.
+public struct ServerReady: Sendable {
+    public let host: String
+    /// The port actually bound (useful with port 0).
+    public let port: Int
+    public let serverID: String
+    /// The running publisher, for driving it directly (tests).
+    public let publisher: Publisher
+}
+
+public struct ServerStartError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+}
+
+/// Runs the upgrade server until the task is cancelled or the process gets
+/// SIGTERM or SIGINT: loads the key file, opens (or creates) the state
+/// directory, watches the publish directory and serves HTTP.
+public func runUpgradeServer(
+    _ configuration: ServerConfiguration,
+    logger: Logger,
+    onReady: (@Sendable (ServerReady) async -> Void)? = nil
+) async throws {
+    if let problem = configuration.validationProblem() { throw ServerStartError(description: problem) }
+    let keys = try ServerKeyFile.load(from: configuration.keyFile, logger: logger)
+    let publisher: Publisher
+    do {
+        publisher = try Publisher(configuration: configuration, keys: keys, logger: logger)
+    } catch let error as RepositoryError {
+        throw ServerStartError(description: error.description)
+    }
+    let handler = HTTPHandler(
+        metadataDirectory: publisher.metadataDirectory,
+        store: ContentStore(stateDirectory: configuration.stateDirectory),
+        notifier: publisher.notifier,
+        serverID: keys.serverID,
+        notifyTimeout: .milliseconds(configuration.notifyTimeoutMilliseconds))
+
+    let serverID = keys.serverID
+    let host = configuration.host
+    let app = Application(
+        responder: CallbackResponder<BasicRequestContext> { request, context in
+            try await handler.respond(to: request, context: context)
+        },
+        configuration: ApplicationConfiguration(address: .hostname(host, port: configuration.port), serverName: "upgradefs"),
+        onServerRunning: { channel in
+            let port = channel.localAddress?.port ?? configuration.port
+            logger.info(
+                "upgradefs server listening",
+                metadata: [
+                    "http.address": .string("\(host):\(port)"), "server.id": .string(serverID),
+                    "mount.source": .string("\(host):\(port),\(serverID)"),
+                    "publish.dir": .string(configuration.publishDirectory), "state.dir": .string(configuration.stateDirectory),
+                ])
+            await onReady?(ServerReady(host: host, port: port, serverID: serverID, publisher: publisher))
+        },
+        logger: logger)
+
+    let services = ServiceGroup(
+        services: [app, PublisherService(publisher: publisher)],
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: logger)
+    // Cancelling the caller's task shuts down gracefully too (in-flight
+    // requests finish, long polls answer at once), as SIGTERM does.
+    let running = Task { try await services.run() }
+    try await withTaskCancellationHandler {
+        try await running.value
+    } onCancel: {
+        Task { await services.triggerGracefulShutdown() }
+    }
+}
+
+/// Runs the publisher's scan/refresh loop inside the service group; on
+/// graceful shutdown it stops and releases every long-polling client.
+struct PublisherService: Service {
+    let publisher: Publisher
+
+    func run() async throws {
+        let notifier = publisher.notifier
+        try await withGracefulShutdownHandler {
+            try await cancelWhenGracefulShutdown { await publisher.run() }
+        } onGracefulShutdown: {
+            notifier.shutdown()
+        }
+    }
+}
