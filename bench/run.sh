@@ -196,25 +196,32 @@ add_read_row() {  # key label seconds note
     local rate
     rate=$(awk -v b="$file_bytes" -v s="$3" 'BEGIN { printf "%.2f", b / 1073741824 / s }')
     rate_of[$1]=$rate
-    rows+=("$2|$FILE_MB MiB|$3|$rate|GiB/s|$4")
+    rows+=("$2"$'\t'"$FILE_MB MiB"$'\t'"$3"$'\t'"$rate"$'\t'"GiB/s"$'\t'"$4")
     log "$(printf '%-44s %8s s  %7s GiB/s  %s' "$2" "$3" "$rate" "$4")"
 }
 add_stat_row() {  # key label count seconds note
     local rate
     rate=$(awk -v n="$3" -v s="$4" 'BEGIN { printf "%.0f", n / s }')
     rate_of[$1]=$rate
-    rows+=("$2|$3 files|$4|$rate|stat/s|$5")
+    rows+=("$2"$'\t'"$3 files"$'\t'"$4"$'\t'"$rate"$'\t'"stat/s"$'\t'"$5")
     log "$(printf '%-44s %8s s  %9s stat/s  %s' "$2" "$4" "$rate" "$5")"
 }
 ratio() { awk -v a="${rate_of[$1]:-0}" -v b="${rate_of[$2]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
-# stat_pass ROOT -> "count seconds" (os.stat on every listed path, timed inside python)
+# stat_pass ROOT [rel] -> "count seconds" (os.stat on every listed path, timed inside
+# python).  Absolute paths by default (every stat walks from / through the mount's
+# root); with "rel" the loop runs with ROOT as its working directory.
 stat_pass() {
-    timeout -k 5 300 python3 - "$1" "$work/stat-list" <<'EOF'
+    timeout -k 5 300 python3 - "$1" "$work/stat-list" "${2:-abs}" <<'EOF'
 import os, sys, time
-root, listing = sys.argv[1], sys.argv[2]
+root, listing, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 with open(listing) as f:
-    paths = [os.path.join(root, line.rstrip("\n")) for line in f]
+    names = [line.rstrip("\n") for line in f]
+if mode == "rel":
+    os.chdir(root)
+    paths = names
+else:
+    paths = [os.path.join(root, n) for n in names]
 t = time.perf_counter()
 for p in paths:
     os.stat(p)
@@ -344,7 +351,11 @@ drop_caches
 out=$(stat_pass "$mnt/versions/1"); read -r n s <<<"$out"
 add_stat_row stat_mount_cold "mount stat, 1st pass (lookups to the daemon)" "$n" "$s" "after drop_caches"
 out=$(stat_pass "$mnt/versions/1"); read -r n s <<<"$out"
-add_stat_row stat_mount_warm "mount stat, 2nd pass (kernel-cached)" "$n" "$s" "entry/attr timeouts"
+add_stat_row stat_mount_warm "mount stat, 2nd pass (kernel-cached)" "$n" "$s" "absolute paths, like pass 1"
+out=$(stat_pass "$mnt/versions/1" rel); read -r n s <<<"$out"
+add_stat_row stat_mount_rel "mount stat, 3rd pass, cwd=versions/1" "$n" "$s" "relative paths: skips root, versions/"
+out=$(stat_pass "$native_tree" rel); read -r n s <<<"$out"
+add_stat_row stat_native_rel "native stat, warm, cwd=bundle dir" "$n" "$s" "relative paths"
 
 # ---------------------------------------------------------------------------
 # 5. table
@@ -355,7 +366,7 @@ echo "binary: $BIN"
 if [[ $raise -eq 1 ]]; then
     echo "read_ahead_kb of the mount's bdi raised from $ra_default to $ra_now for the runs marked so (default shown alongside)"
 else
-    echo "read_ahead_kb of the mount's bdi left at $ra_default"
+    echo "read_ahead_kb of the mount's bdi left at $ra_default (what the mount set up; requested minimum: $RA_KB, 0 = leave alone)"
 fi
 echo "publish of the bench bundle ($FILE_MB MiB + $NFILES files): ${publish_s} s"
 echo
@@ -363,21 +374,22 @@ printf '| %-46s | %-11s | %8s | %9s | %-6s | %-36s |\n' "measurement" "size" "se
 printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..48})" "$(printf -- '-%.0s' {1..13})" \
     "$(printf -- '-%.0s' {1..10})" "$(printf -- '-%.0s' {1..11})" "$(printf -- '-%.0s' {1..8})" "$(printf -- '-%.0s' {1..38})"
 for row in "${rows[@]}"; do
-    IFS='|' read -r a b c d e f <<<"$row"
+    IFS=$'\t' read -r a b c d e f <<<"$row"
     printf '| %-46s | %-11s | %8s | %9s | %-6s | %-36s |\n' "$a" "$b" "$c" "$d" "$e" "$f"
 done
 echo
 echo "ratios (rate / rate; > 1 means the first is faster):"
-printf '  %-52s %s\n' \
+printf '  %-66s %s\n' \
     "mount cold / curl -o /dev/null" "$(ratio "$cold_key" curl)" \
     "mount cold / curl | openssl dgst" "$(ratio "$cold_key" curl_sha)" \
-    "mount cold (default read_ahead) / curl" "$(ratio cold_default curl)" \
     "mount 2nd read (page cache) / native warm" "$(ratio mount_warm native_warm)" \
     "mount after drop_caches (node disk cache) / native after drop_caches" "$(ratio mount_disk native_cold)" \
     "mount stat 1st pass / native stat after drop_caches" "$(ratio stat_mount_cold stat_native_cold)" \
-    "mount stat 2nd pass / native stat warm" "$(ratio stat_mount_warm stat_native_warm)"
+    "mount stat 2nd pass / native stat warm" "$(ratio stat_mount_warm stat_native_warm)" \
+    "mount stat 3rd pass (relative) / native stat warm (relative)" "$(ratio stat_mount_rel stat_native_rel)"
 if [[ $raise -eq 1 ]]; then
-    printf '  %-52s %s\n' "mount cold: read_ahead $ra_now vs $ra_default" "$(ratio cold_raised cold_default)"
+    printf '  %-66s %s\n' "mount cold (default read_ahead $ra_default) / curl" "$(ratio cold_default curl)" \
+        "mount cold: read_ahead $ra_now / read_ahead $ra_default" "$(ratio cold_raised cold_default)"
 fi
 echo
 echo "total bench time: $(elapsed "$t_start" "$(now)") s"
