@@ -184,6 +184,16 @@ struct FuseMountTests {
         #expect(read(fd, &byte, 1) == -1)  // the connection is gone
     }
 
+    @Test("an unmount from outside (fusermount3 -u) ends run()")
+    func externalUnmount() throws {
+        let mounted = try TestMount(Self.sampleFileSystem())
+        defer { mounted.tearDown() }
+        #expect(try readWholeFile(mounted.path("hello.txt")).count == 12)
+        TestMount.forceUnmount(mounted.directory)
+        #expect(!TestMount.isMounted(mounted.directory))
+        #expect(mounted.waitForLoop(timeoutSeconds: 10) == 0)
+    }
+
     @Test("exit() before run() makes run() return at once")
     func exitBeforeRun() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fusekit-\(UUID().uuidString)").path

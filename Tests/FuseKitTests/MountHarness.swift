@@ -55,6 +55,13 @@ final class TestMount: @unchecked Sendable {
         return loopResult
     }
 
+    /// Waits for run() to return on its own; nil on timeout.
+    func waitForLoop(timeoutSeconds: Double) -> Int32? {
+        guard finished.wait(timeout: .now() + timeoutSeconds) == .success else { return nil }
+        finished.signal()
+        return loopResult
+    }
+
     /// Always called: unmounts however the test ended.
     func tearDown() {
         if stop() == nil {
