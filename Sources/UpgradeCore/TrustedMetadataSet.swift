@@ -10,10 +10,11 @@ import Foundation
 /// Order of use for one refresh (each step requires the ones before it):
 ///  1. `init(trustedRoot:)` with the root the client already trusts.
 ///  2. `updateRoot` with `N+1.root.json`, `N+2.root.json`, … until the server has none.
-///  3. optionally `updateTimestamp(local, trusted: true)` and
-///     `updateSnapshot(local, trusted: true)` with previously verified files
-///     (expired ones accepted: they only serve as the rollback baseline; if
-///     they no longer verify — keys rotated — skip them).
+///  3. optionally `updateTimestamp(local, trusted: true)`,
+///     `updateSnapshot(local, trusted: true)` and `updateTargets(local, trusted: true)`
+///     with previously verified files (expired ones accepted: they serve as
+///     the rollback baseline and as what is known while the server is away;
+///     if they no longer verify — keys rotated — skip them).
 ///  4. `updateTimestamp(remote)`: `.equalVersion` means nothing changed.
 ///  5. `updateSnapshot(remote)`, 6. `updateTargets(remote)`.
 ///
@@ -120,12 +121,12 @@ public struct TrustedMetadataSet: Sendable {
     /// timestamp's (mix-and-match), no listed file's version lower than in the
     /// trusted snapshot (rollback) and none missing, not expired.
     /// `trusted: true` is for a snapshot the client verified before and
-    /// stored: only signatures and rollback are checked, so that it can be
-    /// the baseline for the rollback check of the new one.
+    /// stored: only signatures and rollback are checked (no hash, version or
+    /// expiry), so that it can be the baseline for the rollback check of the new one.
     @discardableResult
     public mutating func updateSnapshot(_ bytes: [UInt8], trusted: Bool = false) throws(TUFError) -> SnapshotMetadata {
         guard let timestamp else { throw .outOfOrder("cannot update snapshot before timestamp") }
-        guard timestamp.expires > now else { throw .expired(role: .timestamp, expires: timestamp.expires) }
+        if !trusted, timestamp.expires <= now { throw .expired(role: .timestamp, expires: timestamp.expires) }
         if !trusted {
             try timestamp.snapshot.verify(bytes, what: "snapshot version \(timestamp.snapshot.version)")
         }
@@ -154,19 +155,23 @@ public struct TrustedMetadataSet: Sendable {
     /// Accepts the top-level targets the trusted (and current) snapshot names:
     /// length and hash if listed there, signed by the root's targets keys,
     /// version equal to the snapshot's entry (mix-and-match), not expired.
+    /// `trusted: true` is for targets the client verified before and stored,
+    /// loaded after the stored timestamp and snapshot: no expiry is checked
+    /// (of targets, snapshot or timestamp); everything else is.
     @discardableResult
-    public mutating func updateTargets(_ bytes: [UInt8]) throws(TUFError) -> TargetsMetadata {
+    public mutating func updateTargets(_ bytes: [UInt8], trusted: Bool = false) throws(TUFError) -> TargetsMetadata {
         guard let timestamp else { throw .outOfOrder("cannot update targets before timestamp") }
         guard let snapshot else { throw .outOfOrder("cannot update targets before snapshot") }
-        guard timestamp.expires > now else { throw .expired(role: .timestamp, expires: timestamp.expires) }
-        try Self.checkFinal(snapshot, timestamp: timestamp, now: now)
+        let checkTime = trusted ? Date.distantPast : now
+        guard timestamp.expires > checkTime else { throw .expired(role: .timestamp, expires: timestamp.expires) }
+        try Self.checkFinal(snapshot, timestamp: timestamp, now: checkTime)
         let meta = snapshot.targetsMeta
         try meta.verify(bytes, what: "targets version \(meta.version)")
         let decoded = try MetadataCodec.decode(bytes, as: TargetsMetadata.self)
         try Self.verify(decoded.signedBytes, decoded.signatures, role: .targets, by: root, verifier: verifier)
         let new = decoded.payload
         guard new.version == meta.version else { throw .wrongVersion(role: .targets, expected: meta.version, got: new.version) }
-        guard new.expires > now else { throw .expired(role: .targets, expires: new.expires) }
+        guard new.expires > checkTime else { throw .expired(role: .targets, expires: new.expires) }
         targets = new
         targetsBytes = bytes
         return new

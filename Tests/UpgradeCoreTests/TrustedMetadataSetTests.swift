@@ -145,6 +145,29 @@ import UpgradeCore
         #expect(throws: TUFError.rollback(role: .timestamp, trusted: 3, new: 2)) { try set.updateTimestamp(oldRemote) }
     }
 
+    @Test func expiredLocalMetadataLoadsAsTrustedBaseline() throws {
+        var sim = Sim()
+        sim.addTarget("2/a", [1])
+        sim.publish()
+        let earlier = try sim.refreshedClient()
+        sim.now += 100 * Sim.day  // timestamp, snapshot and targets have all expired
+        var set = try sim.client()
+        #expect(throws: TUFError.expired(role: .timestamp, expires: sim.timestamp.expires)) { try set.updateTimestamp(earlier.timestampBytes!) }
+        try set.updateTimestamp(earlier.timestampBytes!, trusted: true)
+        #expect(throws: TUFError.expired(role: .timestamp, expires: sim.timestamp.expires)) { try set.updateSnapshot(earlier.snapshotBytes!) }
+        try set.updateSnapshot(earlier.snapshotBytes!, trusted: true)
+        #expect(throws: TUFError.expired(role: .timestamp, expires: sim.timestamp.expires)) { try set.updateTargets(earlier.targetsBytes!) }
+        try set.updateTargets(earlier.targetsBytes!, trusted: true)
+        #expect(set.targets?.targets["2/a"] != nil)
+        // Trusted loading skips expiry only: a mismatched version is still refused.
+        var other = try sim.client()
+        try other.updateTimestamp(earlier.timestampBytes!, trusted: true)
+        try other.updateSnapshot(earlier.snapshotBytes!, trusted: true)
+        var stale = sim.targets
+        stale.version = 1
+        #expect(throws: TUFError.wrongVersion(role: .targets, expected: 2, got: 1)) { try other.updateTargets(sim.sign(stale), trusted: true) }
+    }
+
     @Test func timestampKeyRotationDropsTrustedTimestamp() throws {
         var sim = Sim()
         for _ in 0..<4 { sim.publish() }
