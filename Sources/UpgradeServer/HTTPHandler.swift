@@ -15,8 +15,13 @@ struct HTTPHandler: Sendable {
     let notifyTimeout: Duration
     let fileIO = FileIO()
 
-    /// Size of the pieces big blobs are read and sent in.
-    static let blobChunkBytes = 1 << 20
+    /// Size of the pieces big blobs are read and sent in. Hummingbird's default
+    /// (128 KiB) halves loopback throughput here; 1–4 MiB measured alike
+    /// (~1.6–2.1 GB/s to curl on 2 busy cores). NIO buffers up to 8 chunks
+    /// per response, so this bounds memory at 16 MiB per download.
+    static let blobChunkBytes = 2 << 20
+    /// Blobs up to this size are read in one go instead of streamed.
+    static let smallBlobBytes = 256 << 10
     static let maxQueryVersionDigits = 18
 
     func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
@@ -116,7 +121,7 @@ struct HTTPHandler: Sendable {
         }
         let size = Int(st.st_size)
         let body: ResponseBody
-        if size <= Self.blobChunkBytes {
+        if size <= Self.smallBlobBytes {
             guard let bytes = try? POSIXFiles.readFile(blobPath) else {
                 return Self.text(.notFound, "no content with sha256 \(hash)")
             }

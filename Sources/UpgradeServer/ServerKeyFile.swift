@@ -172,18 +172,26 @@ public struct ServerKeyFile: Sendable {
         guard let initialRoot = Data(base64Encoded: document.initial_root).map(Array.init) else {
             throw fail("initial_root is not base64")
         }
-        let decoded: RootMetadata
+        let envelope: (payload: RootMetadata, signedBytes: [UInt8], signatures: [(keyID: String, signature: [UInt8])])
         do {
-            decoded = try MetadataCodec.decode(initialRoot, as: RootMetadata.self).payload
+            envelope = try MetadataCodec.decode(initialRoot, as: RootMetadata.self)
         } catch {
             throw fail("initial_root is not root metadata: \(error)")
         }
+        let decoded = envelope.payload
         guard decoded.version == 1 else { throw fail("initial_root has version \(decoded.version), expected 1") }
         let expected: [TUFRole: Ed25519KeyPair] = [.root: root, .targets: targets, .snapshot: snapshot, .timestamp: timestamp]
         for (role, keyPair) in expected {
             guard decoded.keys(for: role).map(\.publicKey) == [keyPair.publicKey] else {
                 throw fail("initial_root does not name this file's \(role.rawValue) key for the \(role.rawValue) role")
             }
+        }
+        let rootKeyID = TUFKey(ed25519PublicKey: root.publicKey).keyID
+        let verifier = SodiumVerifier()
+        guard envelope.signatures.contains(where: {
+            $0.keyID == rootKeyID && verifier.isValid(signature: $0.signature, message: envelope.signedBytes, publicKey: root.publicKey)
+        }) else {
+            throw fail("initial_root is not signed by this file's root key")
         }
         return ServerKeyFile(root: root, targets: targets, snapshot: snapshot, timestamp: timestamp, initialRoot: initialRoot)
     }

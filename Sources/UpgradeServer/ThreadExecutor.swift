@@ -2,36 +2,57 @@ import Foundation
 
 /// A serial executor with a thread of its own. The publisher runs on it, so
 /// its blocking file-system work (copying gigabytes, fsync) never occupies
-/// the threads that serve HTTP.
+/// the threads that serve HTTP. The thread ends when the executor goes away.
 final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
-    private let condition = NSCondition()
-    private var jobs: [UnownedJob] = []
+    /// What the thread holds on to: the job queue, not the executor.
+    private final class Queue: @unchecked Sendable {
+        let condition = NSCondition()
+        var jobs: [UnownedJob] = []
+        var stopped = false
+        /// Only used while jobs are queued, and a queued job keeps its actor
+        /// (and so this executor) alive.
+        var executor: UnownedSerialExecutor?
+
+        func run() {
+            while true {
+                condition.lock()
+                while jobs.isEmpty && !stopped { condition.wait() }
+                guard !jobs.isEmpty, let executor else {
+                    condition.unlock()
+                    return
+                }
+                let job = jobs.removeFirst()
+                condition.unlock()
+                job.runSynchronously(on: executor)
+            }
+        }
+    }
+
+    private let queue = Queue()
 
     init(name: String) {
-        let thread = Thread { [unowned self] in self.run() }
+        queue.executor = UnownedSerialExecutor(ordinary: self)
+        let thread = Thread { [queue] in queue.run() }
         thread.name = name
         thread.start()
     }
 
+    deinit {
+        queue.condition.lock()
+        queue.stopped = true
+        queue.condition.signal()
+        queue.condition.unlock()
+    }
+
     func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
-        condition.lock()
-        jobs.append(job)
-        condition.signal()
-        condition.unlock()
+        queue.condition.lock()
+        queue.jobs.append(job)
+        queue.condition.signal()
+        queue.condition.unlock()
     }
 
     func asUnownedSerialExecutor() -> UnownedSerialExecutor {
         UnownedSerialExecutor(ordinary: self)
-    }
-
-    private func run() {
-        while true {
-            condition.lock()
-            while jobs.isEmpty { condition.wait() }
-            let job = jobs.removeFirst()
-            condition.unlock()
-            job.runSynchronously(on: asUnownedSerialExecutor())
-        }
     }
 }
