@@ -34,6 +34,7 @@ enum BundleScanner {
     /// Deepest relative path the scanner descends into; longer paths are
     /// listed (and then rejected by the rules) but not entered.
     static let maxScanPathBytes = 4096
+    static let maxManifestBytes = 64 << 10
 
     static func scan(_ root: String, limits: BundleLimits) throws(ServerFileError) -> ScannedBundle {
         var result = ScannedBundle(entries: [], signature: TreeSignature(items: []), manifestBytes: nil, problem: nil)
@@ -46,7 +47,14 @@ enum BundleScanner {
             return true
         }
         if result.problem == nil, manifestIsFile {
-            result.manifestBytes = try? POSIXFiles.readFile(root + "/" + UpgradeManifest.fileName, limit: 1 << 20)
+            do {
+                result.manifestBytes = try POSIXFiles.readFile(root + "/" + UpgradeManifest.fileName, limit: maxManifestBytes)
+            } catch {
+                result.problem = BundleRejection(
+                    path: UpgradeManifest.fileName,
+                    reason: error.errno == EFBIG
+                        ? "the manifest is larger than \(maxManifestBytes) bytes" : "cannot read the manifest: \(error)")
+            }
         }
         return result
     }

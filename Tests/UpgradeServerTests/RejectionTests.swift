@@ -91,6 +91,13 @@ import UpgradeCore
         #expect(reason?.contains("file name is not valid UTF-8") == true)
     }
 
+    @Test func hugeManifestIsRejected() async throws {
+        let reason = try await rejectionReason { root in
+            Files.write(root + "/upgrade.toml", "class = \"kvstore\"\nversion = 2\n" + String(repeating: "# padding\n", count: 7000))
+        }
+        #expect(reason == "upgrade.toml: the manifest is larger than 65536 bytes\n")
+    }
+
     @Test func deletingTheRejectedMarkerRetries() async throws {
         let fixture = ServerFixture()
         let publisher = try fixture.makePublisher()
