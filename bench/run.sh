@@ -187,6 +187,14 @@ set_ra() {
     if [[ -w "$f" ]]; then echo "$1" > "$f"; else log "cannot write $f"; fi
 }
 
+# resident_of FILE -> how much of FILE is in the page cache (fincore), "?" if unknown
+resident_of() {
+    if [[ -f "$1" ]] && command -v fincore >/dev/null; then
+        fincore -n -b -o RES "$1" 2>/dev/null | awk -v t="$file_bytes" '{ printf "%.0f%%", 100 * $1 / t; exit }'
+    else
+        echo "?"
+    fi
+}
 warm_server_blob() { cat "$blob" > /dev/null; }
 
 # results: label | bytes or ops | seconds | rate | unit | note
@@ -294,7 +302,8 @@ url="http://127.0.0.1:$port/targets/1/payload/$file_sha.big.bin"
 # 2. native reads, curl
 # ---------------------------------------------------------------------------
 drop_caches
-s=$(timed_read "$native"); add_read_row native_cold "native read, after drop_caches (disk)" "$s" "dd bs=1M"
+resident=$(resident_of "$native")
+s=$(timed_read "$native"); add_read_row native_cold "native read, after drop_caches (disk)" "$s" "resident before: $resident"
 s=$(timed_read "$native"); add_read_row native_warm "native read, warm (page cache)" "$s" "dd bs=1M"
 
 warm_server_blob
@@ -334,7 +343,8 @@ fi
 ra_now=$(get_ra)
 s=$(timed_read "$mfile"); add_read_row mount_warm "mount, 2nd read (kernel page cache)" "$s" "read_ahead=$ra_now"
 drop_caches
-s=$(timed_read "$mfile"); add_read_row mount_disk "mount, 3rd read after drop_caches" "$s" "node disk cache, read_ahead=$ra_now"
+resident=$(resident_of "$cache/blobs/$file_sha")
+s=$(timed_read "$mfile"); add_read_row mount_disk "mount, 3rd read after drop_caches" "$s" "node disk cache; resident before: $resident"
 
 got=$(openssl dgst -sha256 -r "$mfile" | cut -d' ' -f1)
 [[ "$got" == "$file_sha" ]] || die "content through the mount hashes to $got, expected $file_sha"
