@@ -54,19 +54,39 @@ enum Harness {
     }
 
     /// Runs a command to completion; returns its status and combined output.
+    /// posix_spawn + waitpid rather than Foundation's Process: Process misses
+    /// the exit of a child that leaves a daemon behind (the mount helper) and
+    /// waits forever.
     @discardableResult
     static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let outputPath = FileManager.default.temporaryDirectory.appending(path: "upgradefs-run-\(UUID().uuidString)").path
+        defer { unlink(outputPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // A child must not inherit this thread's blocked signals (Dispatch workers block most).
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
+        let env = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = env.map { strdup($0) } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        guard spawned == 0 else { throw HarnessError("cannot run \(executable): \(String(cString: strerror(spawned)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        let exited = status & 0x7f == 0
+        return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), output)
     }
 
     /// Polls until `condition` holds or `seconds` pass.
@@ -105,15 +125,15 @@ enum Harness {
     }
 
     /// Reads a whole file with POSIX calls; on failure returns the errno.
-    static func readFile(_ path: String) -> Result<[UInt8], POSIXErrorCode> {
+    static func readFile(_ path: String) -> Result<[UInt8], Errno> {
         let fd = open(path, O_RDONLY)
-        guard fd >= 0 else { return .failure(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+        guard fd >= 0 else { return .failure(Errno(code: errno)) }
         defer { close(fd) }
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {
             let n = read(fd, &buffer, buffer.count)
-            if n < 0 { return .failure(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+            if n < 0 { return .failure(Errno(code: errno)) }
             if n == 0 { return .success(out) }
             out += buffer[0..<n]
         }
@@ -211,6 +231,10 @@ final class TestServer {
     func stop(signal: Int32 = SIGTERM) {
         guard let process, process.isRunning else { return }
         kill(process.processIdentifier, signal)
+        if !Harness.waitUntil(15, { !process.isRunning }) {
+            Issue.record("server did not stop on signal \(signal) within 15 s")
+            kill(process.processIdentifier, SIGKILL)
+        }
         process.waitUntilExit()
         self.process = nil
     }
@@ -338,10 +362,18 @@ final class StaticMirror {
     func source(id: String) -> String { "127.0.0.1:\(port),\(id)" }
 
     deinit {
-        kill(process.processIdentifier, SIGTERM)
+        // SIGKILL: a child spawned from a Dispatch worker inherits its blocked signal mask, SIGTERM included.
+        kill(process.processIdentifier, SIGKILL)
         process.waitUntilExit()
         try? FileManager.default.removeItem(at: root)
     }
+}
+
+/// An errno as a test result.
+struct Errno: Error, Equatable, CustomStringConvertible {
+    let code: Int32
+    static let EIO = Errno(code: Glibc.EIO)
+    var description: String { String(cString: strerror(code)) }
 }
 
 struct HarnessError: Error, CustomStringConvertible {

@@ -113,7 +113,7 @@ struct MountTests {
         guard Harness.canMount else { return }
         let mount = try TestMount()
         defer { mount.unmount() }
-        let failure = try #require(try mount.start("127.0.0.1:\(Harness.freePort()),\(String(repeating: "b", count: 52))"))
+        let failure = try #require(try mount.start("127.0.0.1:\(Harness.freePort()),\(ServerID.of(initialRoot: Array("no such server".utf8)))"))
         #expect(failure.status == 69)
         #expect(failure.log.contains("cannot reach the server"), "\(failure.log)")
     }
@@ -187,7 +187,7 @@ struct MountTests {
         #expect(Harness.waitUntil(5) { !Harness.isMounted(mount.mountpoint.path) })
 
         // A failing mount reports the reason and upgradefs's exit status.
-        let refused = try Harness.run(helper, ["127.0.0.1:\(server.port),\(String(repeating: "c", count: 52))",
+        let refused = try Harness.run(helper, ["127.0.0.1:\(server.port),\(ServerID.of(initialRoot: Array("an impostor".utf8)))",
                                                mount.mountpoint.path, "-o", "cache=\(mount.cache.path)-other,log=\(mount.logFile.path)"],
                                       environment: ["UPGRADEFS_BIN": Harness.binary])
         #expect(refused.status == 77, "\(refused.output)")

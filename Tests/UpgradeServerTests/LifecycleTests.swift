@@ -8,43 +8,62 @@ import UpgradeCore
 
 /// Settling, restarts and the state directory's ownership.
 @Suite(.serialized) struct LifecycleTests {
+    // The settle time is long compared with the pauses between writes, so
+    // these tests hold on a loaded machine: only a lower bound is timed.
+    static let settle = Duration.milliseconds(1500)
+
+    /// Scans until the bundle is taken; returns the outcome and when it happened.
+    static func scanUntilTaken(_ publisher: Publisher) async throws -> ([BundleOutcome], ContinuousClock.Instant) {
+        let deadline = ContinuousClock.now + .seconds(20)
+        while true {
+            let outcome = await publisher.scanOnce()
+            if outcome.contains(where: { if case .waiting = $0 { false } else { true } }) || ContinuousClock.now > deadline {
+                return (outcome, ContinuousClock.now)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
     @Test func halfCopiedBundleWaitsForTheSettleTime() async throws {
-        let fixture = ServerFixture(settleMilliseconds: 400)
+        let fixture = ServerFixture(settleMilliseconds: 1500)
         let publisher = try fixture.makePublisher()
         // The copy is under way: manifest and part of the payload are there.
         let root = fixture.publishDirectory + "/slow"
         Files.write(root + "/upgrade.toml", "class = \"kvstore\"\nversion = 1\n")
         Files.write(root + "/payload/part1", [UInt8](repeating: 1, count: 100_000))
         #expect(await publisher.scanOnce() == [.waiting(bundle: "slow")])
-        try await Task.sleep(for: .milliseconds(250))
+        try await Task.sleep(for: .milliseconds(100))
         Files.write(root + "/payload/part2", [UInt8](repeating: 2, count: 50_000))
-        #expect(await publisher.scanOnce() == [.waiting(bundle: "slow")])
-        try await Task.sleep(for: .milliseconds(250))
-        // 500 ms since the first look, but only 250 ms since the last change.
+        let lastChange = ContinuousClock.now
         #expect(await publisher.scanOnce() == [.waiting(bundle: "slow")])
         #expect(fixture.marker("slow", ".published") == nil && fixture.marker("slow", ".rejected") == nil)
         #expect(await publisher.latestVersion == 0)
-        try await Task.sleep(for: .milliseconds(250))
-        #expect(await publisher.scanOnce() == [.published(bundle: "slow", version: 1)])
+
+        let (outcome, takenAt) = try await Self.scanUntilTaken(publisher)
+        #expect(outcome == [.published(bundle: "slow", version: 1)])
+        #expect(takenAt - lastChange >= Self.settle, "taken before the tree had been quiet for the settle time")
         let targets = await publisher.targets.targets
         #expect(targets["1/payload/part2"]?.length == 50_000)
     }
 
     @Test func growingFileResetsTheSettleClock() async throws {
-        let fixture = ServerFixture(settleMilliseconds: 300)
+        let fixture = ServerFixture(settleMilliseconds: 1500)
         let publisher = try fixture.makePublisher()
         let root = fixture.publishDirectory + "/grow"
         Files.write(root + "/upgrade.toml", "class = \"kvstore\"\nversion = 1\n")
         Files.mkdir(root + "/payload")
         let fd = open(root + "/payload/big", O_CREAT | O_WRONLY, 0o644)
         defer { close(fd) }
+        var lastChange = ContinuousClock.now
         for _ in 0..<4 {
             _ = [UInt8](repeating: 9, count: 10_000).withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            lastChange = ContinuousClock.now
             #expect(await publisher.scanOnce() == [.waiting(bundle: "grow")])
-            try await Task.sleep(for: .milliseconds(150))
+            try await Task.sleep(for: .milliseconds(100))
         }
-        try await Task.sleep(for: .milliseconds(350))
-        #expect(await publisher.scanOnce() == [.published(bundle: "grow", version: 1)])
+        let (outcome, takenAt) = try await Self.scanUntilTaken(publisher)
+        #expect(outcome == [.published(bundle: "grow", version: 1)])
+        #expect(takenAt - lastChange >= Self.settle, "taken while the file was still growing")
         #expect(await publisher.targets.targets["1/payload/big"]?.length == 40_000)
     }
 
