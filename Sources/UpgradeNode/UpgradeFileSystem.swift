@@ -9,11 +9,14 @@ import UpgradeCore
 /// contents from the verified cache, downloading and verifying on first open.
 ///
 /// Published bundles are immutable, so their entries, attributes and pages
-/// are cached by the kernel for a long time; the few names that change
-/// (`latest`, `versions/`) are not cached and are invalidated on change.
+/// are cached by the kernel for a long time. No name ever disappears, so
+/// every entry is cached long (a name not yet published is never cached as
+/// missing); the attributes that change (`latest`, `server`, the root and
+/// `versions/`) are cached briefly or not at all and invalidated on change.
 public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
     static let immutableTimeout = 86_400.0
     static let mutableTimeout = 0.0
+    static let growingDirectoryTimeout = 1.0
 
     private let tree = Mutex(BundleTree())
     private let updater: TUFUpdater
@@ -57,13 +60,13 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
             return (ino, node)
         }
         guard let (ino, node) = found else { throw FuseError.noEntry }
-        let timeout = timeout(for: ino, node)
-        return FuseEntry(attributes: attributes(ino, node), entryTimeout: timeout, attributeTimeout: timeout)
+        return FuseEntry(attributes: attributes(ino, node), entryTimeout: Self.immutableTimeout,
+                         attributeTimeout: attributeTimeout(for: ino, node))
     }
 
     public func getattr(ino: UInt64) throws(FuseError) -> (FuseAttributes, timeout: Double) {
         guard let node = tree.withLock({ $0.node(ino) }) else { throw FuseError.noEntry }
-        return (attributes(ino, node), timeout(for: ino, node))
+        return (attributes(ino, node), attributeTimeout(for: ino, node))
     }
 
     public func readdir(ino: UInt64) throws(FuseError) -> [FuseDirectoryEntry] {
@@ -135,14 +138,17 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
 
     // MARK: attributes
 
-    private func timeout(for ino: UInt64, _ node: BundleTree.Node) -> Double {
+    /// How long the kernel may cache a node's attributes. Names never go
+    /// away (entries are cached long); only the attributes of `latest`,
+    /// `server`, the root and `versions/` change, and those are also
+    /// invalidated when new metadata arrives.
+    private func attributeTimeout(for ino: UInt64, _ node: BundleTree.Node) -> Double {
         switch node {
         case .file, .symlink: Self.immutableTimeout
         case .text: Self.mutableTimeout
         case .directory:
-            // versions/N/... never changes once published; the root and versions/ do.
             ino == BundleTree.rootInode || tree.withLock({ $0.lookup(path: "versions") }) == ino
-                ? Self.mutableTimeout : Self.immutableTimeout
+                ? Self.growingDirectoryTimeout : Self.immutableTimeout
         }
     }
 
