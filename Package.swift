@@ -36,6 +36,7 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(name: "UpgradeFiles", swiftSettings: swiftSettings),
         .target(name: "Sodium", dependencies: ["CSodium", "UpgradeCore"], swiftSettings: swiftSettings),
         .target(
             name: "FuseKit",
@@ -45,7 +46,7 @@ let package = Package(
         .target(
             name: "UpgradeServer",
             dependencies: [
-                "UpgradeCore", "Sodium",
+                "UpgradeCore", "Sodium", "UpgradeFiles",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -54,7 +55,7 @@ let package = Package(
         .target(
             name: "UpgradeNode",
             dependencies: [
-                "UpgradeCore", "Sodium", "FuseKit",
+                "UpgradeCore", "Sodium", "FuseKit", "UpgradeFiles",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),

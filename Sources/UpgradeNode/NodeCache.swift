@@ -1,6 +1,7 @@
 import Foundation
 import Crypto
 import UpgradeCore
+import UpgradeFiles
 
 /// The node's local, verified copy of what the server published:
 ///
@@ -43,7 +44,7 @@ public struct NodeCache: Sendable {
     }
 
     public func storeMetadata(_ role: String, _ bytes: [UInt8]) throws {
-        try AtomicFile.write(bytes, to: metadataURL(role).path)
+        try POSIXFiles.writeAtomically(bytes, to: metadataURL(role).path)
     }
 
     public func removeMetadata(_ role: String) {
@@ -82,36 +83,5 @@ public struct NodeCache: Sendable {
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
         }
         return total == length && Hex.encode(Array(hasher.finalize())) == expected
-    }
-}
-
-/// Crash-safe whole-file replacement.
-enum AtomicFile {
-    static func write(_ bytes: [UInt8], to path: String) throws {
-        let tmp = path + ".tmp-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
-        let fd = open(tmp, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-        var ok = false
-        defer { if !ok { unlink(tmp) } }
-        try bytes.withUnsafeBytes { try writeAll(fd, $0) }
-        guard fsync(fd) == 0, close(fd) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-        guard rename(tmp, path) == 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
-        ok = true
-        let dir = open((path as NSString).deletingLastPathComponent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 { fsync(dir); close(dir) }
-    }
-
-    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer) throws {
-        var offset = 0
-        while offset < buffer.count {
-            let n = Glibc.write(fd, buffer.baseAddress! + offset, buffer.count - offset)
-            if n < 0 {
-                if errno == EINTR { continue }
-                let code = errno
-                close(fd)
-                throw POSIXError(POSIXErrorCode(rawValue: code) ?? .EIO)
-            }
-            offset += n
-        }
     }
 }

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import UpgradeCore
+import UpgradeFiles
 
 /// The node's TUF client: the I/O around `TrustedMetadataSet`, which makes
 /// every trust decision. This type fetches (with length limits), hands the
@@ -206,7 +207,7 @@ public actor TUFUpdater {
         for try await buffer in response.body {
             try buffer.withUnsafeReadableBytes { bytes in
                 try verifier.update(bytes)
-                try AtomicFile.writeAll(fd, bytes)
+                try POSIXFiles.writeAll(fd, bytes, path: tmpPath)
             }
         }
         try verifier.finish()

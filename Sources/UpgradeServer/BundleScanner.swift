@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import UpgradeCore
+import UpgradeFiles
 
 /// What `lstat` says about a bundle tree, in a form that can be compared
 /// between two scans: paths, kinds, sizes, modes, mtimes and link texts.
@@ -36,7 +37,7 @@ enum BundleScanner {
     static let maxScanPathBytes = 4096
     static let maxManifestBytes = 64 << 10
 
-    static func scan(_ root: String, limits: BundleLimits) throws(ServerFileError) -> ScannedBundle {
+    static func scan(_ root: String, limits: BundleLimits) throws(FileError) -> ScannedBundle {
         var result = ScannedBundle(entries: [], signature: TreeSignature(items: []), manifestBytes: nil, problem: nil)
         // Enough entries to prove "too many files" without listing a million.
         let maxEntries = limits.maxFiles * 2 + 1000
@@ -61,7 +62,7 @@ enum BundleScanner {
 
     private static func walk(
         root: String, relative: [UInt8], into result: inout ScannedBundle, maxEntries: Int
-    ) throws(ServerFileError) {
+    ) throws(FileError) {
         let directory = relative.isEmpty ? root : root + "/" + String(decoding: relative, as: UTF8.self)
         let names: [[UInt8]]
         do {
@@ -134,7 +135,7 @@ enum BundleScanner {
     }
 
     /// The tree signature alone (cheaper to compare than a full scan when nothing changed).
-    static func signature(_ root: String, limits: BundleLimits) throws(ServerFileError) -> TreeSignature {
+    static func signature(_ root: String, limits: BundleLimits) throws(FileError) -> TreeSignature {
         try scan(root, limits: limits).signature
     }
 }

@@ -3,6 +3,7 @@ import Glibc
 #endif
 import Crypto
 import UpgradeCore
+import UpgradeFiles
 
 /// The content store `STATE/blobs/sha256/<first 2 hex>/<64 hex>`: every
 /// published file and link text, named by its SHA-256. Blobs are written once
@@ -38,13 +39,13 @@ struct ContentStore: Sendable {
     /// Copies a regular file into the store while hashing it. Fails if the
     /// file is not a regular file any more or its size is not `expectedSize`
     /// (the bundle changed under us).
-    func ingest(file sourcePath: String, expectedSize: Int64) throws(ServerFileError) -> Ingested {
+    func ingest(file sourcePath: String, expectedSize: Int64) throws(FileError) -> Ingested {
         let source = try POSIXFiles.open(sourcePath, O_RDONLY | O_NOFOLLOW)
         defer { close(source) }
         var st = stat()
-        guard fstat(source, &st) == 0 else { throw ServerFileError("fstat", sourcePath) }
+        guard fstat(source, &st) == 0 else { throw FileError("fstat", sourcePath) }
         guard POSIXFiles.isRegular(st), Int64(st.st_size) == expectedSize else {
-            throw ServerFileError("copy (file changed while publishing)", sourcePath, errno: EAGAIN)
+            throw FileError("copy (file changed while publishing)", sourcePath, errno: EAGAIN)
         }
         let temporary = temporaryDirectory + "/" + POSIXFiles.temporaryName("blob")
         let destination = try POSIXFiles.open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
@@ -52,12 +53,12 @@ struct ContentStore: Sendable {
         var copied: Int64 = 0
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.readChunkBytes, alignment: 4096)
         defer { buffer.deallocate() }
-        do throws(ServerFileError) {
+        do throws(FileError) {
             while true {
                 let n = read(source, buffer.baseAddress, buffer.count)
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw ServerFileError("read", sourcePath)
+                    throw FileError("read", sourcePath)
                 }
                 if n == 0 { break }
                 let chunk = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
@@ -67,10 +68,10 @@ struct ContentStore: Sendable {
                 if copied > expectedSize { break }
             }
             guard copied == expectedSize else {
-                throw ServerFileError("copy (file changed while publishing)", sourcePath, errno: EAGAIN)
+                throw FileError("copy (file changed while publishing)", sourcePath, errno: EAGAIN)
             }
-            guard fsync(destination) == 0 else { throw ServerFileError("fsync", temporary) }
-            guard close(destination) == 0 else { throw ServerFileError("close", temporary) }
+            guard fsync(destination) == 0 else { throw FileError("fsync", temporary) }
+            guard close(destination) == 0 else { throw FileError("close", temporary) }
         } catch {
             close(destination)
             unlink(temporary)
@@ -81,14 +82,14 @@ struct ContentStore: Sendable {
     }
 
     /// Stores a small byte string (a link text).
-    func ingest(bytes: [UInt8]) throws(ServerFileError) -> Ingested {
+    func ingest(bytes: [UInt8]) throws(FileError) -> Ingested {
         let hex = Hex.encode(SHA256.hash(data: bytes))
         let temporary = temporaryDirectory + "/" + POSIXFiles.temporaryName("blob")
         let fd = try POSIXFiles.open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
-        do throws(ServerFileError) {
+        do throws(FileError) {
             try POSIXFiles.writeAll(fd, bytes, path: temporary)
-            guard fsync(fd) == 0 else { throw ServerFileError("fsync", temporary) }
-            guard close(fd) == 0 else { throw ServerFileError("close", temporary) }
+            guard fsync(fd) == 0 else { throw FileError("fsync", temporary) }
+            guard close(fd) == 0 else { throw FileError("close", temporary) }
         } catch {
             close(fd)
             unlink(temporary)
@@ -97,7 +98,7 @@ struct ContentStore: Sendable {
         return try commit(temporary: temporary, sha256: hex, length: Int64(bytes.count))
     }
 
-    private func commit(temporary: String, sha256 hex: String, length: Int64) throws(ServerFileError) -> Ingested {
+    private func commit(temporary: String, sha256 hex: String, length: Int64) throws(FileError) -> Ingested {
         let final = path(sha256: hex)
         if let st = try POSIXFiles.lstatOrNil(final), POSIXFiles.isRegular(st), Int64(st.st_size) == length {
             unlink(temporary)
@@ -106,7 +107,7 @@ struct ContentStore: Sendable {
         let directory = POSIXFiles.parentDirectory(of: final)
         try POSIXFiles.makeDirectories(directory)
         guard rename(temporary, final) == 0 else {
-            let failure = ServerFileError("rename to \(final)", temporary)
+            let failure = FileError("rename to \(final)", temporary)
             unlink(temporary)
             throw failure
         }

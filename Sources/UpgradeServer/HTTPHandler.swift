@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Hummingbird
 import UpgradeCore
+import UpgradeFiles
 
 /// The server's HTTP interface (docs/DESIGN.md, "HTTP (server)"). Metadata and
 /// blobs are read from disk on every request.

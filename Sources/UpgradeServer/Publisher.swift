@@ -5,6 +5,7 @@ import Crypto
 import Foundation
 import Logging
 import UpgradeCore
+import UpgradeFiles
 
 /// What one look at one bundle came to.
 public enum BundleOutcome: Sendable, Equatable {

@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import Sodium
 import UpgradeCore
+import UpgradeFiles
 
 /// Expiry periods of the four roles, and when each is re-signed.
 public struct ExpiryPolicy: Sendable, Equatable {
@@ -157,7 +158,7 @@ struct Repository {
     /// Publishes new targets: writes `N.targets.json`, then a new snapshot and
     /// timestamp, in that order, each atomically. The in-memory state changes
     /// only when all three are on disk.
-    mutating func publish(targets newTargets: [String: TargetFile], expiry: ExpiryPolicy, now: Date) throws(ServerFileError) {
+    mutating func publish(targets newTargets: [String: TargetFile], expiry: ExpiryPolicy, now: Date) throws(FileError) {
         let targets = TargetsMetadata(
             version: self.targets.version + 1, expires: now.adding(seconds: expiry.targetsSeconds), targets: newTargets)
         try write(
@@ -167,7 +168,7 @@ struct Repository {
 
     /// Re-signs whatever is near its expiry (or, for the timestamp, whose
     /// lifetime no longer matches the configured one). Returns the roles re-signed.
-    mutating func refresh(expiry: ExpiryPolicy, now: Date) throws(ServerFileError) -> [TUFRole] {
+    mutating func refresh(expiry: ExpiryPolicy, now: Date) throws(FileError) -> [TUFRole] {
         var renewed: [TUFRole] = []
         func remaining(_ date: Date) -> Double { date.timeIntervalSince(now) }
 
@@ -207,7 +208,7 @@ struct Repository {
     private mutating func write(
         targets: TargetsMetadata, snapshotExpires: Date, timestampExpires: Date, writeTargets: Bool, writeSnapshot: Bool,
         initial: Bool = false
-    ) throws(ServerFileError) {
+    ) throws(FileError) {
         if writeTargets {
             let bytes = MetadataCodec.sign(targets, keys: [keys.targets])
             try POSIXFiles.writeAtomically(bytes, to: "\(metadataDirectory)/\(targets.version).targets.json")

@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import Sodium
 import UpgradeCore
+import UpgradeFiles
 
 /// The server's key file (`upgradefs keygen --out FILE`, mode 0600):
 /// `{"kind":"upgradefs-server-key","keys":{"root":…,"targets":…,"snapshot":…,"timestamp":…},"initial_root":"<base64>"}`
@@ -100,10 +101,10 @@ public struct ServerKeyFile: Sendable {
         } catch {
             throw ServerKeyFileError(path: path, problem: "cannot create: \(String(cString: strerror(error.errno)))")
         }
-        do throws(ServerFileError) {
+        do throws(FileError) {
             try POSIXFiles.writeAll(fd, bytes, path: temporary)
-            guard fsync(fd) == 0 else { throw ServerFileError("fsync", temporary) }
-            guard close(fd) == 0 else { throw ServerFileError("close", temporary) }
+            guard fsync(fd) == 0 else { throw FileError("fsync", temporary) }
+            guard close(fd) == 0 else { throw FileError("close", temporary) }
         } catch {
             close(fd)
             unlink(temporary)

@@ -21,7 +21,7 @@ struct KeygenCommand: ParsableCommand {
     var force = false
 
     func run() throws {
-        let directory = (out as NSString).deletingLastPathComponent
+        let directory = URL(fileURLWithPath: out).deletingLastPathComponent().path
         if !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) {
             do {
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,

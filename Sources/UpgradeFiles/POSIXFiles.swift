@@ -7,7 +7,7 @@ import Darwin
 #endif
 
 /// A failed file-system operation: what was attempted, on which path, and the errno.
-public struct ServerFileError: Error, CustomStringConvertible, Sendable {
+public struct FileError: Error, CustomStringConvertible, Sendable {
     public let operation: String
     public let path: String
     public let errno: Int32
@@ -27,57 +27,57 @@ public struct ServerFileError: Error, CustomStringConvertible, Sendable {
 
 /// Small POSIX file helpers. Everything here retries on EINTR and reports the
 /// path in its errors.
-enum POSIXFiles {
+public enum POSIXFiles {
     /// `lstat`; `nil` when the path does not exist.
-    static func lstatOrNil(_ path: String) throws(ServerFileError) -> stat? {
+    public static func lstatOrNil(_ path: String) throws(FileError) -> stat? {
         var st = stat()
         if lstat(path, &st) == 0 { return st }
         if errno == ENOENT || errno == ENOTDIR { return nil }
-        throw ServerFileError("lstat", path)
+        throw FileError("lstat", path)
     }
 
-    static func exists(_ path: String) -> Bool {
+    public static func exists(_ path: String) -> Bool {
         var st = stat()
         return lstat(path, &st) == 0
     }
 
-    static func isDirectory(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFDIR }
-    static func isRegular(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFREG }
+    public static func isDirectory(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFDIR }
+    public static func isRegular(_ st: stat) -> Bool { st.st_mode & S_IFMT == S_IFREG }
 
     /// `mkdir -p` with the given mode for directories it creates.
-    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(ServerFileError) {
+    public static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(FileError) {
         if let st = try lstatOrNil(path) {
-            guard isDirectory(st) else { throw ServerFileError("mkdir", path, errno: ENOTDIR) }
+            guard isDirectory(st) else { throw FileError("mkdir", path, errno: ENOTDIR) }
             return
         }
         let parent = parentDirectory(of: path)
         if parent != path { try makeDirectories(parent, mode: mode) }
-        if mkdir(path, mode) != 0 && errno != EEXIST { throw ServerFileError("mkdir", path) }
+        if mkdir(path, mode) != 0 && errno != EEXIST { throw FileError("mkdir", path) }
     }
 
-    static func parentDirectory(of path: String) -> String {
+    public static func parentDirectory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         if slash == path.startIndex { return "/" }
         return String(path[..<slash])
     }
 
     /// Opens a file, retrying on EINTR.
-    static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) throws(ServerFileError) -> Int32 {
+    public static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) throws(FileError) -> Int32 {
         while true {
             let fd = Glibc.open(path, flags | O_CLOEXEC, mode)
             if fd >= 0 { return fd }
             if errno == EINTR { continue }
-            throw ServerFileError("open", path)
+            throw FileError("open", path)
         }
     }
 
     /// Reads a whole (small) file.
-    static func readFile(_ path: String, limit: Int = 64 << 20) throws(ServerFileError) -> [UInt8] {
+    public static func readFile(_ path: String, limit: Int = 64 << 20) throws(FileError) -> [UInt8] {
         let fd = try open(path, O_RDONLY | O_NOFOLLOW)
         defer { close(fd) }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ServerFileError("fstat", path) }
-        guard isRegular(st) else { throw ServerFileError("read", path, errno: EINVAL) }
+        guard fstat(fd, &st) == 0 else { throw FileError("fstat", path) }
+        guard isRegular(st) else { throw FileError("read", path, errno: EINVAL) }
         var result: [UInt8] = []
         result.reserveCapacity(Int(st.st_size))
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
@@ -85,27 +85,27 @@ enum POSIXFiles {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
-                throw ServerFileError("read", path)
+                throw FileError("read", path)
             }
             if n == 0 { return result }
             result.append(contentsOf: buffer[0..<n])
-            if result.count > limit { throw ServerFileError("read", path, errno: EFBIG) }
+            if result.count > limit { throw FileError("read", path, errno: EFBIG) }
         }
     }
 
-    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(ServerFileError) {
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(FileError) {
         var offset = 0
         while offset < bytes.count {
             let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw ServerFileError("write", path)
+                throw FileError("write", path)
             }
             offset += n
         }
     }
 
-    static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(ServerFileError) {
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8], path: String) throws(FileError) {
         let failure: Int32? = bytes.withUnsafeBytes { buffer in
             var offset = 0
             while offset < buffer.count {
@@ -118,17 +118,17 @@ enum POSIXFiles {
             }
             return nil
         }
-        if let failure { throw ServerFileError("write", path, errno: failure) }
+        if let failure { throw FileError("write", path, errno: failure) }
     }
 
-    static func fsyncPath(_ path: String, directory: Bool = false) throws(ServerFileError) {
+    public static func fsyncPath(_ path: String, directory: Bool = false) throws(FileError) {
         let fd = try open(path, directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY)
         defer { close(fd) }
-        guard fsync(fd) == 0 else { throw ServerFileError("fsync", path) }
+        guard fsync(fd) == 0 else { throw FileError("fsync", path) }
     }
 
     /// A name for a temporary file that no other writer will pick.
-    static func temporaryName(_ hint: String) -> String {
+    public static func temporaryName(_ hint: String) -> String {
         let random = UInt64.random(in: 0...UInt64.max)
         return ".tmp-\(getpid())-\(String(random, radix: 16))-\(hint)"
     }
@@ -136,22 +136,22 @@ enum POSIXFiles {
     /// Writes `bytes` to `path` atomically and durably: a temporary file in the
     /// same directory (created with `mode`), fsync, rename over `path`, fsync
     /// of the directory.
-    static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws(ServerFileError) {
+    public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws(FileError) {
         let directory = parentDirectory(of: path)
         let name = path.split(separator: "/").last.map(String.init) ?? "file"
         let temporary = directory + "/" + temporaryName(name)
         let fd = try open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode)
-        do throws(ServerFileError) {
+        do throws(FileError) {
             try writeAll(fd, bytes, path: temporary)
-            guard fsync(fd) == 0 else { throw ServerFileError("fsync", temporary) }
-            guard close(fd) == 0 else { throw ServerFileError("close", temporary) }
+            guard fsync(fd) == 0 else { throw FileError("fsync", temporary) }
+            guard close(fd) == 0 else { throw FileError("close", temporary) }
         } catch {
             close(fd)
             unlink(temporary)
             throw error
         }
         guard rename(temporary, path) == 0 else {
-            let failure = ServerFileError("rename to \(path)", temporary)
+            let failure = FileError("rename to \(path)", temporary)
             unlink(temporary)
             throw failure
         }
@@ -159,8 +159,8 @@ enum POSIXFiles {
     }
 
     /// Names in a directory, without `.` and `..`.
-    static func listDirectory(_ path: String) throws(ServerFileError) -> [String] {
-        guard let dir = opendir(path) else { throw ServerFileError("opendir", path) }
+    public static func listDirectory(_ path: String) throws(FileError) -> [String] {
+        guard let dir = opendir(path) else { throw FileError("opendir", path) }
         defer { closedir(dir) }
         var names: [String] = []
         errno = 0
@@ -178,8 +178,8 @@ enum POSIXFiles {
     }
 
     /// Names in a directory as raw bytes (file names need not be UTF-8).
-    static func listDirectoryBytes(_ path: String) throws(ServerFileError) -> [[UInt8]] {
-        guard let dir = opendir(path) else { throw ServerFileError("opendir", path) }
+    public static func listDirectoryBytes(_ path: String) throws(FileError) -> [[UInt8]] {
+        guard let dir = opendir(path) else { throw FileError("opendir", path) }
         defer { closedir(dir) }
         var names: [[UInt8]] = []
         while let entry = readdir(dir) {
@@ -194,10 +194,10 @@ enum POSIXFiles {
         return names
     }
 
-    static func readLink(_ path: String) throws(ServerFileError) -> [UInt8] {
+    public static func readLink(_ path: String) throws(FileError) -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: 4096)
         let n = buffer.withUnsafeMutableBufferPointer { readlink(path, UnsafeMutableRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), $0.count) }
-        guard n >= 0 else { throw ServerFileError("readlink", path) }
+        guard n >= 0 else { throw FileError("readlink", path) }
         return Array(buffer[0..<n])
     }
 }
