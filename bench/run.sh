@@ -312,6 +312,14 @@ add_read_row curl "curl -o /dev/null (server blob in page cache)" "$(elapsed "$t
 t0=$(now); got=$(curl -sf --max-time "$READ_TIMEOUT" "$url" | openssl dgst -sha256 -r | cut -d' ' -f1); t1=$(now)
 [[ "$got" == "$file_sha" ]] || die "curl | openssl: hash $got, expected $file_sha"
 add_read_row curl_sha "curl | openssl dgst -sha256" "$(elapsed "$t0" "$t1")" "fetch + hash, 2 processes"
+# What a cold read must also do: land the bytes on the node's disk (page cache
+# + writeback), on the same file system as the node cache.
+mkdir -p "$cache"
+sync
+t0=$(now); curl -sf --max-time "$READ_TIMEOUT" -o "$cache/curl-baseline" "$url"; t1=$(now)
+add_read_row curl_file "curl -o FILE (on the node cache's disk)" "$(elapsed "$t0" "$t1")" "fetch + write, no hash"
+rm -f "$cache/curl-baseline"
+sync
 
 # ---------------------------------------------------------------------------
 # 3. reads through the mount
@@ -392,6 +400,7 @@ echo "ratios (rate / rate; > 1 means the first is faster):"
 printf '  %-66s %s\n' \
     "mount cold / curl -o /dev/null" "$(ratio "$cold_key" curl)" \
     "mount cold / curl | openssl dgst" "$(ratio "$cold_key" curl_sha)" \
+    "mount cold / curl -o FILE (same disk)" "$(ratio "$cold_key" curl_file)" \
     "mount 2nd read (page cache) / native warm" "$(ratio mount_warm native_warm)" \
     "mount after drop_caches (node disk cache) / native after drop_caches" "$(ratio mount_disk native_cold)" \
     "mount stat 1st pass / native stat after drop_caches" "$(ratio stat_mount_cold stat_native_cold)" \
