@@ -81,6 +81,7 @@ let package = Package(
         .testTarget(name: "UpgradeCoreTests", dependencies: ["UpgradeCore", "Sodium"]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
         .testTarget(name: "UpgradeServerTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeServer"]),
+        .testTarget(name: "UpgradeNodeTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeNode"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode"]

@@ -23,6 +23,33 @@ struct CommandLineTests {
         #expect(try Harness.run(Harness.binary, ["id", "--key", dir.appending(path: "server.key").path]).output == id + "\n")
     }
 
+    @Test func keygenNodeWritesAPrivateNodeKeyAndPrintsTheEnrollmentLine() throws {
+        let dir = try Harness.temporaryDirectory("keygen-node")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appending(path: "n1.key").path
+        let result = try Harness.run(Harness.binary, ["keygen", "--node", "n1", "--out", path])
+        #expect(result.status == 0, "\(result.output)")
+        let words = result.output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: " ")
+        #expect(words.count == 2 && words[0] == "n1", "printed '\(result.output)'")
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect(attributes[.posixPermissions] as? Int == 0o600)
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as? [String: String]
+        #expect(json?["kind"] == "upgradefs-node-key" && json?["node"] == "n1")
+        // The printed public key is the second half of the 64-byte libsodium secret.
+        #expect(json?["secret"].map { String($0.suffix(64)) } == words.last.map(String.init))
+
+        let again = try Harness.run(Harness.binary, ["keygen", "--node", "n1", "--out", path])
+        #expect(again.status == 73)
+        #expect(again.output.contains("already exists"), "\(again.output)")
+        let forced = try Harness.run(Harness.binary, ["keygen", "--node", "n1", "--out", path, "--force"])
+        #expect(forced.status == 0 && forced.output != result.output, "\(forced.output)")
+
+        let badName = try Harness.run(Harness.binary, ["keygen", "--node", "Bad/Name", "--out", dir.appending(path: "x.key").path])
+        #expect(badName.status == 64)
+        #expect(badName.output.contains("is not a node name"), "\(badName.output)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appending(path: "x.key").path))
+    }
+
     @Test func badFlagsAreRefusedWithAReason() throws {
         let listen = try Harness.run(Harness.binary, ["serve", "--state", "/tmp/x", "--publish", "/tmp/y", "--listen", "nonsense"])
         #expect(listen.status == 64)

@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Logging
+import Sodium
+import UpgradeCore
+import UpgradeFiles
+
+/// A node's (or the operator's) whiteboard identity (`upgradefs keygen --node NAME --out FILE`, mode 0600):
+/// `{"kind":"upgradefs-node-key","node":"NAME","secret":"<hex 64-byte libsodium secret>"}`.
+/// The public half, printed by keygen as `NAME <64 hex>`, is what the operator enrolls on the server.
+public struct NodeKeyFile: Sendable {
+    public static let kind = "upgradefs-node-key"
+    public static let defaultPath = "/etc/upgradefs/node.key"
+    /// The name reserved for the operator's key, which carries the operator's rights.
+    public static let operatorName = "operator"
+
+    public let node: String
+    public let key: Ed25519KeyPair
+
+    /// The line the operator enrolls: `NAME <public key hex>`.
+    public var enrollmentLine: String { "\(node) \(Hex.encode(key.publicKey))" }
+
+    /// A node name is `[a-z0-9][a-z0-9._-]{0,62}`: safe as a path component and in a log line.
+    public static func isValidNodeName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        guard (1...63).contains(bytes.count) else { return false }
+        func alphanumeric(_ b: UInt8) -> Bool { (0x61...0x7A).contains(b) || (0x30...0x39).contains(b) }
+        guard alphanumeric(bytes[0]) else { return false }
+        return bytes.dropFirst().allSatisfy { alphanumeric($0) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }
+    }
+
+    /// A fresh key for `node`.
+    public static func generate(node: String) throws(NodeKeyFileError) -> NodeKeyFile {
+        guard isValidNodeName(node) else { throw NodeKeyFileError.badName(node) }
+        return NodeKeyFile(node: node, key: Ed25519KeyPair.generate())
+    }
+
+    public init(node: String, key: Ed25519KeyPair) {
+        self.node = node
+        self.key = key
+    }
+
+    private struct Document: Codable {
+        var kind: String
+        var node: String
+        var secret: String
+    }
+
+    /// The file's bytes (JSON, one line, newline-terminated).
+    public func encoded() -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Encoding a struct of strings cannot fail.
+        return Array(try! encoder.encode(Document(kind: Self.kind, node: node, secret: Hex.encode(key.secretKey)))) + [0x0A]
+    }
+
+    /// Writes the key file, created with mode 0600 by `open(O_CREAT|O_EXCL)` (never wider, not even for a
+    /// moment; no chmod afterwards). Refuses to replace an existing file unless `overwrite`.
+    public func write(to path: String, overwrite: Bool = false) throws(NodeKeyFileError) {
+        var bytes = encoded()
+        defer { Sodium.wipe(&bytes) }
+        let directory = POSIXFiles.parentDirectory(of: path)
+        let temporary = directory + "/" + POSIXFiles.temporaryName("node-key")
+        let fd: Int32
+        do {
+            fd = try POSIXFiles.open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        } catch {
+            throw NodeKeyFileError(path: path, problem: "cannot create: \(String(cString: strerror(error.errno)))")
+        }
+        do throws(FileError) {
+            try POSIXFiles.writeAll(fd, bytes, path: temporary)
+            guard fsync(fd) == 0 else { throw FileError("fsync", temporary) }
+            guard close(fd) == 0 else { throw FileError("close", temporary) }
+        } catch {
+            close(fd)
+            unlink(temporary)
+            throw NodeKeyFileError(path: path, problem: "cannot write: \(error)")
+        }
+        // link() refuses an existing name; rename() replaces it.
+        let result = overwrite ? rename(temporary, path) : link(temporary, path)
+        let savedErrno = errno
+        if !overwrite || result != 0 { unlink(temporary) }
+        guard result == 0 else {
+            if savedErrno == EEXIST { throw NodeKeyFileError(path: path, problem: "already exists (not overwritten)") }
+            throw NodeKeyFileError(path: path, problem: "cannot create: \(String(cString: strerror(savedErrno)))")
+        }
+        _ = try? POSIXFiles.fsyncPath(directory, directory: true)
+    }
+
+    /// Reads and checks a node key file. Permissions wider than 0600 are logged as a warning, not refused.
+    public static func load(from path: String, logger: Logger? = nil) throws(NodeKeyFileError) -> NodeKeyFile {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            if errno == ENOENT {
+                throw NodeKeyFileError(path: path, problem: "does not exist (create one with `upgradefs keygen --node NAME --out \(path)`)")
+            }
+            throw NodeKeyFileError(path: path, problem: "cannot read: \(String(cString: strerror(errno)))")
+        }
+        if st.st_mode & 0o077 != 0 {
+            logger?.warning(
+                "node key file is readable or writable by others; it should be mode 0600",
+                metadata: ["key.path": .string(path), "key.mode": .string(String(st.st_mode & 0o7777, radix: 8))])
+        }
+        var bytes: [UInt8]
+        do {
+            bytes = try POSIXFiles.readFile(path, limit: 64 << 10)
+        } catch {
+            throw NodeKeyFileError(path: path, problem: "cannot read: \(error)")
+        }
+        defer { Sodium.wipe(&bytes) }
+        return try parse(bytes, path: path)
+    }
+
+    /// Parses a node key file's bytes.
+    public static func parse(_ bytes: [UInt8], path: String = "key file") throws(NodeKeyFileError) -> NodeKeyFile {
+        func fail(_ problem: String) -> NodeKeyFileError { NodeKeyFileError(path: path, problem: problem) }
+        let document: Document
+        do {
+            document = try JSONDecoder().decode(Document.self, from: Data(bytes))
+        } catch {
+            throw fail("is not a node key file (expected JSON with kind, node and secret)")
+        }
+        guard document.kind == kind else { throw fail("kind is \"\(document.kind)\", expected \"\(kind)\"") }
+        guard isValidNodeName(document.node) else {
+            throw fail("node name \"\(document.node)\" is not valid ([a-z0-9][a-z0-9._-]{0,62})")
+        }
+        guard let secret = Hex.decode(document.secret) else { throw fail("secret is not hex") }
+        let key: Ed25519KeyPair
+        do {
+            key = try Ed25519KeyPair(secretKey: secret)
+        } catch {
+            throw fail("secret: \(error)")
+        }
+        // libsodium's sk_to_pk copies the stored public half instead of deriving it from the seed, so a
+        // damaged public half is caught here: what the key signs must verify under the key it claims.
+        let probe = Array("upgradefs-node-key-probe".utf8)
+        guard SodiumVerifier().isValid(signature: key.sign(probe), message: probe, publicKey: key.publicKey) else {
+            throw fail("secret: the secret key's public half does not match its seed")
+        }
+        return NodeKeyFile(node: document.node, key: key)
+    }
+}
+
+public struct NodeKeyFileError: Error, CustomStringConvertible, Sendable {
+    /// The key file concerned, empty when the problem is not about a file.
+    public let path: String
+    public let problem: String
+    public var description: String { path.isEmpty ? problem : "node key file \(path) \(problem)" }
+
+    public init(path: String, problem: String) {
+        self.path = path
+        self.problem = problem
+    }
+
+    static func badName(_ name: String) -> NodeKeyFileError {
+        NodeKeyFileError(path: "", problem: "bad node name \"\(name)\": expected [a-z0-9][a-z0-9._-]{0,62}")
+    }
+}
