@@ -1,0 +1,278 @@
+import Foundation
+
+/// Signatures the server puts on whiteboard answers: Ed25519 by the server's
+/// timestamp key over `upgradefs-udb-response-v1\n` + the canonical JSON of
+/// what is signed (the apply answer's `response` object, or a whole read body).
+public enum WhiteboardServerSignature {
+    public static let domain = Array("upgradefs-udb-response-v1\n".utf8)
+    /// Header carrying the signature of a read answer: `<keyid>:<hex>`.
+    public static let headerName = "Upgradefs-Signature"
+
+    public static func signingBytes(_ value: JSONValue) -> [UInt8] { domain + value.canonicalBytes() }
+
+    public static func sign(_ value: JSONValue, key: some Ed25519Signing) -> [UInt8] { key.sign(signingBytes(value)) }
+
+    public static func isValid(_ value: JSONValue, signature: [UInt8], publicKey: [UInt8], verifier: some Ed25519Verifying) -> Bool {
+        verifier.isValid(signature: signature, message: signingBytes(value), publicKey: publicKey)
+    }
+
+    /// `<keyid>:<hex signature>` (the key id as TUF computes it).
+    public static func header(keyID: String, signature: [UInt8]) -> String { keyID + ":" + Hex.encode(signature) }
+
+    public static func parseHeader(_ text: String) -> (keyID: String, signature: [UInt8])? {
+        let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 2, let signature = Hex.decode(String(parts[1])), signature.count == 64 else { return nil }
+        return (String(parts[0]), signature)
+    }
+}
+
+/// The server's answer to an applied (or duplicate) request.
+public struct WhiteboardResponse: Sendable, Hashable {
+    public enum Result: String, Sendable, Hashable {
+        case ok
+        /// A retry of the last request on its channel: answered as before, not applied again.
+        case duplicate
+    }
+
+    /// The whiteboard's revision after the request.
+    public var revision: Int64
+    public var result: Result
+    /// The request's nonce.
+    public var nonce: [UInt8]
+
+    public init(revision: Int64, result: Result, nonce: [UInt8]) {
+        self.revision = revision
+        self.result = result
+        self.nonce = nonce
+    }
+
+    public func toJSON() -> JSONValue {
+        .object(["revision": .int(revision), "result": .string(result.rawValue), "nonce": .string(Hex.encode(nonce))])
+    }
+
+    public init(json: JSONValue) throws(WhiteboardProtocolError) {
+        guard let revision = json["revision"]?.intValue,
+              let result = json["result"]?.stringValue.flatMap(Result.init(rawValue:)),
+              let nonceHex = json["nonce"]?.stringValue, let nonce = Hex.decode(nonceHex)
+        else { throw WhiteboardProtocolError("response must have revision, result (ok|duplicate) and nonce") }
+        self.init(revision: revision, result: result, nonce: nonce)
+    }
+
+    public func signed(by key: some Ed25519Signing) -> SignedWhiteboardResponse {
+        SignedWhiteboardResponse(response: self, signature: WhiteboardServerSignature.sign(toJSON(), key: key))
+    }
+}
+
+/// `{"response": {…}, "signature": "<hex>"}`, the 200 answer of `POST /v1/udb/apply`.
+public struct SignedWhiteboardResponse: Sendable, Hashable {
+    public var response: WhiteboardResponse
+    public var signature: [UInt8]
+
+    public init(response: WhiteboardResponse, signature: [UInt8]) {
+        self.response = response
+        self.signature = signature
+    }
+
+    public func encoded() -> [UInt8] {
+        JSONValue.object(["response": response.toJSON(), "signature": .string(Hex.encode(signature))]).canonicalBytes()
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(WhiteboardProtocolError) -> SignedWhiteboardResponse {
+        let json: JSONValue
+        do { json = try JSONValue.parse(bytes) } catch { throw WhiteboardProtocolError("answer is not JSON: \(error)") }
+        guard let response = json["response"], let hex = json["signature"]?.stringValue, let signature = Hex.decode(hex) else {
+            throw WhiteboardProtocolError("answer must be {\"response\": {…}, \"signature\": \"<hex>\"}")
+        }
+        return SignedWhiteboardResponse(response: try WhiteboardResponse(json: response), signature: signature)
+    }
+
+    /// True when signed by `publicKey` (the server's timestamp key).
+    public func verify(publicKey: [UInt8], verifier: some Ed25519Verifying) -> Bool {
+        WhiteboardServerSignature.isValid(response.toJSON(), signature: signature, publicKey: publicKey, verifier: verifier)
+    }
+}
+
+/// A refused request: `{"error": "<message for people>", "code": "<kind>"}`.
+public struct WhiteboardErrorBody: Sendable, Hashable {
+    /// Machine-readable kinds, so the node can pick an errno without parsing the message.
+    public enum Code: String, Sendable, Hashable {
+        case malformed  // 400
+        case unauthenticated  // 401 unknown node or bad signature
+        case forbidden  // 403
+        case notFound = "not-found"  // 404 release of a holder that does not exist
+        case replayed  // 409
+        case exists  // 409 acquire of a holder that already exists
+        case conflict  // 409 a file where a directory is needed or the other way round
+        case full  // 423
+        case internalError = "internal"  // 500
+    }
+
+    public var error: String
+    public var code: Code
+
+    public init(error: String, code: Code) {
+        self.error = error
+        self.code = code
+    }
+
+    public var httpStatus: Int {
+        switch code {
+        case .malformed: 400
+        case .unauthenticated: 401
+        case .forbidden: 403
+        case .notFound: 404
+        case .replayed, .exists, .conflict: 409
+        case .full: 423
+        case .internalError: 500
+        }
+    }
+
+    public func encoded() -> [UInt8] {
+        JSONValue.object(["error": .string(error), "code": .string(code.rawValue)]).canonicalBytes()
+    }
+
+    public static func decode(_ bytes: [UInt8]) -> WhiteboardErrorBody? {
+        guard let json = try? JSONValue.parse(bytes), let error = json["error"]?.stringValue else { return nil }
+        return WhiteboardErrorBody(error: error, code: json["code"]?.stringValue.flatMap(Code.init(rawValue:)) ?? .internalError)
+    }
+}
+
+/// One file as `snapshot` and `changes` report it.
+public struct WhiteboardFile: Sendable, Hashable {
+    public var path: String
+    /// nil: deleted (a tombstone, only in `changes`).
+    public var content: [UInt8]?
+    public var revision: Int64
+    /// Unix seconds (server clock) of the last change.
+    public var modifiedAt: Int64
+
+    public init(path: String, content: [UInt8]?, revision: Int64, modifiedAt: Int64) {
+        self.path = path
+        self.content = content
+        self.revision = revision
+        self.modifiedAt = modifiedAt
+    }
+
+    public func toJSON() -> JSONValue {
+        .object([
+            "path": .string(path), "content": content.map { .string(Data($0).base64EncodedString()) } ?? .null,
+            "revision": .int(revision), "modified_at": .int(modifiedAt),
+        ])
+    }
+
+    public init(json: JSONValue) throws(WhiteboardProtocolError) {
+        guard let path = json["path"]?.stringValue, let revision = json["revision"]?.intValue,
+              let modifiedAt = json["modified_at"]?.intValue, let content = json["content"]
+        else { throw WhiteboardProtocolError("file entry must have path, content, revision and modified_at") }
+        if content.isNull {
+            self.content = nil
+        } else {
+            guard let text = content.stringValue, let data = Data(base64Encoded: text) else {
+                throw WhiteboardProtocolError("file \(path): content is not base64")
+            }
+            self.content = Array(data)
+        }
+        self.path = path
+        self.revision = revision
+        self.modifiedAt = modifiedAt
+    }
+}
+
+/// One holder of a lock.
+public struct WhiteboardHolder: Sendable, Hashable {
+    public var lock: String
+    public var holder: String
+    /// The identity that acquired it.
+    public var node: String
+    /// Unix seconds (server clock).
+    public var acquiredAt: Int64
+    public var revision: Int64
+    /// Released (only in `changes`).
+    public var released: Bool
+
+    public init(lock: String, holder: String, node: String, acquiredAt: Int64, revision: Int64, released: Bool = false) {
+        self.lock = lock
+        self.holder = holder
+        self.node = node
+        self.acquiredAt = acquiredAt
+        self.revision = revision
+        self.released = released
+    }
+
+    public var path: String { "locks/\(lock)/\(holder)" }
+
+    public func toJSON() -> JSONValue {
+        var members: [String: JSONValue] = [
+            "lock": .string(lock), "holder": .string(holder), "node": .string(node),
+            "acquired_at": .int(acquiredAt), "revision": .int(revision),
+        ]
+        if released { members["released"] = .bool(true) }
+        return .object(members)
+    }
+
+    public init(json: JSONValue) throws(WhiteboardProtocolError) {
+        guard let lock = json["lock"]?.stringValue, let holder = json["holder"]?.stringValue,
+              let node = json["node"]?.stringValue, let acquiredAt = json["acquired_at"]?.intValue
+        else { throw WhiteboardProtocolError("holder entry must have lock, holder, node and acquired_at") }
+        self.init(
+            lock: lock, holder: holder, node: node, acquiredAt: acquiredAt,
+            revision: json["revision"]?.intValue ?? 0, released: json["released"]?.boolValue ?? false)
+    }
+}
+
+/// The body of `GET /v1/udb/snapshot` (everything) and `GET /v1/udb/changes?after=R`
+/// (what changed after R): `{"revision", "files", "holders", "nonce"}`.
+/// The whole body is signed (header `Upgradefs-Signature`).
+public struct WhiteboardView: Sendable, Hashable {
+    public var revision: Int64
+    public var files: [WhiteboardFile]
+    public var holders: [WhiteboardHolder]
+    /// The `?nonce=` of the request, echoed ("" when none was given).
+    public var nonce: String
+
+    public init(revision: Int64, files: [WhiteboardFile], holders: [WhiteboardHolder], nonce: String = "") {
+        self.revision = revision
+        self.files = files
+        self.holders = holders
+        self.nonce = nonce
+    }
+
+    public func toJSON() -> JSONValue {
+        .object([
+            "revision": .int(revision), "files": .array(files.map { $0.toJSON() }),
+            "holders": .array(holders.map { $0.toJSON() }), "nonce": .string(nonce),
+        ])
+    }
+
+    /// The HTTP body (canonical JSON, exactly what is signed after the domain prefix).
+    public func encoded() -> [UInt8] { toJSON().canonicalBytes() }
+
+    public init(json: JSONValue) throws(WhiteboardProtocolError) {
+        guard let revision = json["revision"]?.intValue, let files = json["files"]?.arrayValue,
+              let holders = json["holders"]?.arrayValue
+        else { throw WhiteboardProtocolError("view must have revision, files and holders") }
+        var parsedFiles: [WhiteboardFile] = []
+        for file in files { parsedFiles.append(try WhiteboardFile(json: file)) }
+        var parsedHolders: [WhiteboardHolder] = []
+        for holder in holders { parsedHolders.append(try WhiteboardHolder(json: holder)) }
+        self.init(revision: revision, files: parsedFiles, holders: parsedHolders, nonce: json["nonce"]?.stringValue ?? "")
+    }
+
+    /// Parses a read answer and checks its signature header against the
+    /// server's timestamp key and its nonce against the one sent.
+    public static func verifiedDecode(
+        body: [UInt8], signatureHeader: String?, expectedNonce: String, publicKey: [UInt8], verifier: some Ed25519Verifying
+    ) throws(WhiteboardProtocolError) -> WhiteboardView {
+        guard let signatureHeader, let (_, signature) = WhiteboardServerSignature.parseHeader(signatureHeader) else {
+            throw WhiteboardProtocolError("answer has no valid \(WhiteboardServerSignature.headerName) header")
+        }
+        let json: JSONValue
+        do { json = try JSONValue.parse(body) } catch { throw WhiteboardProtocolError("answer is not JSON: \(error)") }
+        guard WhiteboardServerSignature.isValid(json, signature: signature, publicKey: publicKey, verifier: verifier) else {
+            throw WhiteboardProtocolError("answer is not signed by the server's timestamp key")
+        }
+        let view = try WhiteboardView(json: json)
+        guard view.nonce == expectedNonce else { throw WhiteboardProtocolError("answer carries another request's nonce") }
+        return view
+    }
+}

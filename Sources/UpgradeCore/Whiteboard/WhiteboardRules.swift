@@ -1,0 +1,129 @@
+/// What a whiteboard request does.
+public enum WhiteboardOp: String, Sendable, Hashable, CaseIterable {
+    /// Create or replace a file.
+    case put
+    /// Remove a file.
+    case delete
+    /// `mkdir locks/NAME/HOLDER`.
+    case acquire
+    /// `rmdir locks/NAME/HOLDER`.
+    case release
+}
+
+/// Why a request is refused by the rules.
+public struct WhiteboardDenial: Error, Equatable, Sendable, CustomStringConvertible {
+    public enum Kind: String, Sendable, Equatable {
+        /// The writer may not do this (HTTP 403, EACCES on the node).
+        case forbidden
+        /// The request or the content is not well formed (HTTP 400).
+        case malformed
+    }
+
+    public let kind: Kind
+    public let message: String
+    public var description: String { message }
+
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+}
+
+/// Who may write what on the whiteboard, and what a file may contain
+/// (docs/DESIGN.md, "Whiteboard tree … and who may write"). Pure: used by the
+/// server (authoritative) and by the node (to fail early).
+public enum WhiteboardRules {
+    /// The reserved identity with the operator's rights.
+    public static let operatorName = "operator"
+    /// Most bytes a file may hold (`log` keeps its last this many bytes instead).
+    public static let maxFileBytes = 64 << 10
+    /// Most bytes a `log` put may carry; the server keeps the last `maxFileBytes`.
+    public static let maxLogPutBytes = 1 << 20
+    /// Words `upgrades/N/control` accepts.
+    public static let controlWords: Set<String> = ["go", "pause", "abort", "approve"]
+    /// Node files only the node itself writes (not the operator).
+    public static let nodeOnlyFiles: Set<String> = ["heartbeat", "log"]
+
+    /// nil when `node` may do `op` on `path`, else why not. Does not look at
+    /// state (who holds a lock, whether a file exists): the store does that.
+    public static func authorize(node: String, op: WhiteboardOp, path: WhiteboardPath) -> WhiteboardDenial? {
+        let isOperator = node == operatorName
+        func forbidden(_ what: String = "write") -> WhiteboardDenial {
+            WhiteboardDenial(.forbidden, "\(node) may not \(what) \(path.string)")
+        }
+        switch path.kind {
+        case .lockHolder:
+            guard op == .acquire || op == .release else {
+                return WhiteboardDenial(.malformed, "\(path.string) is a lock holder: only acquire and release apply")
+            }
+            return nil
+        default:
+            guard op == .put || op == .delete else {
+                return WhiteboardDenial(.malformed, "\(path.string) is a file: only put and delete apply")
+            }
+        }
+        let verb = op == .put ? "write" : "delete"
+        switch path.kind {
+        case .nodeFile(let owner, let name):
+            if owner == node { return nil }
+            if isOperator && !nodeOnlyFiles.contains(name) { return nil }
+            return forbidden(verb)
+        case .upgradeControl, .lockCapacity:
+            return isOperator ? nil : forbidden(verb)
+        case .upgradeSummary:
+            return WhiteboardDenial(.forbidden, "\(node) may not \(verb) \(path.string): it is computed by the server")
+        case .shared:
+            return nil
+        case .lockHolder:
+            return nil
+        }
+    }
+
+    /// The bytes to store for a put of `content` at `path`, or why the
+    /// content is refused. One trailing newline is allowed after a word or
+    /// a number (`echo running > state`). A `log` keeps its last
+    /// `maxFileBytes` bytes.
+    public static func validate(content: [UInt8], for path: WhiteboardPath) -> Result<[UInt8], WhiteboardDenial> {
+        func malformed(_ what: String) -> Result<[UInt8], WhiteboardDenial> {
+            .failure(WhiteboardDenial(.malformed, "\(path.string) must hold \(what)"))
+        }
+        var value = content
+        if value.last == 0x0A { value.removeLast() }
+        switch path.kind {
+        case .nodeFile(_, "log"):
+            guard content.count <= maxLogPutBytes else { return malformed("at most \(maxLogPutBytes) bytes per write") }
+            return .success(Array(content.suffix(maxFileBytes)))
+        case .nodeFile(_, "state"):
+            return isWord(value) ? .success(content) : malformed("one word ([a-z-]{1,32})")
+        case .nodeFile(_, "version"), .nodeFile(_, "heartbeat"), .lockCapacity:
+            return parseCount(value) != nil ? .success(content) : malformed("a non-negative decimal integer")
+        case .upgradeControl:
+            let word = String(decoding: value, as: UTF8.self)
+            guard controlWords.contains(word) else {
+                return malformed("one of: \(controlWords.sorted().joined(separator: ", "))")
+            }
+            return .success(content)
+        case .upgradeSummary, .lockHolder:
+            return .failure(WhiteboardDenial(.malformed, "\(path.string) cannot be written"))
+        case .nodeFile, .shared:
+            guard content.count <= maxFileBytes else { return malformed("at most \(maxFileBytes) bytes") }
+            return .success(content)
+        }
+    }
+
+    /// A non-negative decimal integer (no sign, no leading zeros, ≤ 18 digits),
+    /// optionally followed by one newline.
+    public static func parseCount(_ bytes: [UInt8]) -> Int64? {
+        var digits = bytes
+        if digits.last == 0x0A { digits.removeLast() }
+        guard (1...18).contains(digits.count), digits.allSatisfy({ (48...57).contains($0) }),
+              digits.count == 1 || digits[0] != UInt8(ascii: "0")
+        else { return nil }
+        return Int64(String(decoding: digits, as: UTF8.self))
+    }
+
+    /// One state word: `[a-z-]{1,32}` (without the optional trailing newline).
+    public static func isWord(_ bytes: [UInt8]) -> Bool {
+        (1...32).contains(bytes.count) && bytes.allSatisfy { (UInt8(ascii: "a")...UInt8(ascii: "z")).contains($0) || $0 == UInt8(ascii: "-") }
+    }
+}
