@@ -1,0 +1,315 @@
+import Foundation
+import GRDB
+import Sodium
+import UpgradeCore
+
+/// The node's durable whiteboard journal, `CACHE/udb.sqlite` (docs/DESIGN.md, "Node side").
+///
+/// A write to one of the node's own files is signed and appended to the outbox in one transaction
+/// (WAL, `synchronous = FULL`) before the caller returns, so it survives a crash of the mount or the
+/// machine. The sender delivers the outbox in `seq` order and `acknowledge`s what the server took.
+/// Sequence numbers come from `counters` and are never reused, not even after the outbox empties or
+/// the journal is reopened.
+///
+/// Every method is synchronous and thread-safe (FUSE calls it from its worker threads).
+public final class WhiteboardJournal: Sendable {
+    public static let fileName = "udb.sqlite"
+
+    /// The outbox's operations (locks go over the direct channel and are not journaled).
+    public enum Op: String, Sendable, Hashable {
+        case put
+        case delete
+    }
+
+    /// One pending write, in the order it was made.
+    public struct Entry: Sendable, Hashable {
+        public let seq: Int64
+        public let op: Op
+        public let path: String
+        /// The new content (put only).
+        public let content: [UInt8]?
+        /// The request's nonce; the server's answer must echo it.
+        public let nonce: [UInt8]
+        /// The exact body of `POST /v1/udb/apply`: the signed request, as signed at `enqueue` time.
+        /// Retries send these same bytes, so the server recognises them as a duplicate.
+        public let body: [UInt8]
+    }
+
+    public let node: String
+    public let path: String
+    private let database: DatabasePool
+    private let signer: WhiteboardRequestSigner
+
+    /// Opens (creating if needed) the journal at `path` for `node`, signing with `key`.
+    /// - Parameter firstSeq: the first sequence number of a new journal, on both channels. The default is
+    ///   the current time in microseconds, so a journal recreated after the cache was wiped still starts
+    ///   above every seq the server has seen from this node (the server allows gaps, not going back).
+    public init(path: String, node: String, key: Ed25519KeyPair, firstSeq: Int64? = nil) throws(WhiteboardJournalError) {
+        self.node = node
+        self.path = path
+        self.signer = WhiteboardRequestSigner(node: node, key: key)
+        var configuration = Configuration()
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        do {
+            database = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(database)
+            let start = firstSeq ?? Int64(Date().timeIntervalSince1970 * 1_000_000)
+            try database.write { db in
+                for channel in ["outbox", "direct"] {
+                    try db.execute(sql: "INSERT OR IGNORE INTO counters(channel, next_seq) VALUES (?, ?)",
+                                   arguments: [channel, start])
+                }
+            }
+        } catch {
+            throw WhiteboardJournalError(path: path, operation: "open", cause: error)
+        }
+    }
+
+    /// The journal of a node's cache directory: `CACHE/udb.sqlite`.
+    public convenience init(cacheDirectory: String, node: String, key: Ed25519KeyPair) throws(WhiteboardJournalError) {
+        try self.init(path: cacheDirectory + "/" + Self.fileName, node: node, key: key)
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.execute(sql: """
+                CREATE TABLE outbox(
+                    seq INTEGER PRIMARY KEY,
+                    op TEXT NOT NULL,
+                    path TEXT NOT NULL,
+                    content BLOB,
+                    nonce BLOB NOT NULL,
+                    request BLOB NOT NULL,
+                    signed BLOB NOT NULL);
+                CREATE INDEX outbox_path ON outbox(path, seq);
+                CREATE TABLE files(path TEXT PRIMARY KEY, content BLOB NOT NULL, revision INTEGER NOT NULL);
+                CREATE TABLE counters(channel TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
+                CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+                """)
+        }
+        return migrator
+    }
+
+    private func run<T>(_ operation: String, _ body: () throws -> T) throws(WhiteboardJournalError) -> T {
+        do {
+            return try body()
+        } catch let error as WhiteboardJournalError {
+            throw error
+        } catch {
+            throw WhiteboardJournalError(path: path, operation: operation, cause: error)
+        }
+    }
+
+    // MARK: Outbox
+
+    /// Signs a write of `path` and appends it to the outbox; returns its seq once it is durable.
+    @discardableResult
+    public func enqueue(op: Op, path: String, content: [UInt8]? = nil) throws(WhiteboardJournalError) -> Int64 {
+        guard (op == .put) == (content != nil) else {
+            throw WhiteboardJournalError(path: self.path, operation: "enqueue", message: "a put needs content, a delete has none")
+        }
+        return try run("enqueue") {
+            try database.write { db in
+                let seq = try Self.takeSeq(db, channel: "outbox")
+                let nonce = Sodium.randomBytes(16)
+                let signed = signer.sign(channel: "outbox", seq: seq, op: op.rawValue, path: path, content: content, nonce: nonce)
+                try db.execute(
+                    sql: "INSERT INTO outbox(seq, op, path, content, nonce, request, signed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    arguments: [seq, op.rawValue, path, content.map { Data($0) }, Data(nonce), Data(signed.request), Data(signed.body)])
+                return seq
+            }
+        }
+    }
+
+    /// Every write not yet acknowledged by the server, in seq order.
+    public func pending() throws(WhiteboardJournalError) -> [Entry] {
+        try run("read outbox") {
+            try database.read { db in
+                try Row.fetchAll(db, sql: "SELECT seq, op, path, content, nonce, signed FROM outbox ORDER BY seq").map(Self.entry)
+            }
+        }
+    }
+
+    /// The oldest pending write, if any.
+    public func firstPending() throws(WhiteboardJournalError) -> Entry? {
+        try run("read outbox") {
+            try database.read { db in
+                try Row.fetchOne(db, sql: "SELECT seq, op, path, content, nonce, signed FROM outbox ORDER BY seq LIMIT 1").map(Self.entry)
+            }
+        }
+    }
+
+    private static func entry(_ row: Row) -> Entry {
+        Entry(seq: row["seq"], op: Op(rawValue: row["op"]) ?? .put, path: row["path"],
+              content: (row["content"] as Data?).map(Array.init), nonce: Array(row["nonce"] as Data),
+              body: Array(row["signed"] as Data))
+    }
+
+    /// Removes the entry `seq` (the server answered ok or duplicate); other entries stay.
+    public func acknowledge(seq: Int64) throws(WhiteboardJournalError) {
+        try run("acknowledge") {
+            try database.write { db in try db.execute(sql: "DELETE FROM outbox WHERE seq = ?", arguments: [seq]) }
+        }
+    }
+
+    /// A fresh seq on the direct channel (lock operations); durable before it is returned, so a restart
+    /// never hands it out again.
+    public func nextDirectSeq() throws(WhiteboardJournalError) -> Int64 {
+        try run("take direct seq") { try database.write { db in try Self.takeSeq(db, channel: "direct") } }
+    }
+
+    /// Signs a direct-channel request (acquire/release of `locks/NAME/HOLDER`) with a fresh seq. Not
+    /// journaled: a lock operation either reaches the server now or fails.
+    public func signDirect(op: String, path: String) throws(WhiteboardJournalError) -> (seq: Int64, nonce: [UInt8], body: [UInt8]) {
+        let seq = try nextDirectSeq()
+        let nonce = Sodium.randomBytes(16)
+        return (seq, nonce, signer.sign(channel: "direct", seq: seq, op: op, path: path, content: nil, nonce: nonce).body)
+    }
+
+    private static func takeSeq(_ db: Database, channel: String) throws -> Int64 {
+        guard let seq = try Int64.fetchOne(db, sql: "SELECT next_seq FROM counters WHERE channel = ?", arguments: [channel]) else {
+            throw WhiteboardJournalError(path: "", operation: "take seq", message: "no counter for channel \(channel)")
+        }
+        try db.execute(sql: "UPDATE counters SET next_seq = ? WHERE channel = ?", arguments: [seq + 1, channel])
+        return seq
+    }
+
+    // MARK: Views
+
+    /// What a read of `path` shows on this node: the latest pending write to it if there is one (nil
+    /// for a pending delete), else the last server view (nil if the server has no such file).
+    public func view(path: String) throws(WhiteboardJournalError) -> [UInt8]? {
+        try run("read view") {
+            try database.read { db in
+                if let row = try Row.fetchOne(db, sql: "SELECT op, content FROM outbox WHERE path = ? ORDER BY seq DESC LIMIT 1",
+                                              arguments: [path]) {
+                    return (row["content"] as Data?).map(Array.init)
+                }
+                return try Data.fetchOne(db, sql: "SELECT content FROM files WHERE path = ?", arguments: [path]).map(Array.init)
+            }
+        }
+    }
+
+    /// The paths that exist in this node's view (server view plus pending puts, minus pending deletes)
+    /// whose path starts with `prefix`, sorted.
+    public func paths(withPrefix prefix: String = "") throws(WhiteboardJournalError) -> [String] {
+        try run("list view") {
+            try database.read { db in
+                let pattern = Self.likePattern(prefix)
+                var result = Set(try String.fetchAll(db, sql: "SELECT path FROM files WHERE path LIKE ? ESCAPE '\\'", arguments: [pattern]))
+                let latest = try Row.fetchAll(db, sql: """
+                    SELECT path, op FROM outbox WHERE seq IN (SELECT max(seq) FROM outbox GROUP BY path) AND path LIKE ? ESCAPE '\\'
+                    """, arguments: [pattern])
+                for row in latest {
+                    if row["op"] as String == Op.delete.rawValue { result.remove(row["path"]) } else { result.insert(row["path"]) }
+                }
+                return result.sorted()
+            }
+        }
+    }
+
+    private static func likePattern(_ prefix: String) -> String {
+        prefix.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "%", with: "\\%")
+            .replacingOccurrences(of: "_", with: "\\_") + "%"
+    }
+
+    /// The server's revision the view reflects (0 before the first snapshot).
+    public func serverRevision() throws(WhiteboardJournalError) -> Int64 {
+        try run("read revision") {
+            try database.read { db in try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'revision'") ?? 0 }
+        }
+    }
+
+    /// One file as the server reported it; `content == nil` is a deletion (tombstone).
+    public struct ServerFile: Sendable, Hashable {
+        public let path: String
+        public let content: [UInt8]?
+        public let revision: Int64
+        public init(path: String, content: [UInt8]?, revision: Int64) {
+            self.path = path
+            self.content = content
+            self.revision = revision
+        }
+    }
+
+    /// Updates the server view with a snapshot (`replacingAll`) or a batch of changes, and records
+    /// `revision`. A change older than what the view holds for a path is ignored; an older `revision`
+    /// than the recorded one is ignored as a whole (answers can arrive out of order).
+    public func applyServerChanges(revision: Int64, files: [ServerFile], replacingAll: Bool = false) throws(WhiteboardJournalError) {
+        try run("apply server changes") {
+            try database.write { db in
+                let current = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'revision'") ?? 0
+                guard revision >= current else { return }
+                if replacingAll { try db.execute(sql: "DELETE FROM files") }
+                for file in files {
+                    if let content = file.content {
+                        try db.execute(sql: """
+                            INSERT INTO files(path, content, revision) VALUES (?, ?, ?)
+                            ON CONFLICT(path) DO UPDATE SET content = excluded.content, revision = excluded.revision
+                            WHERE excluded.revision >= files.revision
+                            """, arguments: [file.path, Data(content), file.revision])
+                    } else {
+                        try db.execute(sql: "DELETE FROM files WHERE path = ? AND revision <= ?", arguments: [file.path, file.revision])
+                    }
+                }
+                try db.execute(sql: "INSERT OR REPLACE INTO meta(key, value) VALUES ('revision', ?)", arguments: [revision])
+            }
+        }
+    }
+
+    /// A pragma's value as SQLite reports it (for tests and diagnostics).
+    func pragma(_ name: String) throws(WhiteboardJournalError) -> String? {
+        try run("read pragma") { try database.read { db in try String.fetchOne(db, sql: "PRAGMA \(name)") } }
+    }
+
+    /// Closes the database; later calls fail.
+    public func close() throws(WhiteboardJournalError) {
+        try run("close") { try database.close() }
+    }
+}
+
+/// Signs whiteboard requests with the node's key. The one place that knows the wire shape of a
+/// request (`WhiteboardRequest` in core, once it exists there).
+struct WhiteboardRequestSigner: Sendable {
+    let node: String
+    let key: Ed25519KeyPair
+
+    static let domain = Array("upgradefs-udb-request-v1\n".utf8)
+
+    /// The canonical JSON of the request and the signed body `{"request": …, "signature": "<hex>"}`.
+    func sign(channel: String, seq: Int64, op: String, path: String, content: [UInt8]?, nonce: [UInt8])
+        -> (request: [UInt8], body: [UInt8]) {
+        var members: [String: JSONValue] = [
+            "node": .string(node), "channel": .string(channel), "seq": .int(seq),
+            "op": .string(op), "path": .string(path), "nonce": .string(Hex.encode(nonce)),
+        ]
+        if let content { members["content"] = .string(Data(content).base64EncodedString()) }
+        let request = JSONValue.object(members)
+        let requestBytes = request.canonicalBytes()
+        let signature = key.sign(Self.domain + requestBytes)
+        let body = JSONValue.object(["request": request, "signature": .string(Hex.encode(signature))]).canonicalBytes()
+        return (requestBytes, body)
+    }
+}
+
+/// A journal operation that failed: which, on which file, and why.
+public struct WhiteboardJournalError: Error, CustomStringConvertible, Sendable {
+    public let path: String
+    public let operation: String
+    public let message: String
+
+    public init(path: String, operation: String, message: String) {
+        self.path = path
+        self.operation = operation
+        self.message = message
+    }
+
+    init(path: String, operation: String, cause: any Error) {
+        self.init(path: path, operation: operation, message: "\(cause)")
+    }
+
+    public var description: String { "whiteboard journal \(path): \(operation) failed: \(message)" }
+}
