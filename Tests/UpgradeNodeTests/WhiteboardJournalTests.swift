@@ -125,6 +125,10 @@ struct WhiteboardJournalTests {
         let signed = Array("upgradefs-udb-request-v1\n".utf8) + request.canonicalBytes()
         #expect(SodiumVerifier().isValid(signature: signature, message: signed, publicKey: key.publicKey))
         #expect(!SodiumVerifier().isValid(signature: signature, message: signed, publicKey: Ed25519KeyPair.generate().publicKey))
+        // What the server decodes and checks.
+        let decoded = try SignedWhiteboardRequest.decode(entry.body)
+        #expect(decoded.request.seq == 17 && decoded.request.op == .put && decoded.request.path == "nodes/n1/state")
+        #expect(decoded.verify(publicKey: key.publicKey, verifier: SodiumVerifier()))
     }
 
     @Test func theJournalIsDurableWAL() throws {

@@ -19,6 +19,8 @@ public final class WhiteboardJournal: Sendable {
     public enum Op: String, Sendable, Hashable {
         case put
         case delete
+
+        var wireOp: WhiteboardOp { self == .put ? .put : .delete }
     }
 
     /// One pending write, in the order it was made.
@@ -114,8 +116,8 @@ public final class WhiteboardJournal: Sendable {
         return try run("enqueue") {
             try database.write { db in
                 let seq = try Self.takeSeq(db, channel: "outbox")
-                let nonce = Sodium.randomBytes(16)
-                let signed = signer.sign(channel: "outbox", seq: seq, op: op.rawValue, path: path, content: content, nonce: nonce)
+                let nonce = Sodium.randomBytes(WhiteboardRequest.nonceBytes)
+                let signed = signer.sign(channel: .outbox, seq: seq, op: op.wireOp, path: path, content: content, nonce: nonce)
                 try db.execute(
                     sql: "INSERT INTO outbox(seq, op, path, content, nonce, request, signed) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     arguments: [seq, op.rawValue, path, content.map { Data($0) }, Data(nonce), Data(signed.request), Data(signed.body)])
@@ -163,10 +165,10 @@ public final class WhiteboardJournal: Sendable {
 
     /// Signs a direct-channel request (acquire/release of `locks/NAME/HOLDER`) with a fresh seq. Not
     /// journaled: a lock operation either reaches the server now or fails.
-    public func signDirect(op: String, path: String) throws(WhiteboardJournalError) -> (seq: Int64, nonce: [UInt8], body: [UInt8]) {
+    public func signDirect(op: WhiteboardOp, path: String) throws(WhiteboardJournalError) -> (seq: Int64, nonce: [UInt8], body: [UInt8]) {
         let seq = try nextDirectSeq()
-        let nonce = Sodium.randomBytes(16)
-        return (seq, nonce, signer.sign(channel: "direct", seq: seq, op: op, path: path, content: nil, nonce: nonce).body)
+        let nonce = Sodium.randomBytes(WhiteboardRequest.nonceBytes)
+        return (seq, nonce, signer.sign(channel: .direct, seq: seq, op: op, path: path, content: nil, nonce: nonce).body)
     }
 
     private static func takeSeq(_ db: Database, channel: String) throws -> Int64 {
@@ -271,27 +273,16 @@ public final class WhiteboardJournal: Sendable {
     }
 }
 
-/// Signs whiteboard requests with the node's key. The one place that knows the wire shape of a
-/// request (`WhiteboardRequest` in core, once it exists there).
+/// Signs whiteboard requests with the node's key, in the core's wire shape (`WhiteboardRequest`).
 struct WhiteboardRequestSigner: Sendable {
     let node: String
     let key: Ed25519KeyPair
 
-    static let domain = Array("upgradefs-udb-request-v1\n".utf8)
-
     /// The canonical JSON of the request and the signed body `{"request": …, "signature": "<hex>"}`.
-    func sign(channel: String, seq: Int64, op: String, path: String, content: [UInt8]?, nonce: [UInt8])
+    func sign(channel: WhiteboardChannel, seq: Int64, op: WhiteboardOp, path: String, content: [UInt8]?, nonce: [UInt8])
         -> (request: [UInt8], body: [UInt8]) {
-        var members: [String: JSONValue] = [
-            "node": .string(node), "channel": .string(channel), "seq": .int(seq),
-            "op": .string(op), "path": .string(path), "nonce": .string(Hex.encode(nonce)),
-        ]
-        if let content { members["content"] = .string(Data(content).base64EncodedString()) }
-        let request = JSONValue.object(members)
-        let requestBytes = request.canonicalBytes()
-        let signature = key.sign(Self.domain + requestBytes)
-        let body = JSONValue.object(["request": request, "signature": .string(Hex.encode(signature))]).canonicalBytes()
-        return (requestBytes, body)
+        let request = WhiteboardRequest(node: node, channel: channel, seq: seq, op: op, path: path, content: content, nonce: nonce)
+        return (request.toJSON().canonicalBytes(), request.signed(by: key).encoded())
     }
 }
 
