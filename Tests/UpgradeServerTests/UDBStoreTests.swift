@@ -1,0 +1,258 @@
+import Foundation
+import Sodium
+import Synchronization
+import Testing
+import UpgradeCore
+@testable import UpgradeServer
+
+/// A clock tests move by hand.
+final class ManualClock: Sendable {
+    private let seconds = Mutex<Double>(1_700_000_000)
+    var now: Date { Date(timeIntervalSince1970: seconds.withLock { $0 }) }
+    func advance(_ by: Double) { seconds.withLock { $0 += by } }
+}
+
+/// One identity that signs whiteboard requests, with its own sequence numbers.
+final class WhiteboardWriter: Sendable {
+    let name: String
+    let key = Ed25519KeyPair.generate()
+    private let seqs = Mutex<[WhiteboardChannel: Int64]>([:])
+
+    init(_ name: String) { self.name = name }
+
+    func request(_ op: WhiteboardOp, _ path: String, _ content: String? = nil, seq: Int64? = nil) -> SignedWhiteboardRequest {
+        let channel: WhiteboardChannel = (op == .put || op == .delete) ? .outbox : .direct
+        let next = seq ?? seqs.withLock { seqs in
+            seqs[channel, default: 0] += 1
+            return seqs[channel]!
+        }
+        return WhiteboardRequest(
+            node: name, channel: channel, seq: next, op: op, path: path, content: content.map { Array($0.utf8) },
+            nonce: Sodium.randomBytes(16)
+        ).signed(by: key)
+    }
+}
+
+extension WhiteboardView {
+    func content(_ path: String) -> String? {
+        files.first { $0.path == path }?.content.map { String(decoding: $0, as: UTF8.self) }
+    }
+}
+
+extension WhiteboardApplyOutcome {
+    var code: WhiteboardErrorBody.Code? {
+        if case .refused(let body) = self { return body.code }
+        return nil
+    }
+    var message: String? {
+        if case .refused(let body) = self { return body.error }
+        return nil
+    }
+    var result: WhiteboardResponse.Result? {
+        if case .applied(let response) = self { return response.result }
+        return nil
+    }
+}
+
+@Suite struct UDBStoreTests {
+    let directory = TemporaryDirectory()
+    let clock = ManualClock()
+    let n1 = WhiteboardWriter("n1")
+    let n2 = WhiteboardWriter("n2")
+    let op = WhiteboardWriter("operator")
+
+    func open(ttl: Double = 60) throws -> SQLiteWhiteboardStore {
+        let clock = self.clock
+        return try SQLiteWhiteboardStore(directory: directory.path, verifier: SodiumVerifier(), lockTTLSeconds: ttl, now: { clock.now })
+    }
+
+    func enrolled(ttl: Double = 60) async throws -> SQLiteWhiteboardStore {
+        let store = try open(ttl: ttl)
+        for writer in [n1, n2, op] { try await store.enroll(node: writer.name, publicKey: writer.key.publicKey) }
+        return store
+    }
+
+    @Test func signedWriteIsAppliedAndVisible() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        let outcome = try await store.apply(n1.request(.put, "nodes/n1/state", "running\n"))
+        #expect(outcome.result == .ok)
+        let snapshot = try await store.snapshot()
+        #expect(snapshot.content("nodes/n1/state") == "running\n")
+        #expect(snapshot.revision >= 1)
+    }
+
+    @Test func forbiddenWriteChangesNothing() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        let before = try await store.revision()
+        let outcome = try await store.apply(n1.request(.put, "nodes/n2/state", "failed"))
+        #expect(outcome.code == .forbidden)
+        #expect(outcome.message == "n1 may not write nodes/n2/state")
+        #expect(try await store.apply(n1.request(.put, "upgrades/3/control", "go")).code == .forbidden)
+        #expect(try await store.apply(n1.request(.put, "locks/roll/capacity", "9")).code == .forbidden)
+        #expect(try await store.revision() == before)
+        #expect(try await store.snapshot().files.isEmpty)
+    }
+
+    @Test func unknownNodeAndBadSignatureAreUnauthenticated() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        #expect(try await store.apply(WhiteboardWriter("n3").request(.put, "nodes/n3/state", "idle")).code == .unauthenticated)
+        var forged = n1.request(.put, "nodes/n1/state", "idle")
+        forged.request.content = Array("failed".utf8)
+        #expect(try await store.apply(forged).code == .unauthenticated)
+        #expect(try await store.snapshot().files.isEmpty)
+    }
+
+    @Test func retryOfLastRequestIsDuplicateAndOlderIsReplayed() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        let first = n1.request(.put, "nodes/n1/version", "1")
+        let second = n1.request(.put, "nodes/n1/version", "2")
+        #expect(try await store.apply(first).result == .ok)
+        #expect(try await store.apply(second).result == .ok)
+        let revision = try await store.revision()
+        #expect(try await store.apply(second).result == .duplicate)
+        #expect(try await store.revision() == revision)
+        #expect(try await store.apply(first).code == .replayed)
+        #expect(try await store.snapshot().content("nodes/n1/version") == "2")
+        // Same seq, other content: not a retry.
+        #expect(try await store.apply(n1.request(.put, "nodes/n1/version", "3", seq: second.request.seq)).code == .replayed)
+        // Gaps are allowed.
+        #expect(try await store.apply(n1.request(.put, "nodes/n1/version", "4", seq: 10)).result == .ok)
+    }
+
+    @Test func lockCapacityFullAndRelease() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        #expect(try await store.apply(op.request(.put, "locks/roll/capacity", "1")).result == .ok)
+        #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).result == .ok)
+        let full = try await store.apply(n2.request(.acquire, "locks/roll/n2"))
+        #expect(full.code == .full)
+        #expect(full.message == "lock roll is full (1 of 1)")
+        #expect(try await store.apply(n2.request(.release, "locks/roll/n1")).code == .forbidden)
+        #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).code == .exists)
+        #expect(try await store.apply(n1.request(.release, "locks/roll/n1")).result == .ok)
+        #expect(try await store.apply(n1.request(.release, "locks/roll/n1")).code == .notFound)
+        #expect(try await store.apply(n2.request(.acquire, "locks/roll/n2")).result == .ok)
+        #expect(try await store.snapshot().holders.map(\.holder) == ["n2"])
+        // The operator may release anyone's holder.
+        #expect(try await store.apply(op.request(.release, "locks/roll/n2")).result == .ok)
+    }
+
+    @Test func missingCapacityMeansOneAndZeroMeansClosed() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        #expect(try await store.apply(n1.request(.acquire, "locks/a/x")).result == .ok)
+        #expect(try await store.apply(n2.request(.acquire, "locks/a/y")).code == .full)
+        #expect(try await store.apply(op.request(.put, "locks/b/capacity", "0")).result == .ok)
+        #expect(try await store.apply(n1.request(.acquire, "locks/b/x")).code == .full)
+    }
+
+    @Test func holderOfANodeWithAStaleHeartbeatIsReleased() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled(ttl: 60)
+        #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).result == .ok)
+        #expect(try await store.apply(n1.request(.put, "nodes/n1/heartbeat", "1")).result == .ok)
+        clock.advance(50)
+        #expect(try await store.apply(n2.request(.put, "nodes/n2/heartbeat", "1")).result == .ok)
+        #expect(try await store.apply(n2.request(.acquire, "locks/roll/n2")).code == .full)
+        clock.advance(20)  // n1's heartbeat is 70 s old, over the TTL
+        #expect(try await store.apply(n2.request(.acquire, "locks/roll/n2")).result == .ok)
+        let changes = try await store.changes(after: 0)
+        #expect(changes.holders.contains { $0.holder == "n1" && $0.released })
+        // A live holder is kept by the periodic check.
+        clock.advance(30)
+        #expect(try await store.releaseExpiredHolders().isEmpty)
+        clock.advance(40)
+        #expect(try await store.releaseExpiredHolders().map(\.holder) == ["n2"])
+    }
+
+    @Test func summaryCountsEnrolledNodesByState() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        try await store.registerUpgrade(2)
+        #expect(try await store.snapshot().content("upgrades/2/summary") == "unknown 2\n")
+        _ = try await store.apply(n1.request(.put, "nodes/n1/state", "upgrading\n"))
+        _ = try await store.apply(n2.request(.put, "nodes/n2/state", "waiting"))
+        _ = try await store.apply(n2.request(.put, "nodes/n2/version", "2"))
+        #expect(try await store.snapshot().content("upgrades/2/summary") == "done 1\nupgrading 1\n")
+        #expect(try await store.apply(op.request(.put, "upgrades/2/summary", "x")).code == .forbidden)
+        #expect(try await store.apply(op.request(.put, "upgrades/3/control", "go")).result == .ok)
+        #expect(try await store.snapshot().content("upgrades/3/summary") == "upgrading 1\nwaiting 1\n")
+    }
+
+    @Test func deletionsAreReportedAsTombstones() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        _ = try await store.apply(n1.request(.put, "shared/plan", "a"))
+        let revision = try await store.revision()
+        #expect(try await store.apply(n1.request(.delete, "shared/plan")).result == .ok)
+        let changes = try await store.changes(after: revision)
+        #expect(changes.files.count == 1)
+        #expect(changes.files.first?.content == nil)
+        #expect(try await store.snapshot().files.isEmpty)
+        #expect(try await store.changes(after: changes.revision).files.isEmpty)
+    }
+
+    @Test func fileAndDirectoryCannotShareAPath() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        #expect(try await store.apply(n1.request(.put, "shared/a", "x")).result == .ok)
+        #expect(try await store.apply(n1.request(.put, "shared/a/b", "x")).code == .conflict)
+        #expect(try await store.apply(n1.request(.put, "shared/c/d", "x")).result == .ok)
+        #expect(try await store.apply(n1.request(.put, "shared/c", "x")).code == .conflict)
+    }
+
+    @Test func removedNodeCanNoLongerWriteAndLosesItsHolders() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).result == .ok)
+        #expect(try await store.remove(node: "n1"))
+        #expect(try await store.snapshot().holders.isEmpty)
+        #expect(try await store.apply(n1.request(.put, "nodes/n1/state", "idle")).code == .unauthenticated)
+        #expect(try await !store.remove(node: "n1"))
+    }
+
+    @Test func everythingCommittedSurvivesReopeningWithoutCheckpoint() async throws {
+        defer { directory.remove() }
+        do {
+            let store = try await enrolled()
+            for i in 1...20 { _ = try await store.apply(n1.request(.put, "nodes/n1/version", String(i))) }
+            #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).result == .ok)
+            // The store is dropped here without a checkpoint: the WAL holds the commits.
+        }
+        #expect(FileManager.default.fileExists(atPath: directory.path + "/udb.sqlite"))
+        let reopened = try open()
+        let snapshot = try await reopened.snapshot()
+        #expect(snapshot.content("nodes/n1/version") == "20")
+        #expect(snapshot.holders.map(\.holder) == ["n1"])
+        #expect(try await reopened.enrolledNodes().map(\.name) == ["n1", "n2", "operator"])
+        // Replay state survived too.
+        #expect(try await reopened.apply(n1.request(.put, "nodes/n1/version", "1", seq: 3)).code == .replayed)
+    }
+    /// kill -9 leaves only what is on disk: the database file and its WAL as
+    /// they are at that moment. Copying them while the store is still open
+    /// (no close, no checkpoint) and opening the copy shows what survives.
+    @Test func filesOnDiskWhileOpenHoldEveryCommit() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        for i in 1...50 { _ = try await store.apply(n1.request(.put, "shared/k\(i)", String(i))) }
+        #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).result == .ok)
+        let crashed = TemporaryDirectory()
+        defer { crashed.remove() }
+        for suffix in ["", "-wal"] {
+            let source = directory.path + "/udb.sqlite" + suffix
+            if FileManager.default.fileExists(atPath: source) {
+                try FileManager.default.copyItem(atPath: source, toPath: crashed.path + "/udb.sqlite" + suffix)
+            }
+        }
+        let recovered = try SQLiteWhiteboardStore(directory: crashed.path, verifier: SodiumVerifier())
+        let snapshot = try await recovered.snapshot()
+        #expect(snapshot.files.filter { $0.path.hasPrefix("shared/") }.count == 50)
+        #expect(snapshot.content("shared/k50") == "50")
+        #expect(snapshot.holders.map(\.holder) == ["n1"])
+        _ = store
+    }
+}
