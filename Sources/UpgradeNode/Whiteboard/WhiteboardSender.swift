@@ -1,0 +1,215 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import Sodium
+import UpgradeCore
+
+/// Delivers the journal's outbox to `POST /v1/udb/apply`, one entry at a time in seq order.
+///
+/// An entry leaves the outbox only when the server answered 200 `ok` or `duplicate` with the entry's
+/// nonce (and, given the server's key, a valid signature). While the server is unreachable or answers
+/// 5xx, the same bytes are sent again after a back-off of 250 ms doubling to 10 s, so a retry of an
+/// applied request is recognised by the server as a duplicate and applied once. A refusal (400, 401,
+/// 403, 409 and any other 4xx) parks the entry: it stays in the outbox, later entries wait behind it
+/// (order is the contract), the refusal is logged and shown in `state` until `resumeParked()`.
+public actor WhiteboardSender {
+    /// What the sender is doing, for status output and the mount's error reporting.
+    public enum State: Sendable, Equatable {
+        /// The outbox is empty.
+        case idle
+        /// Sending `seq`.
+        case delivering(seq: Int64)
+        /// `seq` could not be delivered (`reason`); the next attempt is the `attempt`-th.
+        case retrying(seq: Int64, attempt: Int, reason: String)
+        /// The server refused `seq` with `status`; nothing more is sent until `resumeParked()`.
+        case parked(seq: Int64, status: Int, reason: String)
+    }
+
+    public private(set) var state: State = .idle
+    /// Entries acknowledged since start.
+    public private(set) var deliveredCount = 0
+    /// The server's revision after the last delivered entry.
+    public private(set) var lastRevision: Int64?
+
+    private let journal: WhiteboardJournal
+    private let url: String
+    private let http: HTTPClient
+    private let serverKey: [UInt8]?
+    private let requestTimeout: TimeAmount
+    private let logger: Logger
+    private var backoff: WhiteboardBackoff
+    private var failedAttempts = 0
+    private let wakeups: AsyncStream<Void>
+    private nonisolated let wakeupContinuation: AsyncStream<Void>.Continuation
+
+    /// - Parameters:
+    ///   - baseURL: `http://HOST:PORT` of the server.
+    ///   - serverKey: the public key that signs whiteboard answers (the TUF root's timestamp key); nil
+    ///     checks only the echoed nonce.
+    ///   - requestTimeout: the deadline of one attempt. AsyncHTTPClient keeps retrying a refused connection
+    ///     until this deadline (unless the client was configured with `retryConnectionEstablishment = false`),
+    ///     so it is also how long an attempt against a stopped server takes.
+    public init(journal: WhiteboardJournal, baseURL: String, http: HTTPClient, serverKey: [UInt8]? = nil,
+                backoff: WhiteboardBackoff = WhiteboardBackoff(), requestTimeout: TimeAmount = .seconds(10),
+                logger: Logger) {
+        self.journal = journal
+        self.url = baseURL + "/v1/udb/apply"
+        self.http = http
+        self.serverKey = serverKey
+        self.requestTimeout = requestTimeout
+        self.backoff = backoff
+        self.logger = logger
+        (wakeups, wakeupContinuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    }
+
+    /// Tells the sender the outbox has something new (call after `WhiteboardJournal.enqueue`).
+    public nonisolated func wake() {
+        wakeupContinuation.yield()
+    }
+
+    /// Lets a parked entry be sent again (after the operator fixed what the server refused).
+    public func resumeParked() {
+        if case .parked = state { state = .idle }
+        wake()
+    }
+
+    /// Delivers until the task is cancelled.
+    public func run() async {
+        var wakeIterator = wakeups.makeAsyncIterator()
+        while !Task.isCancelled {
+            if case .parked = state {
+                guard await wakeIterator.next() != nil else { return }
+                continue
+            }
+            let entry: WhiteboardJournal.Entry?
+            do {
+                entry = try journal.firstPending()
+            } catch {
+                logger.error("whiteboard journal unreadable", metadata: ["error": "\(error)"])
+                await sleep(backoff.next())
+                continue
+            }
+            guard let entry else {
+                state = .idle
+                backoff.reset()
+                guard await wakeIterator.next() != nil else { return }
+                continue
+            }
+            state = .delivering(seq: entry.seq)
+            let outcome = await send(entry)
+            switch outcome {
+            case .delivered(let revision, let duplicate):
+                do {
+                    try journal.acknowledge(seq: entry.seq)
+                } catch {
+                    // The entry stays and is sent again: the server answers "duplicate".
+                    logger.error("whiteboard journal: cannot acknowledge", metadata: ["udb.seq": "\(entry.seq)", "error": "\(error)"])
+                    await sleep(backoff.next())
+                    continue
+                }
+                deliveredCount += 1
+                lastRevision = revision
+                failedAttempts = 0
+                backoff.reset()
+                logger.debug("whiteboard write delivered", metadata: [
+                    "udb.seq": "\(entry.seq)", "udb.path": "\(entry.path)", "udb.revision": "\(revision)",
+                    "udb.duplicate": "\(duplicate)",
+                ])
+            case .retry(let reason):
+                failedAttempts += 1
+                let delay = backoff.next()
+                state = .retrying(seq: entry.seq, attempt: failedAttempts + 1, reason: reason)
+                logger.log(level: failedAttempts == 1 ? .warning : .debug, "whiteboard write not delivered; retrying", metadata: [
+                    "udb.seq": "\(entry.seq)", "udb.path": "\(entry.path)", "error": "\(reason)",
+                    "retry.delay": "\(delay)",
+                ])
+                await sleep(delay)
+            case .refused(let status, let reason):
+                failedAttempts = 0
+                state = .parked(seq: entry.seq, status: status, reason: reason)
+                logger.error("the server refused a whiteboard write; it stays in the journal and later writes wait", metadata: [
+                    "udb.seq": "\(entry.seq)", "udb.path": "\(entry.path)", "http.status": "\(status)", "error": "\(reason)",
+                ])
+            }
+        }
+    }
+
+    private func sleep(_ duration: Duration) async {
+        try? await Task.sleep(for: duration)
+    }
+
+    private func send(_ entry: WhiteboardJournal.Entry) async -> WhiteboardDeliveryOutcome {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(entry.body)
+        let status: Int
+        let body: [UInt8]
+        do {
+            let response = try await http.execute(request, timeout: requestTimeout, logger: logger)
+            status = Int(response.status.code)
+            body = Array(try await response.body.collect(upTo: 64 << 10).readableBytesView)
+        } catch {
+            return .retry("server unreachable: \(error)")
+        }
+        return WhiteboardDeliveryOutcome.classify(status: status, body: body, nonce: entry.nonce, serverKey: serverKey)
+    }
+}
+
+/// What one answer of `POST /v1/udb/apply` means for the outbox entry sent (docs/DESIGN.md, error mapping).
+public enum WhiteboardDeliveryOutcome: Sendable, Equatable {
+    /// Applied (or a retry of what was applied): the entry leaves the outbox.
+    case delivered(revision: Int64, duplicate: Bool)
+    /// Not (known to be) applied, worth sending again later: no answer, 5xx, 408, 429, a garbled 200.
+    case retry(String)
+    /// Refused by the server (400, 401, 403, 409, other 4xx): sending the same bytes again cannot help.
+    case refused(status: Int, reason: String)
+
+    public static func classify(status: Int, body: [UInt8], nonce: [UInt8], serverKey: [UInt8]?) -> WhiteboardDeliveryOutcome {
+        switch status {
+        case 200:
+            let answer: SignedWhiteboardResponse
+            do {
+                answer = try SignedWhiteboardResponse.decode(body)
+            } catch {
+                return .retry("malformed answer: \(error)")
+            }
+            guard Sodium.constantTimeEqual(answer.response.nonce, nonce) else {
+                return .retry("the answer does not echo the request's nonce")
+            }
+            if let serverKey, !answer.verify(publicKey: serverKey, verifier: SodiumVerifier()) {
+                return .retry("the answer is not signed by the server's key")
+            }
+            return .delivered(revision: answer.response.revision, duplicate: answer.response.result == .duplicate)
+        case 408, 429, 500...599:
+            return .retry("HTTP \(status)" + (WhiteboardErrorBody.decode(body).map { ": \($0.error)" } ?? ""))
+        default:
+            let reason = WhiteboardErrorBody.decode(body)?.error
+                ?? String(decoding: body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            return .refused(status: status, reason: reason.isEmpty ? "HTTP \(status)" : reason)
+        }
+    }
+}
+
+/// Exponential back-off: 250 ms, doubling, at most 10 s.
+public struct WhiteboardBackoff: Sendable {
+    public let initial: Duration
+    public let maximum: Duration
+    private var current: Duration?
+
+    public init(initial: Duration = .milliseconds(250), maximum: Duration = .seconds(10)) {
+        self.initial = initial
+        self.maximum = maximum
+    }
+
+    /// The delay before the next attempt.
+    public mutating func next() -> Duration {
+        let delay = current.map { min($0 * 2, maximum) } ?? initial
+        current = delay
+        return delay
+    }
+
+    /// After a success: the next failure waits `initial` again.
+    public mutating func reset() { current = nil }
+}

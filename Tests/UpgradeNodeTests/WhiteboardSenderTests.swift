@@ -1,0 +1,98 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import Sodium
+import Testing
+import UpgradeCore
+@testable import UpgradeNode
+
+/// Delivery of the outbox: what each answer of the server means, and the back-off while it is away.
+struct WhiteboardSenderTests {
+    @Test func backoffDoublesFrom250MillisecondsTo10SecondsAndResets() {
+        var backoff = WhiteboardBackoff()
+        let delays = (0..<9).map { _ in backoff.next() }
+        #expect(delays == [.milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(4), .seconds(8),
+                           .seconds(10), .seconds(10), .seconds(10)])
+        backoff.reset()
+        #expect(backoff.next() == .milliseconds(250))
+    }
+
+    let serverKey = Ed25519KeyPair.generate()
+    let nonce = Sodium.randomBytes(16)
+
+    func answer(_ result: WhiteboardResponse.Result, nonce: [UInt8]? = nil, key: Ed25519KeyPair? = nil) -> [UInt8] {
+        WhiteboardResponse(revision: 42, result: result, nonce: nonce ?? self.nonce).signed(by: key ?? serverKey).encoded()
+    }
+
+    func classify(_ status: Int, _ body: [UInt8]) -> WhiteboardDeliveryOutcome {
+        WhiteboardDeliveryOutcome.classify(status: status, body: body, nonce: nonce, serverKey: serverKey.publicKey)
+    }
+
+    @Test func okAndDuplicateAnswersDeliverTheEntry() {
+        #expect(classify(200, answer(.ok)) == .delivered(revision: 42, duplicate: false))
+        // A retry of a request the server applied before the node heard the answer.
+        #expect(classify(200, answer(.duplicate)) == .delivered(revision: 42, duplicate: true))
+    }
+
+    @Test func anAnswerForAnotherRequestOrFromAnotherKeyDeliversNothing() {
+        guard case .retry = classify(200, answer(.ok, nonce: Sodium.randomBytes(16))) else {
+            Issue.record("an answer with another nonce was taken")
+            return
+        }
+        guard case .retry = classify(200, answer(.ok, key: Ed25519KeyPair.generate())) else {
+            Issue.record("an answer signed by another key was taken")
+            return
+        }
+        guard case .retry = classify(200, Array("ok".utf8)) else {
+            Issue.record("a garbled answer was taken")
+            return
+        }
+    }
+
+    @Test(arguments: [500, 502, 503, 504, 408, 429])
+    func serverTroubleIsRetried(status: Int) {
+        guard case .retry = classify(status, WhiteboardErrorBody(error: "busy", code: .internalError).encoded()) else {
+            Issue.record("HTTP \(status) was not retried")
+            return
+        }
+    }
+
+    @Test(arguments: [(400, WhiteboardErrorBody.Code.malformed), (401, .unauthenticated), (403, .forbidden), (409, .replayed)])
+    func refusalsParkTheEntryWithTheServersReason(status: Int, code: WhiteboardErrorBody.Code) {
+        let body = WhiteboardErrorBody(error: "n1 may not write upgrades/3/control", code: code).encoded()
+        #expect(classify(status, body) == .refused(status: status, reason: "n1 may not write upgrades/3/control"))
+        #expect(classify(status, Array("plain text reason\n".utf8)) == .refused(status: status, reason: "plain text reason"))
+    }
+
+    @Test func whileTheServerIsUnreachableEverythingStaysInTheOutboxInOrder() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let journal = try WhiteboardJournal(path: dir.path + "/udb.sqlite", node: "n1", key: Ed25519KeyPair.generate(), firstSeq: 1)
+        let seqs = try (1...3).map { try journal.enqueue(op: .put, path: "nodes/n1/state", content: Array("s\($0)".utf8)) }
+        let http = HTTPClient.shared
+        // Nothing listens on port 1 of the loopback address: every attempt is refused at once.
+        let sender = WhiteboardSender(journal: journal, baseURL: "http://127.0.0.1:1", http: http,
+                                      backoff: WhiteboardBackoff(initial: .milliseconds(10), maximum: .milliseconds(40)),
+                                      requestTimeout: .milliseconds(100),
+                                      logger: Logger(label: "test"))
+        let task = Task { await sender.run() }
+        var state = await sender.state
+        for _ in 0..<500 {
+            if case .retrying(_, let attempt, _) = state, attempt >= 4 { break }
+            try await Task.sleep(for: .milliseconds(10))
+            state = await sender.state
+        }
+        task.cancel()
+        await task.value
+        guard case .retrying(let seq, let attempt, let reason) = state else {
+            Issue.record("sender state \(state)")
+            return
+        }
+        // It keeps trying the oldest entry, and only that one.
+        #expect(seq == seqs[0])
+        #expect(attempt >= 4)
+        #expect(reason.contains("unreachable"), "\(reason)")
+        #expect(try journal.pending().map(\.seq) == seqs)
+        #expect(await sender.deliveredCount == 0)
+    }
+}
