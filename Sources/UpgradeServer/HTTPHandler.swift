@@ -14,6 +14,8 @@ struct HTTPHandler: Sendable {
     let notifier: VersionNotifier
     let serverID: String
     let notifyTimeout: Duration
+    /// The whiteboard's routes under `/v1/udb/` (nil: not served).
+    var whiteboard: WhiteboardHTTP? = nil
     let fileIO = FileIO()
 
     /// Size of the pieces big blobs are read and sent in. Hummingbird's default
@@ -26,6 +28,9 @@ struct HTTPHandler: Sendable {
     static let maxQueryVersionDigits = 18
 
     func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+        if let whiteboard, request.uri.path.hasPrefix("/v1/udb/") {
+            return try await whiteboard.respond(to: request, context: context)
+        }
         guard request.method == .get || request.method == .head else {
             return Self.text(.methodNotAllowed, "only GET and HEAD are supported", headers: [.allow: "GET, HEAD"])
         }

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import Logging
 import ServiceLifecycle
+import Sodium
 import UpgradeCore
 
 /// Everything `upgradefs serve` needs to know.
@@ -24,12 +25,18 @@ public struct ServerConfiguration: Sendable {
     public var limits: BundleLimits
     /// How long `GET /v1/notify` waits for a new version before answering anyway.
     public var notifyTimeoutMilliseconds: Int
+    /// A lock holder is released when its node's heartbeat is older than this (`--lock-ttl`).
+    public var lockTTLSeconds: Int
+    /// How long `GET /v1/udb/changes` waits for a change before answering anyway.
+    public var changesTimeoutMilliseconds: Int
 
     public static let defaultPort = 7420
     public static let defaultSettleMilliseconds = 500
     public static let defaultTimestampExpirySeconds = 86400
     public static let defaultScanIntervalMilliseconds = 250
     public static let defaultNotifyTimeoutMilliseconds = 25_000
+    public static let defaultLockTTLSeconds = 60
+    public static let defaultChangesTimeoutMilliseconds = 25_000
 
     public init(
         stateDirectory: String,
@@ -41,7 +48,9 @@ public struct ServerConfiguration: Sendable {
         timestampExpirySeconds: Int = ServerConfiguration.defaultTimestampExpirySeconds,
         scanIntervalMilliseconds: Int = ServerConfiguration.defaultScanIntervalMilliseconds,
         limits: BundleLimits = .default,
-        notifyTimeoutMilliseconds: Int = ServerConfiguration.defaultNotifyTimeoutMilliseconds
+        notifyTimeoutMilliseconds: Int = ServerConfiguration.defaultNotifyTimeoutMilliseconds,
+        lockTTLSeconds: Int = ServerConfiguration.defaultLockTTLSeconds,
+        changesTimeoutMilliseconds: Int = ServerConfiguration.defaultChangesTimeoutMilliseconds
     ) {
         self.stateDirectory = stateDirectory
         self.publishDirectory = publishDirectory
@@ -53,6 +62,8 @@ public struct ServerConfiguration: Sendable {
         self.scanIntervalMilliseconds = scanIntervalMilliseconds
         self.limits = limits
         self.notifyTimeoutMilliseconds = notifyTimeoutMilliseconds
+        self.lockTTLSeconds = lockTTLSeconds
+        self.changesTimeoutMilliseconds = changesTimeoutMilliseconds
     }
 
     /// A one-line reason when a value is out of range, else nil.
@@ -64,6 +75,8 @@ public struct ServerConfiguration: Sendable {
         if timestampExpirySeconds < 2 { return "the timestamp expiry must be at least 2 seconds" }
         if scanIntervalMilliseconds < 1 { return "the scan interval must be at least 1 ms" }
         if notifyTimeoutMilliseconds < 1 { return "the notify timeout must be at least 1 ms" }
+        if lockTTLSeconds < 1 { return "the lock TTL must be at least 1 second" }
+        if changesTimeoutMilliseconds < 1 { return "the changes timeout must be at least 1 ms" }
         return nil
     }
 }
@@ -98,12 +111,23 @@ public func runUpgradeServer(
     } catch let error as RepositoryError {
         throw ServerStartError(description: error.description)
     }
+    let whiteboardStore: SQLiteWhiteboardStore
+    do {
+        whiteboardStore = try SQLiteWhiteboardStore(
+            directory: configuration.stateDirectory, verifier: SodiumVerifier(), lockTTLSeconds: Double(configuration.lockTTLSeconds))
+    } catch {
+        throw ServerStartError(description: "cannot open the upgrade database in \(configuration.stateDirectory): \(error)")
+    }
+    let whiteboard = try await WhiteboardHTTP(
+        store: whiteboardStore, signingKey: keys.timestamp,
+        changesTimeout: .milliseconds(configuration.changesTimeoutMilliseconds), logger: logger)
     let handler = HTTPHandler(
         metadataDirectory: publisher.metadataDirectory,
         store: ContentStore(stateDirectory: configuration.stateDirectory),
         notifier: publisher.notifier,
         serverID: keys.serverID,
-        notifyTimeout: .milliseconds(configuration.notifyTimeoutMilliseconds))
+        notifyTimeout: .milliseconds(configuration.notifyTimeoutMilliseconds),
+        whiteboard: whiteboard)
 
     let serverID = keys.serverID
     let host = configuration.host
@@ -126,7 +150,7 @@ public func runUpgradeServer(
         logger: logger)
 
     let services = ServiceGroup(
-        services: [app, PublisherService(publisher: publisher)],
+        services: [app, PublisherService(publisher: publisher), WhiteboardService(whiteboard: whiteboard)],
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger)
     // Cancelling the caller's task shuts down gracefully too (in-flight

@@ -1,0 +1,185 @@
+import Foundation
+import Hummingbird
+import HTTPTypes
+import Logging
+import ServiceLifecycle
+import Sodium
+import UpgradeCore
+
+/// The whiteboard's HTTP routes under `/v1/udb/` (docs/DESIGN.md, "Wire protocol"):
+/// `POST apply`, `GET snapshot`, `GET changes?after=R` (long poll). Answers
+/// are signed by the server's timestamp key.
+struct WhiteboardHTTP: Sendable {
+    let store: any WhiteboardStore
+    let notifier: VersionNotifier
+    let signingKey: Ed25519KeyPair
+    let keyID: String
+    let changesTimeout: Duration
+    let logger: Logger
+
+    /// Largest apply body: a 1 MiB log write in base64 plus the envelope.
+    static let maxApplyBodyBytes = 1_500_000
+    static let maxNonceBytes = 128
+
+    init(store: any WhiteboardStore, signingKey: Ed25519KeyPair, changesTimeout: Duration, logger: Logger) async throws {
+        self.store = store
+        self.notifier = VersionNotifier(current: Int(try await store.revision()))
+        self.signingKey = signingKey
+        self.keyID = TUFKey(ed25519PublicKey: signingKey.publicKey).keyID
+        self.changesTimeout = changesTimeout
+        self.logger = logger
+    }
+
+    func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+        let route = String(request.uri.path.dropFirst("/v1/udb/".count))
+        do {
+            switch (route, request.method) {
+            case ("apply", .post): return try await apply(request)
+            case ("snapshot", .get): return try await snapshot(query: request.uri.query)
+            case ("changes", .get): return try await changes(query: request.uri.query)
+            case ("apply", _):
+                return HTTPHandler.text(.methodNotAllowed, "use POST for /v1/udb/apply", headers: [.allow: "POST"])
+            case ("snapshot", _), ("changes", _):
+                return HTTPHandler.text(.methodNotAllowed, "use GET for /v1/udb/\(route)", headers: [.allow: "GET"])
+            default:
+                return HTTPHandler.text(.notFound, "not found: \(HTTPHandler.clean(request.uri.path))")
+            }
+        } catch {
+            logger.error("whiteboard request failed", metadata: ["udb.route": .string(route), "error": .string("\(error)")])
+            return Self.error(WhiteboardErrorBody(error: "internal error: \(error)", code: .internalError))
+        }
+    }
+
+    // MARK: - Routes
+
+    private func apply(_ request: Request) async throws -> Response {
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: Self.maxApplyBodyBytes)
+        } catch {
+            return Self.error(WhiteboardErrorBody(error: "request body larger than \(Self.maxApplyBodyBytes) bytes", code: .malformed))
+        }
+        let signed: SignedWhiteboardRequest
+        do {
+            signed = try SignedWhiteboardRequest.decode(Array(buffer.readableBytesView))
+        } catch {
+            logger.warning("whiteboard write refused: malformed request", metadata: ["udb.reason": .string(error.description)])
+            return Self.error(WhiteboardErrorBody(error: error.description, code: .malformed))
+        }
+        let outcome = try await store.apply(signed)
+        let r = signed.request
+        switch outcome {
+        case .applied(let response):
+            if response.result == .ok { notifier.publish(Int(response.revision)) }
+            logger.debug(
+                "whiteboard write applied",
+                metadata: ["node.name": .string(r.node), "udb.op": .string(r.op.rawValue), "udb.path": .string(r.path),
+                           "udb.result": .string(response.result.rawValue), "udb.revision": .stringConvertible(response.revision)])
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.signed(by: signingKey).encoded())))
+        case .refused(let body):
+            logger.warning(
+                "whiteboard write refused: \(body.error)",
+                metadata: ["node.name": .string(r.node), "udb.op": .string(r.op.rawValue), "udb.path": .string(HTTPHandler.clean(r.path)),
+                           "udb.channel": .string(r.channel.rawValue), "udb.seq": .stringConvertible(r.seq),
+                           "udb.code": .string(body.code.rawValue)])
+            return Self.error(body)
+        }
+    }
+
+    private func snapshot(query: String?) async throws -> Response {
+        let parameters = Self.parameters(query)
+        guard let nonce = Self.nonce(parameters) else { return Self.badNonce() }
+        var view = try await store.snapshot()
+        view.nonce = nonce
+        return signedView(view)
+    }
+
+    private func changes(query: String?) async throws -> Response {
+        let parameters = Self.parameters(query)
+        guard let nonce = Self.nonce(parameters) else { return Self.badNonce() }
+        guard let text = parameters["after"] else {
+            return Self.error(WhiteboardErrorBody(error: "missing query parameter after=R (the revision you have)", code: .malformed))
+        }
+        guard !text.isEmpty, text.utf8.count <= 18, text.utf8.allSatisfy({ (48...57).contains($0) }), let after = Int64(text) else {
+            return Self.error(WhiteboardErrorBody(error: "after must be a non-negative integer, got \"\(HTTPHandler.clean(text))\"", code: .malformed))
+        }
+        if try await store.revision() <= after {
+            _ = await notifier.wait(after: Int(after), timeout: changesTimeout)
+        }
+        var view = try await store.changes(after: after)
+        view.nonce = nonce
+        return signedView(view)
+    }
+
+    // MARK: - Helpers
+
+    private func signedView(_ view: WhiteboardView) -> Response {
+        let json = view.toJSON()
+        let signature = WhiteboardServerSignature.sign(json, key: signingKey)
+        var headers: HTTPFields = [.contentType: "application/json"]
+        headers[HTTPField.Name(WhiteboardServerSignature.headerName)!] = WhiteboardServerSignature.header(keyID: keyID, signature: signature)
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: json.canonicalBytes())))
+    }
+
+    static func error(_ body: WhiteboardErrorBody) -> Response {
+        Response(
+            status: HTTPResponse.Status(code: body.httpStatus), headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: body.encoded())))
+    }
+
+    private static func badNonce() -> Response {
+        error(WhiteboardErrorBody(error: "nonce must be at most \(maxNonceBytes) letters and digits", code: .malformed))
+    }
+
+    /// The `nonce` parameter ("" when absent), or nil when it is not letters and digits.
+    private static func nonce(_ parameters: [String: String]) -> String? {
+        let nonce = parameters["nonce"] ?? ""
+        guard nonce.utf8.count <= maxNonceBytes,
+              nonce.utf8.allSatisfy({ (48...57).contains($0) || (65...90).contains($0) || (97...122).contains($0) })
+        else { return nil }
+        return nonce
+    }
+
+    private static func parameters(_ query: String?) -> [String: String] {
+        var result: [String: String] = [:]
+        for pair in (query ?? "").split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            result[String(parts[0])] = parts.count > 1 ? String(parts[1]) : ""
+        }
+        return result
+    }
+}
+
+/// Every 5 s: releases holders whose node's heartbeat is older than the lock
+/// TTL, and wakes long polls for changes made by other processes (`upgradefs enroll`).
+struct WhiteboardService: Service {
+    static let checkInterval: Duration = .seconds(5)
+    let whiteboard: WhiteboardHTTP
+
+    func run() async throws {
+        let notifier = whiteboard.notifier
+        try await withGracefulShutdownHandler {
+            try await cancelWhenGracefulShutdown {
+                while !Task.isCancelled {
+                    try await Task.sleep(for: Self.checkInterval)
+                    do {
+                        let released = try await whiteboard.store.releaseExpiredHolders()
+                        for holder in released {
+                            whiteboard.logger.notice(
+                                "lock holder released: its node's heartbeat is older than the lock TTL",
+                                metadata: ["udb.lock": .string(holder.lock), "udb.holder": .string(holder.holder),
+                                           "node.name": .string(holder.node)])
+                        }
+                        notifier.publish(Int(try await whiteboard.store.revision()))
+                    } catch {
+                        whiteboard.logger.error("whiteboard check failed", metadata: ["error": .string("\(error)")])
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            notifier.shutdown()
+        }
+    }
+}

@@ -1,0 +1,279 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Sodium
+import Testing
+import UpgradeCore
+@testable import UpgradeServer
+
+/// POSTs `body` over a fresh connection (the test client of TestSupport only sends GETs).
+func postRequest(port: Int, path: String, body: [UInt8]) async throws -> HTTPResult {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread {
+            continuation.resume(with: Result {
+                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+                guard fd >= 0 else { throw TestFailure("socket failed") }
+                defer { close(fd) }
+                var address = sockaddr_in()
+                address.sin_family = sa_family_t(AF_INET)
+                address.sin_port = in_port_t(UInt16(port).bigEndian)
+                address.sin_addr.s_addr = inet_addr("127.0.0.1")
+                let connected = withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+                }
+                guard connected == 0 else { throw TestFailure("connect to port \(port) failed") }
+                let request = Array(
+                    "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8
+                ) + body
+                var sent = 0
+                while sent < request.count {
+                    let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+                    guard n > 0 else { throw TestFailure("send failed") }
+                    sent += n
+                }
+                var response: [UInt8] = []
+                var buffer = [UInt8](repeating: 0, count: 1 << 16)
+                while true {
+                    let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+                    if n <= 0 { break }
+                    response.append(contentsOf: buffer[0..<n])
+                }
+                guard let split = response.firstRange(of: Array("\r\n\r\n".utf8)) else { throw TestFailure("no HTTP header in response") }
+                let head = String(decoding: response[..<split.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
+                let statusParts = head[0].split(separator: " ")
+                guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw TestFailure("bad status line \(head[0])") }
+                var headers: [String: String] = [:]
+                for line in head.dropFirst() {
+                    guard let colon = line.firstIndex(of: ":") else { continue }
+                    headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+                }
+                return HTTPResult(status: status, headers: headers, body: Array(response[split.upperBound...]))
+            })
+        }.start()
+    }
+}
+
+/// A live server with a whiteboard, and identities enrolled the way `upgradefs enroll` does it.
+final class WhiteboardServer: Sendable {
+    let fixture: ServerFixture
+    let server: LiveServer
+    let writers: [String: WhiteboardWriter]
+
+    static func start(nodes: [String] = ["n1", "n2"], lockTTLSeconds: Int = 60, changesTimeoutMilliseconds: Int = 5000) async throws
+        -> WhiteboardServer
+    {
+        let fixture = ServerFixture()
+        fixture.configuration.lockTTLSeconds = lockTTLSeconds
+        fixture.configuration.changesTimeoutMilliseconds = changesTimeoutMilliseconds
+        let server = try await LiveServer.start(fixture.configuration)
+        // Enrolled while the server runs, through the database file directly (as `upgradefs enroll` does).
+        let store = try SQLiteWhiteboardStore(directory: fixture.configuration.stateDirectory, verifier: SodiumVerifier())
+        var writers: [String: WhiteboardWriter] = [:]
+        for name in nodes + ["operator"] {
+            let writer = WhiteboardWriter(name)
+            try await store.enroll(node: name, publicKey: writer.key.publicKey)
+            writers[name] = writer
+        }
+        return WhiteboardServer(fixture: fixture, server: server, writers: writers)
+    }
+
+    private init(fixture: ServerFixture, server: LiveServer, writers: [String: WhiteboardWriter]) {
+        self.fixture = fixture
+        self.server = server
+        self.writers = writers
+    }
+
+    subscript(name: String) -> WhiteboardWriter { writers[name]! }
+
+    func apply(_ signed: SignedWhiteboardRequest) async throws -> HTTPResult {
+        try await postRequest(port: server.port, path: "/v1/udb/apply", body: signed.encoded())
+    }
+
+    /// Applies and checks the answer is signed by the server's timestamp key and echoes the nonce.
+    func applyOK(_ signed: SignedWhiteboardRequest) async throws -> WhiteboardResponse {
+        let result = try await apply(signed)
+        guard result.status == 200 else { throw TestFailure("apply answered \(result.status): \(result.text)") }
+        let answer = try SignedWhiteboardResponse.decode(result.body)
+        #expect(answer.verify(publicKey: fixture.keys.timestamp.publicKey, verifier: SodiumVerifier()))
+        #expect(answer.response.nonce == signed.request.nonce)
+        return answer.response
+    }
+
+    func read(_ path: String, nonce: String = Hex.encode(Sodium.randomBytes(16))) async throws -> WhiteboardView {
+        let separator = path.contains("?") ? "&" : "?"
+        let result = try await server.get("/v1/udb/\(path)\(separator)nonce=\(nonce)")
+        guard result.status == 200 else { throw TestFailure("\(path) answered \(result.status): \(result.text)") }
+        return try WhiteboardView.verifiedDecode(
+            body: result.body, signatureHeader: result.headers["upgradefs-signature"], expectedNonce: nonce,
+            publicKey: fixture.keys.timestamp.publicKey, verifier: SodiumVerifier())
+    }
+
+    func stop() async { await server.stop() }
+}
+
+@Suite(.serialized) struct UDBHTTPTests {
+    @Test func signedWriteIsAppliedAndVisibleInTheSignedSnapshot() async throws {
+        let wb = try await WhiteboardServer.start()
+        let response = try await wb.applyOK(wb["n1"].request(.put, "nodes/n1/state", "running\n"))
+        #expect(response.result == .ok)
+        let snapshot = try await wb.read("snapshot")
+        #expect(snapshot.content("nodes/n1/state") == "running\n")
+        #expect(snapshot.revision == response.revision)
+        await wb.stop()
+    }
+
+    @Test func forbiddenWriteIs403AndChangesNothing() async throws {
+        let wb = try await WhiteboardServer.start()
+        let before = try await wb.read("snapshot")
+        let result = try await wb.apply(wb["n1"].request(.put, "upgrades/3/control", "go"))
+        #expect(result.status == 403)
+        #expect(WhiteboardErrorBody.decode(result.body)?.error == "n1 may not write upgrades/3/control")
+        #expect(try await wb.apply(wb["n1"].request(.put, "nodes/n2/state", "failed")).status == 403)
+        let after = try await wb.read("snapshot")
+        #expect(after.revision == before.revision)
+        #expect(after.files == before.files)
+        await wb.stop()
+    }
+
+    @Test func unknownNodeAndBadSignatureAre401() async throws {
+        let wb = try await WhiteboardServer.start()
+        let stranger = try await wb.apply(WhiteboardWriter("n9").request(.put, "nodes/n9/state", "idle"))
+        #expect(stranger.status == 401)
+        #expect(WhiteboardErrorBody.decode(stranger.body)?.error.contains("unknown node n9") == true)
+        var forged = wb["n1"].request(.put, "nodes/n1/state", "idle")
+        forged.request.path = "nodes/n1/version"
+        #expect(try await wb.apply(forged).status == 401)
+        // Signed by n2's key but claiming to be n1.
+        var impostor = wb["n2"].request(.put, "nodes/n1/state", "idle")
+        impostor.request.node = "n1"
+        impostor = impostor.request.signed(by: wb["n2"].key)
+        #expect(try await wb.apply(impostor).status == 401)
+        #expect(try await wb.read("snapshot").files.isEmpty)
+        await wb.stop()
+    }
+
+    @Test func replayIs409AndRetryOfTheLastRequestIsAppliedOnce() async throws {
+        let wb = try await WhiteboardServer.start()
+        let first = wb["n1"].request(.put, "shared/counter", "1")
+        let second = wb["n1"].request(.put, "shared/counter", "2")
+        #expect(try await wb.applyOK(first).result == .ok)
+        let applied = try await wb.applyOK(second)
+        let retry = try await wb.applyOK(second)
+        #expect(retry.result == .duplicate)
+        #expect(retry.revision == applied.revision)
+        let replay = try await wb.apply(first)
+        #expect(replay.status == 409)
+        #expect(WhiteboardErrorBody.decode(replay.body)?.code == .replayed)
+        let changes = try await wb.read("changes?after=0")
+        #expect(changes.files.filter { $0.path == "shared/counter" }.map(\.revision) == [applied.revision])
+        await wb.stop()
+    }
+
+    @Test func malformedRequestsAre400() async throws {
+        let wb = try await WhiteboardServer.start()
+        #expect(try await postRequest(port: wb.server.port, path: "/v1/udb/apply", body: Array("{}".utf8)).status == 400)
+        #expect(try await wb.apply(wb["n1"].request(.put, "nodes/n1/state", "two words")).status == 400)
+        #expect(try await wb.apply(wb["n1"].request(.put, "nowhere/x", "1")).status == 400)
+        #expect(try await wb.server.get("/v1/udb/changes").status == 400)
+        #expect(try await wb.server.get("/v1/udb/changes?after=x").status == 400)
+        #expect(try await wb.server.get("/v1/udb/apply").status == 405)
+        await wb.stop()
+    }
+
+    @Test func fullSemaphoreIs423() async throws {
+        let wb = try await WhiteboardServer.start()
+        _ = try await wb.applyOK(wb["operator"].request(.put, "locks/roll/capacity", "1"))
+        _ = try await wb.applyOK(wb["n1"].request(.acquire, "locks/roll/n1"))
+        let full = try await wb.apply(wb["n2"].request(.acquire, "locks/roll/n2"))
+        #expect(full.status == 423)
+        #expect(WhiteboardErrorBody.decode(full.body)?.error == "lock roll is full (1 of 1)")
+        _ = try await wb.applyOK(wb["n1"].request(.release, "locks/roll/n1"))
+        _ = try await wb.applyOK(wb["n2"].request(.acquire, "locks/roll/n2"))
+        #expect(try await wb.read("snapshot").holders.map(\.node) == ["n2"])
+        await wb.stop()
+    }
+
+    @Test func lockCapacityHoldsUnderConcurrentAcquiresFromManyNodes() async throws {
+        let nodes = (1...10).map { "n\($0)" }
+        let wb = try await WhiteboardServer.start(nodes: nodes)
+        let capacity = 3
+        _ = try await wb.applyOK(wb["operator"].request(.put, "locks/roll/capacity", "\(capacity)"))
+        for round in 1...20 {
+            let statuses = try await withThrowingTaskGroup(of: (String, Int).self) { group in
+                for node in nodes {
+                    let request = wb[node].request(.acquire, "locks/roll/\(node)")
+                    group.addTask { (node, try await wb.apply(request).status) }
+                }
+                var statuses: [String: Int] = [:]
+                for try await (node, status) in group { statuses[node] = status }
+                return statuses
+            }
+            let winners = statuses.filter { $0.value == 200 }.map(\.key).sorted()
+            #expect(winners.count == capacity, "round \(round): \(statuses)")
+            #expect(statuses.values.allSatisfy { $0 == 200 || $0 == 423 }, "round \(round): \(statuses)")
+            #expect(try await wb.read("snapshot").holders.map(\.node).sorted() == winners)
+            for node in winners { _ = try await wb.applyOK(wb[node].request(.release, "locks/roll/\(node)")) }
+        }
+        await wb.stop()
+    }
+
+    @Test func holderOfANodeWhoseHeartbeatStoppedIsReleased() async throws {
+        let wb = try await WhiteboardServer.start(lockTTLSeconds: 1)
+        _ = try await wb.applyOK(wb["n1"].request(.put, "nodes/n1/heartbeat", "1"))
+        _ = try await wb.applyOK(wb["n1"].request(.acquire, "locks/roll/n1"))
+        #expect(try await wb.apply(wb["n2"].request(.acquire, "locks/roll/n2")).status == 423)
+        try await Task.sleep(for: .milliseconds(1300))
+        _ = try await wb.applyOK(wb["n2"].request(.put, "nodes/n2/heartbeat", "2"))
+        _ = try await wb.applyOK(wb["n2"].request(.acquire, "locks/roll/n2"))
+        let changes = try await wb.read("changes?after=0")
+        #expect(changes.holders.contains { $0.holder == "n1" && $0.released })
+        #expect(try await wb.read("snapshot").holders.map(\.holder) == ["n2"])
+        await wb.stop()
+    }
+
+    @Test func changesLongPollReturnsAsSoonAsSomethingIsWritten() async throws {
+        let wb = try await WhiteboardServer.start(changesTimeoutMilliseconds: 20_000)
+        let revision = try await wb.read("snapshot").revision
+        let started = Date()
+        let poll = Task { try await wb.read("changes?after=\(revision)") }
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await wb.applyOK(wb["n2"].request(.put, "nodes/n2/state", "waiting"))
+        let changes = try await poll.value
+        let elapsed = Date().timeIntervalSince(started)
+        #expect(elapsed < 5, "the long poll waited \(elapsed) s")
+        #expect(changes.files.map(\.path) == ["nodes/n2/state"])
+        #expect(changes.revision > revision)
+        await wb.stop()
+    }
+
+    @Test func changesLongPollAnswersEmptyAfterTheTimeout() async throws {
+        let wb = try await WhiteboardServer.start(changesTimeoutMilliseconds: 300)
+        let revision = try await wb.read("snapshot").revision
+        let changes = try await wb.read("changes?after=\(revision)")
+        #expect(changes.files.isEmpty && changes.holders.isEmpty)
+        #expect(changes.revision == revision)
+        await wb.stop()
+    }
+
+    @Test func whiteboardSurvivesAServerRestart() async throws {
+        let wb = try await WhiteboardServer.start()
+        let writer = wb["n1"]
+        _ = try await wb.applyOK(writer.request(.put, "nodes/n1/version", "7"))
+        _ = try await wb.applyOK(writer.request(.acquire, "locks/roll/n1"))
+        await wb.stop()
+        let again = try await LiveServer.start(wb.fixture.configuration)
+        let nonce = "abc"
+        let result = try await again.get("/v1/udb/snapshot?nonce=\(nonce)")
+        let view = try WhiteboardView.verifiedDecode(
+            body: result.body, signatureHeader: result.headers["upgradefs-signature"], expectedNonce: nonce,
+            publicKey: wb.fixture.keys.timestamp.publicKey, verifier: SodiumVerifier())
+        #expect(view.content("nodes/n1/version") == "7")
+        #expect(view.holders.map(\.holder) == ["n1"])
+        // Replay state survived: the node's next seq is accepted, an old one is not.
+        let old = writer.request(.put, "nodes/n1/version", "1", seq: 1)
+        #expect(try await postRequest(port: again.port, path: "/v1/udb/apply", body: old.encoded()).status == 409)
+        #expect(try await postRequest(port: again.port, path: "/v1/udb/apply", body: writer.request(.put, "nodes/n1/version", "8").encoded()).status == 200)
+        await again.stop()
+    }
+}
