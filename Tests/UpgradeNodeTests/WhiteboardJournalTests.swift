@@ -97,6 +97,28 @@ struct WhiteboardJournalTests {
         #expect(try journal.serverRevision() == 12)
     }
 
+    @Test func anAcknowledgedWriteStaysVisibleUntilTheChangeFeedCatchesUp() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let journal = try open(dir)
+        try journal.applyServerChanges(revision: 3, files: [
+            .init(path: "nodes/n1/state", content: Array("idle".utf8), revision: 2),
+            .init(path: "nodes/n1/extra", content: Array("x".utf8), revision: 3),
+        ])
+        let put = try journal.enqueue(op: .put, path: "nodes/n1/state", content: Array("running".utf8))
+        let delete = try journal.enqueue(op: .delete, path: "nodes/n1/extra")
+        try journal.acknowledge(seq: put, revision: 4)
+        try journal.acknowledge(seq: delete, revision: 5)
+        #expect(try journal.pending().isEmpty)
+        #expect(try journal.view(path: "nodes/n1/state") == Array("running".utf8))
+        #expect(try journal.view(path: "nodes/n1/extra") == nil)
+        // A newer server version of the file is not overwritten by an older acknowledgement.
+        try journal.applyServerChanges(revision: 9, files: [.init(path: "nodes/n1/state", content: Array("failed".utf8), revision: 9)])
+        let late = try journal.enqueue(op: .put, path: "nodes/n1/state", content: Array("old".utf8))
+        try journal.acknowledge(seq: late, revision: 8)
+        #expect(try journal.view(path: "nodes/n1/state") == Array("failed".utf8))
+    }
+
     @Test func anOlderServerAnswerDoesNotRollTheViewBack() throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

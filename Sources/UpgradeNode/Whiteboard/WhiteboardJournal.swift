@@ -151,10 +151,33 @@ public final class WhiteboardJournal: Sendable {
     }
 
     /// Removes the entry `seq` (the server answered ok or duplicate); other entries stay.
-    public func acknowledge(seq: Int64) throws(WhiteboardJournalError) {
+    ///
+    /// With the `revision` the server applied it at, the write moves into the server view in the same
+    /// transaction, so a read of the file never falls back to an older server view between the
+    /// acknowledgement and the change feed catching up (unless the view already holds a newer revision).
+    public func acknowledge(seq: Int64, revision: Int64? = nil) throws(WhiteboardJournalError) {
         try run("acknowledge") {
-            try database.write { db in try db.execute(sql: "DELETE FROM outbox WHERE seq = ?", arguments: [seq]) }
+            try database.write { db in
+                if let revision,
+                   let row = try Row.fetchOne(db, sql: "SELECT op, path, content FROM outbox WHERE seq = ?", arguments: [seq]) {
+                    let path: String = row["path"]
+                    if let content = row["content"] as Data?, row["op"] as String == Op.put.rawValue {
+                        try Self.upsert(db, path: path, content: content, revision: revision)
+                    } else {
+                        try db.execute(sql: "DELETE FROM files WHERE path = ? AND revision <= ?", arguments: [path, revision])
+                    }
+                }
+                try db.execute(sql: "DELETE FROM outbox WHERE seq = ?", arguments: [seq])
+            }
         }
+    }
+
+    private static func upsert(_ db: Database, path: String, content: Data, revision: Int64) throws {
+        try db.execute(sql: """
+            INSERT INTO files(path, content, revision) VALUES (?, ?, ?)
+            ON CONFLICT(path) DO UPDATE SET content = excluded.content, revision = excluded.revision
+            WHERE excluded.revision >= files.revision
+            """, arguments: [path, content, revision])
     }
 
     /// A fresh seq on the direct channel (lock operations); durable before it is returned, so a restart
@@ -248,11 +271,7 @@ public final class WhiteboardJournal: Sendable {
                 if replacingAll { try db.execute(sql: "DELETE FROM files") }
                 for file in files {
                     if let content = file.content {
-                        try db.execute(sql: """
-                            INSERT INTO files(path, content, revision) VALUES (?, ?, ?)
-                            ON CONFLICT(path) DO UPDATE SET content = excluded.content, revision = excluded.revision
-                            WHERE excluded.revision >= files.revision
-                            """, arguments: [file.path, Data(content), file.revision])
+                        try Self.upsert(db, path: file.path, content: Data(content), revision: file.revision)
                     } else {
                         try db.execute(sql: "DELETE FROM files WHERE path = ? AND revision <= ?", arguments: [file.path, file.revision])
                     }

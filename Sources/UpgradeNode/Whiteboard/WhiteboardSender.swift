@@ -101,7 +101,7 @@ public actor WhiteboardSender {
             switch outcome {
             case .delivered(let revision, let duplicate):
                 do {
-                    try journal.acknowledge(seq: entry.seq)
+                    try journal.acknowledge(seq: entry.seq, revision: revision)
                 } catch {
                     // The entry stays and is sent again: the server answers "duplicate".
                     logger.error("whiteboard journal: cannot acknowledge", metadata: ["udb.seq": "\(entry.seq)", "error": "\(error)"])
