@@ -173,6 +173,36 @@ struct WhiteboardJournalTests {
         #expect(try journal.pending().isEmpty)
     }
 
+    @Test func aWriteTheServerWouldRefuseIsNeverJournaled() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let journal = try open(dir)
+        func denial(_ op: WhiteboardJournal.Op, _ path: String, _ content: String? = nil) -> WhiteboardDenial.Kind? {
+            do {
+                try journal.enqueue(op: op, path: path, content: content.map { Array($0.utf8) })
+                return nil
+            } catch {
+                return error.denial?.kind
+            }
+        }
+        #expect(denial(.put, "nodes/n2/state", "idle") == .forbidden)
+        #expect(denial(.delete, "nodes/n2/state") == .forbidden)
+        #expect(denial(.put, "upgrades/3/control", "go") == .forbidden)
+        #expect(denial(.put, "upgrades/3/summary", "x") == .forbidden)
+        #expect(denial(.put, "locks/roll/capacity", "2") == .forbidden)
+        #expect(denial(.put, "nodes/n1/state", "Not A Word") == .malformed)
+        #expect(denial(.put, "nodes/n1/version", "-1") == .malformed)
+        #expect(denial(.put, "nodes/n1/../n2/state", "idle") == .malformed)
+        #expect(denial(.put, "shared/big", String(repeating: "x", count: 65 << 10)) == .malformed)
+        #expect(try journal.pending().isEmpty)
+        // What is allowed goes in; a log is kept as the server keeps it (its last 64 KiB).
+        #expect(denial(.put, "nodes/n1/state", "running\n") == nil)
+        #expect(denial(.put, "shared/notes/x", "anything") == nil)
+        #expect(denial(.put, "nodes/n1/log", String(repeating: "a", count: 1000) + String(repeating: "b", count: 64 << 10)) == nil)
+        #expect(try journal.view(path: "nodes/n1/log") == Array(repeating: UInt8(ascii: "b"), count: 64 << 10))
+        #expect(try journal.pending().count == 3)
+    }
+
     @Test func aNewJournalStartsItsSeqsAtTheClock() throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

@@ -68,7 +68,7 @@ struct WhiteboardSenderTests {
         let dir = TemporaryDirectory()
         defer { dir.remove() }
         let journal = try WhiteboardJournal(path: dir.path + "/udb.sqlite", node: "n1", key: Ed25519KeyPair.generate(), firstSeq: 1)
-        let seqs = try (1...3).map { try journal.enqueue(op: .put, path: "nodes/n1/state", content: Array("s\($0)".utf8)) }
+        let seqs = try ["idle", "waiting", "running"].map { try journal.enqueue(op: .put, path: "nodes/n1/state", content: Array($0.utf8)) }
         let http = HTTPClient.shared
         // Nothing listens on port 1 of the loopback address: every attempt is refused at once.
         let sender = WhiteboardSender(journal: journal, baseURL: "http://127.0.0.1:1", http: http,

@@ -28,7 +28,7 @@ public final class WhiteboardJournal: Sendable {
         public let seq: Int64
         public let op: Op
         public let path: String
-        /// The new content (put only).
+        /// The new content as the server will store it (put only; a `log` keeps its last 64 KiB).
         public let content: [UInt8]?
         /// The request's nonce; the server's answer must echo it.
         public let nonce: [UInt8]
@@ -108,11 +108,16 @@ public final class WhiteboardJournal: Sendable {
     // MARK: Outbox
 
     /// Signs a write of `path` and appends it to the outbox; returns its seq once it is durable.
+    ///
+    /// The whiteboard's rules are checked first (`WhiteboardRules`, as the server will): a write the
+    /// server would refuse is never journaled, since it would hold up every later write. Such a refusal
+    /// is thrown with `denial` set (`.forbidden` → EACCES, `.malformed` → EINVAL on the node).
     @discardableResult
     public func enqueue(op: Op, path: String, content: [UInt8]? = nil) throws(WhiteboardJournalError) -> Int64 {
         guard (op == .put) == (content != nil) else {
             throw WhiteboardJournalError(path: self.path, operation: "enqueue", message: "a put needs content, a delete has none")
         }
+        let stored = try Self.check(node: node, op: op, path: path, content: content)
         return try run("enqueue") {
             try database.write { db in
                 let seq = try Self.takeSeq(db, channel: "outbox")
@@ -120,9 +125,28 @@ public final class WhiteboardJournal: Sendable {
                 let signed = signer.sign(channel: .outbox, seq: seq, op: op.wireOp, path: path, content: content, nonce: nonce)
                 try db.execute(
                     sql: "INSERT INTO outbox(seq, op, path, content, nonce, request, signed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    arguments: [seq, op.rawValue, path, content.map { Data($0) }, Data(nonce), Data(signed.request), Data(signed.body)])
+                    arguments: [seq, op.rawValue, path, stored.map { Data($0) }, Data(nonce), Data(signed.request), Data(signed.body)])
                 return seq
             }
+        }
+    }
+
+    /// The bytes the server will store for this write (nil for a delete), or the rule it breaks.
+    static func check(node: String, op: Op, path: String, content: [UInt8]?) throws(WhiteboardJournalError) -> [UInt8]? {
+        func refuse(_ denial: WhiteboardDenial) -> WhiteboardJournalError {
+            WhiteboardJournalError(path: path, operation: "write", message: denial.message, denial: denial)
+        }
+        let parsed: WhiteboardPath
+        do {
+            parsed = try WhiteboardPath(path)
+        } catch {
+            throw refuse(WhiteboardDenial(.malformed, error.description))
+        }
+        if let denial = WhiteboardRules.authorize(node: node, op: op.wireOp, path: parsed) { throw refuse(denial) }
+        guard let content else { return nil }
+        switch WhiteboardRules.validate(content: content, for: parsed) {
+        case .success(let stored): return stored
+        case .failure(let denial): throw refuse(denial)
         }
     }
 
@@ -307,19 +331,25 @@ struct WhiteboardRequestSigner: Sendable {
 
 /// A journal operation that failed: which, on which file, and why.
 public struct WhiteboardJournalError: Error, CustomStringConvertible, Sendable {
+    /// The journal's file, or for a refused write the whiteboard path.
     public let path: String
     public let operation: String
     public let message: String
+    /// Set when a write breaks the whiteboard's rules (nothing was journaled); nil for storage failures (EIO).
+    public let denial: WhiteboardDenial?
 
-    public init(path: String, operation: String, message: String) {
+    public init(path: String, operation: String, message: String, denial: WhiteboardDenial? = nil) {
         self.path = path
         self.operation = operation
         self.message = message
+        self.denial = denial
     }
 
     init(path: String, operation: String, cause: any Error) {
         self.init(path: path, operation: operation, message: "\(cause)")
     }
 
-    public var description: String { "whiteboard journal \(path): \(operation) failed: \(message)" }
+    public var description: String {
+        denial != nil ? "whiteboard write refused: \(message)" : "whiteboard journal \(path): \(operation) failed: \(message)"
+    }
 }
