@@ -41,6 +41,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-files"), help: "Most files a bundle may hold.")
     var maxFiles: Int = 10_000
 
+    @Option(name: .customLong("lock-ttl"), help: "Release a whiteboard lock holder when its node's last heartbeat is older than this, in seconds.")
+    var lockTTLSeconds: Int = ServerConfiguration.defaultLockTTLSeconds
+
     @OptionGroup var logging: LoggingOptions
 
     var parsedListen: (host: String, port: Int)? {
@@ -57,6 +60,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         guard settleMilliseconds >= 0 else { throw ValidationError("--settle-ms must not be negative") }
         guard timestampExpirySeconds >= 2 else { throw ValidationError("--timestamp-expiry must be at least 2 seconds") }
+        guard lockTTLSeconds >= 1 else { throw ValidationError("--lock-ttl must be at least 1 second") }
         guard maxFileBytes > 0, maxBundleBytes > 0, maxFiles > 0 else {
             throw ValidationError("--max-file-size, --max-bundle-size and --max-files must be positive")
         }
@@ -72,6 +76,7 @@ struct ServeCommand: AsyncParsableCommand {
         config.limits.maxFileBytes = maxFileBytes
         config.limits.maxBundleBytes = maxBundleBytes
         config.limits.maxFiles = maxFiles
+        config.lockTTLSeconds = lockTTLSeconds
         do {
             try await runUpgradeServer(config, logger: logger)
         } catch let error as ServerKeyFileError {

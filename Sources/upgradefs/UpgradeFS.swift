@@ -7,7 +7,10 @@ struct UpgradeFS: AsyncParsableCommand {
         commandName: "upgradefs",
         abstract: "Signed software upgrades for fleets, published by a server and mounted on every node.",
         version: "0.1.0",
-        subcommands: [KeygenCommand.self, ServeCommand.self, MountCommand.self, IDCommand.self]
+        subcommands: [
+            KeygenCommand.self, ServeCommand.self, MountCommand.self, IDCommand.self, EnrollCommand.self, UnlockCommand.self,
+            StatusCommand.self,
+        ]
     )
 }
 

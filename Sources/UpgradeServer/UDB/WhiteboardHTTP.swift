@@ -173,7 +173,10 @@ struct WhiteboardService: Service {
                                            "node.name": .string(holder.node)])
                         }
                         notifier.publish(Int(try await whiteboard.store.revision()))
+                    } catch is CancellationError {
+                        return
                     } catch {
+                        if Task.isCancelled { return }
                         whiteboard.logger.error("whiteboard check failed", metadata: ["error": .string("\(error)")])
                     }
                 }

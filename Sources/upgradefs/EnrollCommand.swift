@@ -1,0 +1,113 @@
+import ArgumentParser
+import Foundation
+import Sodium
+import UpgradeCore
+import UpgradeServer
+
+/// The state directory of the server, for the commands that read or change
+/// its upgrade database directly (the server may be running: WAL allows it).
+struct StateOptions: ParsableArguments {
+    static let defaultPath = "/var/lib/upgradefs"
+
+    @Option(help: "The server's state directory (its --state), holding udb.sqlite.")
+    var state: String = StateOptions.defaultPath
+
+    /// Opens the existing database; refuses (exit 66) when there is none and `create` is false.
+    func openStore(create: Bool, command: String) throws -> SQLiteWhiteboardStore {
+        let path = state + "/" + SQLiteWhiteboardStore.fileName
+        if !create && !FileManager.default.fileExists(atPath: path) {
+            printError("upgradefs \(command): no upgrade database at \(path) (is --state the server's state directory?)")
+            throw ExitCodes.noInput
+        }
+        do {
+            return try SQLiteWhiteboardStore(directory: state, verifier: SodiumVerifier())
+        } catch {
+            printError("upgradefs \(command): cannot open \(path): \(error)")
+            throw ExitCodes.osError
+        }
+    }
+}
+
+struct EnrollCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enroll",
+        abstract: "Admit a node's key to write on the whiteboard, or revoke it with --remove.",
+        discussion: """
+        Writes the server's upgrade database (STATE/udb.sqlite) directly; a running server sees \
+        the change at its next request. NAME and PUBLICKEYHEX are what `upgradefs keygen --node NAME` \
+        printed. The name `operator` gives the key the operator's rights (control files, lock \
+        capacities, releasing any holder). Enrolling a name again with another key replaces the key \
+        and resets its replay counters. --remove revokes NAME: its files stay, its lock holders are released.
+        """
+    )
+
+    @OptionGroup var stateOptions: StateOptions
+
+    @Argument(help: "The node's name ([a-z0-9][a-z0-9._-]{0,62}).")
+    var name: String
+
+    @Argument(help: "The node's Ed25519 public key, 64 hex digits (not needed with --remove).")
+    var publicKeyHex: String?
+
+    @Flag(help: "Revoke NAME instead of admitting it.")
+    var remove = false
+
+    func validate() throws {
+        guard WhiteboardPath.isNodeName(name) else {
+            throw ValidationError("'\(name)' is not a node name: expected [a-z0-9][a-z0-9._-]{0,62}")
+        }
+        if remove {
+            if publicKeyHex != nil { throw ValidationError("--remove takes only NAME") }
+        } else {
+            guard let publicKeyHex else { throw ValidationError("missing PUBLICKEYHEX (printed by `upgradefs keygen --node \(name)`)") }
+            guard publicKeyHex.utf8.count == 64, Hex.decode(publicKeyHex) != nil else {
+                throw ValidationError("PUBLICKEYHEX must be 64 hex digits (an Ed25519 public key)")
+            }
+        }
+    }
+
+    func run() async throws {
+        let store = try stateOptions.openStore(create: !remove, command: "enroll")
+        if remove {
+            if try await store.remove(node: name) {
+                print("removed \(name)")
+            } else {
+                printError("upgradefs enroll: \(name) is not enrolled")
+                throw ExitCodes.dataError
+            }
+        } else {
+            let changed = try await store.enroll(node: name, publicKey: Hex.decode(publicKeyHex!)!)
+            print(changed ? "enrolled \(name)" : "\(name) is already enrolled with this key")
+        }
+    }
+}
+
+struct UnlockCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unlock",
+        abstract: "Release a stuck holder of a whiteboard lock.",
+        discussion: """
+        Removes locks/LOCK/HOLDER in the server's upgrade database directly, as the operator's \
+        `rmdir` on a mount would. Holders whose node's heartbeat is older than the server's \
+        --lock-ttl are released automatically.
+        """
+    )
+
+    @OptionGroup var stateOptions: StateOptions
+
+    @Argument(help: "The lock's name.")
+    var lock: String
+
+    @Argument(help: "The holder to release.")
+    var holder: String
+
+    func run() async throws {
+        let store = try stateOptions.openStore(create: false, command: "unlock")
+        if try await store.release(lock: lock, holder: holder) {
+            print("released \(holder) of \(lock)")
+        } else {
+            printError("upgradefs unlock: lock \(lock) has no holder \(holder)")
+            throw ExitCodes.dataError
+        }
+    }
+}
