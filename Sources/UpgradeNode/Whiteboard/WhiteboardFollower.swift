@@ -1,0 +1,96 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import Sodium
+import UpgradeCore
+
+/// Keeps the journal's server view current: one signed `GET /v1/udb/snapshot`, then `GET /v1/udb/changes?after=R`
+/// long polls, each answer checked against the server's timestamp key and the nonce sent, and applied with
+/// `WhiteboardJournal.applyServerChanges`. Lock holders are kept in memory (they mean nothing without the
+/// server, which every lock operation needs anyway).
+public actor WhiteboardFollower {
+    /// Current holders by path `locks/NAME/HOLDER`.
+    public private(set) var holders: [String: WhiteboardHolder] = [:]
+    /// True once a snapshot was applied in this process.
+    public private(set) var synchronized = false
+    /// The last failure to read from the server (nil after a success).
+    public private(set) var lastError: String?
+
+    private let journal: WhiteboardJournal
+    private let baseURL: String
+    private let http: HTTPClient
+    private let serverKey: [UInt8]
+    private let pollTimeout: TimeAmount
+    private let logger: Logger
+    private var backoff: WhiteboardBackoff
+
+    /// - Parameters:
+    ///   - serverKey: the TUF root's timestamp key, which signs every whiteboard read.
+    ///   - pollTimeout: the deadline of one long poll; longer than the server's (25 s by default).
+    public init(journal: WhiteboardJournal, baseURL: String, http: HTTPClient, serverKey: [UInt8],
+                pollTimeout: TimeAmount = .seconds(35), backoff: WhiteboardBackoff = WhiteboardBackoff(), logger: Logger) {
+        self.journal = journal
+        self.baseURL = baseURL
+        self.http = http
+        self.serverKey = serverKey
+        self.pollTimeout = pollTimeout
+        self.backoff = backoff
+        self.logger = logger
+    }
+
+    /// Follows the server until the task is cancelled.
+    public func run() async {
+        while !Task.isCancelled {
+            do {
+                try await poll()
+                backoff.reset()
+            } catch is CancellationError {
+                return
+            } catch {
+                if lastError == nil {
+                    logger.warning("cannot read the whiteboard from the server; retrying", metadata: ["error": "\(error)"])
+                }
+                lastError = "\(error)"
+                try? await Task.sleep(for: backoff.next())
+            }
+        }
+    }
+
+    /// One step: the snapshot if this process has none yet, else the changes after the journal's revision
+    /// (waiting up to the server's long-poll time for some).
+    public func poll() async throws {
+        let nonce = Hex.encode(Sodium.randomBytes(16))
+        if !synchronized {
+            let view = try await read("snapshot?nonce=\(nonce)", nonce: nonce, timeout: .seconds(30))
+            try journal.applyServerChanges(
+                revision: view.revision,
+                files: view.files.map { .init(path: $0.path, content: $0.content, revision: $0.revision) },
+                replacingAll: true)
+            holders = Dictionary(view.holders.map { ($0.path, $0) }, uniquingKeysWith: { $1 })
+            synchronized = true
+        } else {
+            let after = try journal.serverRevision()
+            let view = try await read("changes?after=\(after)&nonce=\(nonce)", nonce: nonce, timeout: pollTimeout)
+            try journal.applyServerChanges(
+                revision: view.revision,
+                files: view.files.map { .init(path: $0.path, content: $0.content, revision: $0.revision) })
+            for holder in view.holders {
+                if holder.released { holders[holder.path] = nil } else { holders[holder.path] = holder }
+            }
+        }
+        lastError = nil
+    }
+
+    private func read(_ pathAndQuery: String, nonce: String, timeout: TimeAmount) async throws -> WhiteboardView {
+        let response = try await http.execute(HTTPClientRequest(url: "\(baseURL)/v1/udb/\(pathAndQuery)"), timeout: timeout, logger: logger)
+        let body = Array(try await response.body.collect(upTo: 64 << 20).readableBytesView)
+        guard response.status == .ok else {
+            throw WhiteboardProtocolError("GET /v1/udb/\(pathAndQuery.prefix { $0 != "?" }) answered HTTP \(response.status.code)"
+                + (WhiteboardErrorBody.decode(body).map { ": \($0.error)" } ?? ""))
+        }
+        return try WhiteboardView.verifiedDecode(
+            body: body, signatureHeader: response.headers.first(name: WhiteboardServerSignature.headerName),
+            expectedNonce: nonce, publicKey: serverKey, verifier: SodiumVerifier())
+    }
+}
