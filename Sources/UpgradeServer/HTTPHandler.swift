@@ -16,6 +16,8 @@ struct HTTPHandler: Sendable {
     let notifyTimeout: Duration
     /// The whiteboard's routes under `/v1/udb/` (nil: not served).
     var whiteboard: WhiteboardHTTP? = nil
+    /// For `/metrics` (nil: not served).
+    var publisher: Publisher? = nil
     let fileIO = FileIO()
 
     /// Size of the pieces big blobs are read and sent in. Hummingbird's default
@@ -40,6 +42,8 @@ struct HTTPHandler: Sendable {
             response = Self.text(.ok, "ok", newline: false)
         } else if path == "/v1/id" {
             response = Self.text(.ok, serverID)
+        } else if path == "/metrics", let whiteboard, let publisher {
+            response = await whiteboard.metrics(publisher: publisher)
         } else if path == "/v1/notify" {
             response = await notify(query: request.uri.query)
         } else if path.hasPrefix("/metadata/") {

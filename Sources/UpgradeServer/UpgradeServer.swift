@@ -127,7 +127,7 @@ public func runUpgradeServer(
         notifier: publisher.notifier,
         serverID: keys.serverID,
         notifyTimeout: .milliseconds(configuration.notifyTimeoutMilliseconds),
-        whiteboard: whiteboard)
+        whiteboard: whiteboard, publisher: publisher)
 
     let serverID = keys.serverID
     let host = configuration.host
@@ -150,7 +150,7 @@ public func runUpgradeServer(
         logger: logger)
 
     let services = ServiceGroup(
-        services: [app, PublisherService(publisher: publisher), WhiteboardService(whiteboard: whiteboard)],
+        services: [app, PublisherService(publisher: publisher), WhiteboardService(whiteboard: whiteboard, publisher: publisher)],
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger)
     // Cancelling the caller's task shuts down gracefully too (in-flight

@@ -277,3 +277,28 @@ final class WhiteboardServer: Sendable {
         await again.stop()
     }
 }
+
+@Suite(.serialized) struct UDBMetricsTests {
+    @Test func publishedUpgradeGetsASummaryAndMetricsCountNodesAndWrites() async throws {
+        let wb = try await WhiteboardServer.start()
+        _ = try await wb.applyOK(wb["n1"].request(.put, "nodes/n1/state", "running"))
+        _ = try await wb.applyOK(wb["n2"].request(.put, "nodes/n2/state", "waiting"))
+        _ = try await wb.applyOK(wb["n2"].request(.put, "nodes/n2/version", "1"))
+        #expect(try await wb.apply(wb["n1"].request(.put, "nodes/n2/state", "x")).status == 403)
+        wb.fixture.bundles.make("v1", version: 1)
+        wb.fixture.bundles.drop("v1")
+        #expect(try await eventually(10) { try await wb.read("snapshot").content("upgrades/1/summary") != nil })
+        #expect(try await wb.read("snapshot").content("upgrades/1/summary") == "done 1\nrunning 1\n")
+
+        let metrics = try await wb.server.get("/metrics")
+        #expect(metrics.status == 200)
+        let text = metrics.text
+        #expect(text.contains("upgradefs_published_version 1\n"))
+        #expect(text.contains("upgradefs_nodes 2\n"))
+        #expect(text.contains("upgradefs_nodes_by_state{state=\"running\"} 1\n"))
+        #expect(text.contains("upgradefs_nodes_by_version{version=\"1\"} 1\n"))
+        #expect(text.contains("upgradefs_udb_writes_total{op=\"put\"} 3\n"))
+        #expect(text.contains("upgradefs_udb_refused_total{reason=\"forbidden\"} 1\n"))
+        await wb.stop()
+    }
+}

@@ -16,6 +16,7 @@ struct WhiteboardHTTP: Sendable {
     let keyID: String
     let changesTimeout: Duration
     let logger: Logger
+    let counters = WhiteboardCounters()
 
     /// Largest apply body: a 1 MiB log write in base64 plus the envelope.
     static let maxApplyBodyBytes = 1_500_000
@@ -64,6 +65,7 @@ struct WhiteboardHTTP: Sendable {
             signed = try SignedWhiteboardRequest.decode(Array(buffer.readableBytesView))
         } catch {
             logger.warning("whiteboard write refused: malformed request", metadata: ["udb.reason": .string(error.description)])
+            counters.refused(.malformed)
             return Self.error(WhiteboardErrorBody(error: error.description, code: .malformed))
         }
         let outcome = try await store.apply(signed)
@@ -71,6 +73,7 @@ struct WhiteboardHTTP: Sendable {
         switch outcome {
         case .applied(let response):
             if response.result == .ok { notifier.publish(Int(response.revision)) }
+            counters.applied(r.op, duplicate: response.result == .duplicate)
             logger.debug(
                 "whiteboard write applied",
                 metadata: ["node.name": .string(r.node), "udb.op": .string(r.op.rawValue), "udb.path": .string(r.path),
@@ -79,6 +82,7 @@ struct WhiteboardHTTP: Sendable {
                 status: .ok, headers: [.contentType: "application/json"],
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: response.signed(by: signingKey).encoded())))
         case .refused(let body):
+            counters.refused(body.code)
             logger.warning(
                 "whiteboard write refused: \(body.error)",
                 metadata: ["node.name": .string(r.node), "udb.op": .string(r.op.rawValue), "udb.path": .string(HTTPHandler.clean(r.path)),
@@ -111,6 +115,29 @@ struct WhiteboardHTTP: Sendable {
         var view = try await store.changes(after: after)
         view.nonce = nonce
         return signedView(view)
+    }
+
+    /// `GET /metrics` (Prometheus text format).
+    func metrics(publisher: Publisher) async -> Response {
+        do {
+            let status = WhiteboardStatus(enrolled: try await store.enrolledNodes(), view: try await store.snapshot())
+            let text = counters.render(
+                status: status, publishedVersion: await publisher.latestVersion, timestampVersion: await publisher.timestampVersion)
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        } catch {
+            return HTTPHandler.text(.internalServerError, "cannot read the upgrade database: \(error)")
+        }
+    }
+
+    /// Makes `upgrades/N/summary` exist for every published bundle version N.
+    func registerPublishedUpgrades(_ targets: TargetsMetadata) async throws {
+        var versions = Set<Int64>()
+        for path in targets.targets.keys where path.hasSuffix("/upgrade.toml") {
+            if let version = Int64(path.dropLast("/upgrade.toml".count)), version > 0 { versions.insert(version) }
+        }
+        for version in versions.sorted() { try await store.registerUpgrade(version) }
     }
 
     // MARK: - Helpers
@@ -154,35 +181,67 @@ struct WhiteboardHTTP: Sendable {
 
 /// Every 5 s: releases holders whose node's heartbeat is older than the lock
 /// TTL, and wakes long polls for changes made by other processes (`upgradefs enroll`).
+/// On every publish: gives each published upgrade its `upgrades/N/summary`.
 struct WhiteboardService: Service {
     static let checkInterval: Duration = .seconds(5)
     let whiteboard: WhiteboardHTTP
+    let publisher: Publisher
 
     func run() async throws {
         let notifier = whiteboard.notifier
         try await withGracefulShutdownHandler {
             try await cancelWhenGracefulShutdown {
-                while !Task.isCancelled {
-                    try await Task.sleep(for: Self.checkInterval)
-                    do {
-                        let released = try await whiteboard.store.releaseExpiredHolders()
-                        for holder in released {
-                            whiteboard.logger.notice(
-                                "lock holder released: its node's heartbeat is older than the lock TTL",
-                                metadata: ["udb.lock": .string(holder.lock), "udb.holder": .string(holder.holder),
-                                           "node.name": .string(holder.node)])
-                        }
-                        notifier.publish(Int(try await whiteboard.store.revision()))
-                    } catch is CancellationError {
-                        return
-                    } catch {
-                        if Task.isCancelled { return }
-                        whiteboard.logger.error("whiteboard check failed", metadata: ["error": .string("\(error)")])
-                    }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await checkLoop() }
+                    group.addTask { await registrationLoop() }
+                    try await group.next()
+                    group.cancelAll()
                 }
             }
         } onGracefulShutdown: {
             notifier.shutdown()
+        }
+    }
+
+    private func checkLoop() async throws {
+        while !Task.isCancelled {
+            try await Task.sleep(for: Self.checkInterval)
+            do {
+                let released = try await whiteboard.store.releaseExpiredHolders()
+                whiteboard.counters.ttlReleased(released.count)
+                for holder in released {
+                    whiteboard.logger.notice(
+                        "lock holder released: its node's heartbeat is older than the lock TTL",
+                        metadata: ["udb.lock": .string(holder.lock), "udb.holder": .string(holder.holder),
+                                   "node.name": .string(holder.node)])
+                }
+                whiteboard.notifier.publish(Int(try await whiteboard.store.revision()))
+            } catch is CancellationError {
+                return
+            } catch {
+                if Task.isCancelled { return }
+                whiteboard.logger.error("whiteboard check failed", metadata: ["error": .string("\(error)")])
+            }
+        }
+    }
+
+    private func registrationLoop() async {
+        var seen = -1
+        while !Task.isCancelled {
+            let current = await publisher.timestampVersion
+            if current != seen {
+                seen = current
+                do {
+                    try await whiteboard.registerPublishedUpgrades(await publisher.targets)
+                } catch {
+                    if Task.isCancelled { return }
+                    whiteboard.logger.error("cannot add upgrade summaries", metadata: ["error": .string("\(error)")])
+                }
+            }
+            if await publisher.notifier.wait(after: seen, timeout: .seconds(25)) <= seen {
+                // A timeout, or the notifier shut down: do not spin.
+                do { try await Task.sleep(for: .seconds(1)) } catch { return }
+            }
         }
     }
 }
