@@ -40,6 +40,14 @@ import UpgradeServer
         }
     }
 
+    /// An HTTP client that reports a refused connection at once instead of retrying it until the
+    /// request's deadline (what the mount should use too).
+    static func makeHTTPClient() -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }
+
     static func waitFor(_ seconds: Double, _ condition: () async throws -> Bool) async rethrows -> Bool {
         let deadline = Date().addingTimeInterval(seconds)
         while Date() < deadline {
@@ -69,11 +77,12 @@ import UpgradeServer
 
         let journalPath = dir.path + "/cache/" + WhiteboardJournal.fileName
         var journal = try WhiteboardJournal(path: journalPath, node: "n1", key: node.key)
+        let http = Self.makeHTTPClient()
         func makeSender(_ journal: WhiteboardJournal) -> WhiteboardSender {
-            WhiteboardSender(journal: journal, baseURL: "http://127.0.0.1:\(port)", http: HTTPClient.shared,
+            WhiteboardSender(journal: journal, baseURL: "http://127.0.0.1:\(port)", http: http,
                              serverKey: keys.timestamp.publicKey,
                              backoff: WhiteboardBackoff(initial: .milliseconds(20), maximum: .milliseconds(200)),
-                             requestTimeout: .milliseconds(500), logger: Self.logger)
+                             requestTimeout: .seconds(20), logger: Self.logger)
         }
         var sender = makeSender(journal)
         var task = Task { [sender] in await sender.run() }
@@ -83,7 +92,9 @@ import UpgradeServer
             try journal.enqueue(op: .put, path: "nodes/n1/f\(i)", content: Array("write \(i)\n".utf8))
             sender.wake()
         }
-        #expect(try await Self.waitFor(10) { try journal.pending().isEmpty })
+        let deliveredWhileUp = try await Self.waitFor(30) { try journal.pending().isEmpty }
+        let stateWhileUp = await sender.state
+        #expect(deliveredWhileUp, "sender: \(stateWhileUp)")
         #expect(try journal.view(path: "nodes/n1/f3") == Array("write 3\n".utf8))
 
         // The server goes away; writes still succeed at once and wait in the journal.
@@ -93,7 +104,7 @@ import UpgradeServer
             sender.wake()
         }
         #expect(try journal.view(path: "nodes/n1/f6") == Array("write 6\n".utf8))
-        #expect(await Self.waitFor(10) {
+        #expect(await Self.waitFor(30) {
             if case .retrying(_, let attempt, _) = await sender.state { return attempt >= 3 }
             return false
         })
@@ -108,7 +119,7 @@ import UpgradeServer
         server = try await InProcessServer.start(configuration)
         sender = makeSender(journal)
         task = Task { [sender] in await sender.run() }
-        #expect(try await Self.waitFor(15) { try journal.pending().isEmpty })
+        #expect(try await Self.waitFor(30) { try journal.pending().isEmpty })
 
         // Exactly once: six writes, six revisions, each file applied once, in the order written.
         let view = try await store.snapshot()
@@ -122,6 +133,7 @@ import UpgradeServer
         await task.value
         try journal.close()
         await server.stop()
+        try await http.shutdown()
     }
 
     @Test func aWriteTheServerAppliedButTheNodeNeverHeardOfIsAppliedOnce() async throws {
@@ -153,7 +165,7 @@ import UpgradeServer
         let sender = WhiteboardSender(journal: journal, baseURL: "http://127.0.0.1:\(configuration.port)", http: HTTPClient.shared,
                                       serverKey: keys.timestamp.publicKey, logger: Self.logger)
         let task = Task { await sender.run() }
-        #expect(try await Self.waitFor(10) { try journal.pending().isEmpty })
+        #expect(try await Self.waitFor(30) { try journal.pending().isEmpty })
         #expect(await sender.deliveredCount == 1)
         #expect(try await store.revision() == applied)
         #expect(try journal.view(path: "nodes/n1/state") == Array("running".utf8))
@@ -182,7 +194,7 @@ import UpgradeServer
         let first = try journal.enqueue(op: .put, path: "nodes/n1/state", content: Array("idle".utf8))
         let second = try journal.enqueue(op: .put, path: "nodes/n1/version", content: Array("1".utf8))
         sender.wake()
-        #expect(await Self.waitFor(10) {
+        #expect(await Self.waitFor(30) {
             if case .parked(first, 401, _) = await sender.state { return true }
             return false
         })
@@ -192,7 +204,7 @@ import UpgradeServer
         let store = try SQLiteWhiteboardStore(directory: configuration.stateDirectory, verifier: SodiumVerifier())
         try await store.enroll(node: "n1", publicKey: node.key.publicKey)
         await sender.resumeParked()
-        #expect(try await Self.waitFor(10) { try journal.pending().isEmpty })
+        #expect(try await Self.waitFor(30) { try journal.pending().isEmpty })
         let view = try await store.snapshot()
         #expect(view.files.first { $0.path == "nodes/n1/version" }?.content == Array("1".utf8))
         task.cancel()

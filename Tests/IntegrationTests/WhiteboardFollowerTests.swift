@@ -19,7 +19,7 @@ import UpgradeServer
         let configuration = ServerConfiguration(
             stateDirectory: dir.path + "/state", publishDirectory: dir.path + "/publish", keyFile: dir.path + "/server.key",
             host: "127.0.0.1", port: Harness.freePort(), settleMilliseconds: 0, scanIntervalMilliseconds: 50,
-            changesTimeoutMilliseconds: 2000)
+            changesTimeoutMilliseconds: 20_000)
         let server = try await WhiteboardDeliveryTests.InProcessServer.start(configuration)
         defer { Task { await server.stop() } }
         let store = try SQLiteWhiteboardStore(directory: configuration.stateDirectory, verifier: SodiumVerifier())
@@ -38,7 +38,7 @@ import UpgradeServer
         try writer.enqueue(op: .put, path: "nodes/n1/state", content: Array("waiting\n".utf8))
         try writer.enqueue(op: .put, path: "shared/plan", content: Array("roll".utf8))
         sender.wake()
-        #expect(try await WhiteboardDeliveryTests.waitFor(10) { try writer.pending().isEmpty })
+        #expect(try await WhiteboardDeliveryTests.waitFor(30) { try writer.pending().isEmpty })
 
         let reader = try WhiteboardJournal(path: dir.path + "/n2.sqlite", node: "n2", key: n2.key)
         let follower = WhiteboardFollower(journal: reader, baseURL: baseURL, http: HTTPClient.shared,
@@ -47,7 +47,8 @@ import UpgradeServer
         #expect(try reader.view(path: "nodes/n1/state") == Array("waiting\n".utf8))
         #expect(try reader.view(path: "shared/plan") == Array("roll".utf8))
 
-        // A write made while n2 waits in the long poll arrives at once (not at the poll's end).
+        // A write made while n2 waits in the long poll (20 s) arrives when it is made, not at the poll's end
+        // (allowing for a loaded machine: the full test suite runs in parallel on two cores).
         let polling = Task { try await follower.poll() }
         try await Task.sleep(for: .milliseconds(200))
         let started = Date()
@@ -55,7 +56,7 @@ import UpgradeServer
         try writer.enqueue(op: .delete, path: "shared/plan")
         sender.wake()
         try await polling.value
-        #expect(Date().timeIntervalSince(started) < 1.5)
+        #expect(Date().timeIntervalSince(started) < 10)
         if try reader.view(path: "shared/plan") != nil { try await follower.poll() }
         #expect(try reader.view(path: "nodes/n1/state") == Array("upgrading\n".utf8))
         #expect(try reader.view(path: "shared/plan") == nil)
