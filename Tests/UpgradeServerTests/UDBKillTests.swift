@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Sodium
+import Synchronization
+import Testing
+import UpgradeCore
+@testable import UpgradeServer
+
+/// The real `upgradefs serve` process, killed with SIGKILL while nodes write:
+/// every write it answered with 200 must be in the database afterwards.
+@Suite(.serialized) struct UDBKillTests {
+    /// `upgradefs`, from UPGRADEFS_BIN or beside the test executable.
+    static let binary: String? = {
+        if let path = ProcessInfo.processInfo.environment["UPGRADEFS_BIN"] { return path }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+        while !FileManager.default.isExecutableFile(atPath: dir.appending(path: "upgradefs").path), dir.path != "/" {
+            dir.deleteLastPathComponent()
+        }
+        let path = dir.appending(path: "upgradefs").path
+        return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+    }()
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length); return getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    @Test(.enabled(if: binary != nil, "the upgradefs binary is not built"))
+    func everyAnsweredWriteSurvivesKill9() async throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let keys = ServerKeyFile.generate()
+        try keys.write(to: directory.path + "/server.key")
+        let state = directory.path + "/state"
+        let writers = (1...4).map { WhiteboardWriter("n\($0)") }
+        do {
+            let store = try SQLiteWhiteboardStore(directory: state, verifier: SodiumVerifier())
+            for writer in writers { try await store.enroll(node: writer.name, publicKey: writer.key.publicKey) }
+        }
+        for round in 1...3 {
+            let port = Self.freePort()
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Self.binary!)
+            process.arguments = ["serve", "--key", directory.path + "/server.key", "--state", state,
+                                 "--publish", directory.path + "/publish", "--listen", "127.0.0.1:\(port)", "--log-level", "error"]
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            #expect(try await eventually(30) { (try? await HTTPResult.request(port: port, path: "/healthz"))?.status == 200 })
+
+            let answered = AnsweredWrites()
+            let writing = Task {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for writer in writers {
+                        group.addTask {
+                            for i in 1...10_000 {
+                                let path = "shared/\(writer.name)/r\(round)-\(i)"
+                                let value = "\(writer.name) \(round) \(i)"
+                                guard let result = try? await postRequest(
+                                    port: port, path: "/v1/udb/apply", body: writer.request(.put, path, value).encoded())
+                                else { return }
+                                if result.status == 200 { answered.record(path, value) }
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            // Kill at some moment after writes are flowing (however slow this machine is).
+            #expect(await eventually(30) { answered.all.count >= 20 * round })
+            try await Task.sleep(for: .milliseconds(37 * round))
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            _ = try? await writing.value
+
+            let expected = answered.all
+            #expect(expected.count >= 20, "round \(round): too few writes answered before the kill to prove anything")
+            let store = try SQLiteWhiteboardStore(directory: state, verifier: SodiumVerifier())
+            let snapshot = try await store.snapshot()
+            var lost: [String] = []
+            for (path, value) in expected where snapshot.content(path) != value { lost.append(path) }
+            #expect(lost.isEmpty, "round \(round): \(lost.count) of \(expected.count) answered writes lost, e.g. \(lost.prefix(3))")
+        }
+    }
+}
+
+/// Writes the server answered with 200, by path.
+final class AnsweredWrites: Sendable {
+    private let writes = Mutex<[String: String]>([:])
+    func record(_ path: String, _ value: String) { writes.withLock { $0[path] = value } }
+    var all: [String: String] { writes.withLock { $0 } }
+}
