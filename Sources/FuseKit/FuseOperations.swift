@@ -137,7 +137,7 @@ enum FuseOperations {
             let capable = conn.pointee.capable
             var want = conn.pointee.want
             for flag in [cfuse_cap_async_read, cfuse_cap_splice_write, cfuse_cap_splice_move,
-                         cfuse_cap_parallel_dirops, cfuse_cap_auto_inval_data] where capable & flag != 0 {
+                         cfuse_cap_parallel_dirops, cfuse_cap_auto_inval_data, cfuse_cap_atomic_o_trunc] where capable & flag != 0 {
                 want |= flag
             }
             // No readdirplus callback: plain readdir, lookups come separately.

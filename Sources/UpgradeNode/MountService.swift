@@ -14,9 +14,12 @@ public struct MountConfiguration: Sendable {
     /// Extra `-o` options for the kernel mount (e.g. `allow_other`).
     public var options: [String]
     public var threads: Int
+    /// The node's key file (`keygen --node`): with it the mount shows the whiteboard, `udb/` and `self`.
+    public var nodeKeyFile: String?
 
     public init(source: MountSource, mountpoint: String, cacheDirectory: String? = nil,
-                options: [String] = [], threads: Int = 8) {
+                options: [String] = [], threads: Int = 8, nodeKeyFile: String? = nil) {
+        self.nodeKeyFile = nodeKeyFile
         self.source = source
         self.mountpoint = mountpoint
         self.cacheDirectory = cacheDirectory ?? "/var/cache/upgradefs/\(source.serverID)"
@@ -51,17 +54,29 @@ public final class MountService: Sendable {
         httpConfig.timeout.connect = .seconds(3)
         httpConfig.decompression = .disabled
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfig)
+        // The whiteboard's client reports a refused connection at once: a lock operation must fail fast, and the
+        // sender and follower have their own back-off.
+        var whiteboardConfig = httpConfig
+        whiteboardConfig.timeout.connect = .seconds(2)
+        whiteboardConfig.connectionPool.retryConnectionEstablishment = false
+        let whiteboardHTTP = HTTPClient(eventLoopGroupProvider: .singleton, configuration: whiteboardConfig)
         do {
-            try await serve(config, http: http, logger: logger, ready: ready)
+            try await serve(config, http: http, whiteboardHTTP: whiteboardHTTP, logger: logger, ready: ready)
         } catch {
             try? await http.shutdown()
+            try? await whiteboardHTTP.shutdown()
             throw error
         }
         try? await http.shutdown()
+        try? await whiteboardHTTP.shutdown()
     }
 
-    private func serve(_ config: MountConfiguration, http: HTTPClient, logger: Logger,
+    private func serve(_ config: MountConfiguration, http: HTTPClient, whiteboardHTTP: HTTPClient, logger: Logger,
                        ready: @Sendable () -> Void) async throws {
+        // The node key is read before anything else, so a bad key fails the mount at once.
+        let nodeKey = try config.nodeKeyFile.map { path throws(MountError) in
+            do { return try NodeKeyFile.load(from: path, logger: logger) } catch { throw MountError.nodeKey("\(error)") }
+        }
         let cache = try NodeCache(directory: URL(fileURLWithPath: config.cacheDirectory))
         let updater = try await TUFUpdater(source: config.source, cache: cache, http: http,
                                            verifier: SodiumVerifier(), logger: logger)
@@ -77,7 +92,16 @@ public final class MountService: Sendable {
                            metadata: ["error": "\(error)"])
         }
 
-        let fileSystem = await UpgradeFileSystem(updater: updater, logger: logger)
+        var whiteboard: Whiteboard?
+        if let nodeKey {
+            guard let serverKey = await updater.timestampKey else {
+                throw MountError.verification("the trusted root names no timestamp key to check whiteboard answers with")
+            }
+            whiteboard = try Whiteboard(node: nodeKey, cacheDirectory: config.cacheDirectory,
+                                        baseURL: config.source.baseURL, http: whiteboardHTTP,
+                                        serverKey: serverKey, logger: logger)
+        }
+        let fileSystem = await UpgradeFileSystem(updater: updater, whiteboard: whiteboard?.fileSystem, logger: logger)
         let fuse: FuseMount
         do {
             fuse = try FuseMount(fileSystem: fileSystem, mountpoint: config.mountpoint,
@@ -93,6 +117,8 @@ public final class MountService: Sendable {
 
         let watcher = Task { await Self.watch(updater: updater, fileSystem: fileSystem, logger: logger) }
         defer { watcher.cancel() }
+        let whiteboardTasks = whiteboard?.start() ?? []
+        defer { whiteboardTasks.forEach { $0.cancel() } }
         let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP]) { fuse.exit() }
         defer { signals.cancel() }
         ready()
@@ -126,6 +152,41 @@ public final class MountService: Sendable {
                 backoffMilliseconds = min(backoffMilliseconds * 2, 10_000)
             }
         }
+    }
+}
+
+/// The whiteboard's parts on a node: the journal, the sender delivering it, the follower keeping the view
+/// current, and the files the mount shows.
+struct Whiteboard {
+    let journal: WhiteboardJournal
+    let sender: WhiteboardSender
+    let follower: WhiteboardFollower
+    let fileSystem: WhiteboardFileSystem
+
+    init(node: NodeKeyFile, cacheDirectory: String, baseURL: String, http: HTTPClient, serverKey: [UInt8],
+         logger: Logger) throws(MountError) {
+        var logger = logger
+        logger[metadataKey: "udb.node"] = "\(node.node)"
+        do {
+            journal = try WhiteboardJournal(cacheDirectory: cacheDirectory, node: node.node, key: node.key)
+        } catch {
+            throw MountError.cache("\(error)")
+        }
+        let sender = WhiteboardSender(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger)
+        self.sender = sender
+        fileSystem = WhiteboardFileSystem(
+            node: node.node, journal: journal,
+            locks: WhiteboardLockClient(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger),
+            wakeSender: { sender.wake() }, logger: logger)
+        let fileSystem = self.fileSystem
+        follower = WhiteboardFollower(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger,
+                                      holdersChanged: { fileSystem.holdersChanged($0, replacingAll: $1) })
+    }
+
+    /// Starts delivering and following; cancel the tasks to stop.
+    func start() -> [Task<Void, Never>] {
+        let sender = self.sender, follower = self.follower
+        return [Task { await sender.run() }, Task { await follower.run() }]
     }
 }
 

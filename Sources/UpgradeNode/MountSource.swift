@@ -48,6 +48,7 @@ public enum MountError: Error, CustomStringConvertible, Sendable {
     case verification(String)
     case cache(String)
     case mountFailed(String)
+    case nodeKey(String)
 
     public var description: String {
         switch self {
@@ -59,6 +60,7 @@ public enum MountError: Error, CustomStringConvertible, Sendable {
         case .verification(let why): "server metadata failed verification: \(why)"
         case .cache(let why): "local cache: \(why)"
         case .mountFailed(let why): "mount failed: \(why)"
+        case .nodeKey(let why): "node key: \(why)"
         }
     }
 }

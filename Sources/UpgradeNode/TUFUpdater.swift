@@ -96,6 +96,10 @@ public actor TUFUpdater {
     }
 
     public var targets: [String: TargetFile] { trusted.targets?.targets ?? [:] }
+    /// The public key of the trusted root's (first) timestamp key: it also signs the whiteboard's answers.
+    public var timestampKey: [UInt8]? {
+        trusted.root.roles[.timestamp]?.keyIDs.first.flatMap { trusted.root.keys[$0]?.publicKey }
+    }
     public var timestampVersion: Int { trusted.timestamp?.version ?? 0 }
 
     /// Runs the TUF client workflow once. Returns true when new targets were accepted.

@@ -20,14 +20,17 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
 
     private let tree = Mutex(BundleTree())
     private let updater: TUFUpdater
+    /// `udb/` and `self`, when the mount has a node key.
+    private let whiteboard: WhiteboardFileSystem?
     private let logger: Logger
     private let sourceText: String
     private let mountTime = Int64(Date().timeIntervalSince1970)
     /// Set once the kernel mount exists, for change notifications.
     private let mount = Mutex<FuseMount?>(nil)
 
-    public init(updater: TUFUpdater, logger: Logger) async {
+    public init(updater: TUFUpdater, whiteboard: WhiteboardFileSystem? = nil, logger: Logger) async {
         self.updater = updater
+        self.whiteboard = whiteboard
         self.logger = logger
         self.sourceText = updater.source.description
         await rebuild()
@@ -55,6 +58,10 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
     // MARK: FuseFileSystem
 
     public func lookup(parent: UInt64, name: String) throws(FuseError) -> FuseEntry {
+        if let whiteboard {
+            if whiteboard.owns(parent) { return try whiteboard.lookup(parent: parent, name: name) }
+            if parent == BundleTree.rootInode, let entry = whiteboard.lookupRoot(name: name) { return entry }
+        }
         let found: (UInt64, BundleTree.Node)? = tree.withLock { tree in
             guard let ino = tree.child(of: parent, named: name), let node = tree.node(ino) else { return nil }
             return (ino, node)
@@ -65,11 +72,13 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
     }
 
     public func getattr(ino: UInt64) throws(FuseError) -> (FuseAttributes, timeout: Double) {
+        if let whiteboard, whiteboard.owns(ino) { return try whiteboard.getattr(ino: ino) }
         guard let node = tree.withLock({ $0.node(ino) }) else { throw FuseError.noEntry }
         return (attributes(ino, node), attributeTimeout(for: ino, node))
     }
 
     public func readdir(ino: UInt64) throws(FuseError) -> [FuseDirectoryEntry] {
+        if let whiteboard, whiteboard.owns(ino) { return try whiteboard.readdir(ino: ino) }
         let listing: [FuseDirectoryEntry]? = tree.withLock { tree in
             guard case .directory(let children)? = tree.node(ino) else { return nil }
             return children.sorted { $0.key < $1.key }.compactMap { name, child in
@@ -77,15 +86,26 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
             }
         }
         guard let listing else { throw FuseError.notDirectory }
+        if ino == BundleTree.rootInode, let whiteboard {
+            return (listing + whiteboard.rootEntries()).sorted { $0.name < $1.name }
+        }
         return listing
     }
 
     public func readlink(ino: UInt64) throws(FuseError) -> String {
+        if let whiteboard, whiteboard.owns(ino) { return try whiteboard.readlink(ino: ino) }
         guard case .symlink(let target)? = tree.withLock({ $0.node(ino) }) else { throw FuseError.invalid }
         return target
     }
 
     public func open(ino: UInt64, flags: Int32, reply: @escaping @Sendable (Result<FuseOpenResult, FuseError>) -> Void) {
+        if let whiteboard, whiteboard.owns(ino) {
+            do throws(FuseError) {
+                return reply(.success(try whiteboard.open(ino: ino, flags: flags)))
+            } catch {
+                return reply(.failure(error))
+            }
+        }
         if flags & O_ACCMODE != O_RDONLY || flags & O_TRUNC != 0 {
             return reply(.failure(FuseError.readOnly))
         }
@@ -115,6 +135,7 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
     }
 
     public func read(ino: UInt64, fileHandle: UInt64, offset: Int64, size: Int) throws(FuseError) -> FuseReadResult {
+        if let whiteboard, whiteboard.owns(ino) { return try whiteboard.read(fileHandle: fileHandle, offset: offset, size: size) }
         switch tree.withLock({ $0.node(ino) }) {
         case .text(let text)?:
             let bytes = Array(text.utf8)
@@ -129,12 +150,55 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
     }
 
     public func release(ino: UInt64, fileHandle: UInt64) {
+        if let whiteboard, whiteboard.owns(ino) { return whiteboard.release(fileHandle: fileHandle) }
         if case .file? = tree.withLock({ $0.node(ino) }) {
             close(Int32(truncatingIfNeeded: fileHandle))
         }
     }
 
     public func forget(ino: UInt64, lookups: UInt64) {}
+
+    // MARK: writes (only under udb/; the bundles are read-only)
+
+    /// The whiteboard that owns `ino`, or EROFS for the read-only bundle tree.
+    private func writable(_ ino: UInt64) throws(FuseError) -> WhiteboardFileSystem {
+        guard let whiteboard, whiteboard.owns(ino) else { throw FuseError.readOnly }
+        return whiteboard
+    }
+
+    public func write(ino: UInt64, fileHandle: UInt64, offset: Int64, data: UnsafeRawBufferPointer) throws(FuseError) -> Int {
+        try writable(ino).write(fileHandle: fileHandle, offset: offset, data: data)
+    }
+
+    public func create(parent: UInt64, name: String, mode: UInt32, flags: Int32) throws(FuseError) -> (FuseEntry, FuseOpenResult) {
+        try writable(parent).create(parent: parent, name: name, flags: flags)
+    }
+
+    public func mkdir(parent: UInt64, name: String, mode: UInt32) throws(FuseError) -> FuseEntry {
+        try writable(parent).mkdir(parent: parent, name: name)
+    }
+
+    public func rmdir(parent: UInt64, name: String) throws(FuseError) {
+        try writable(parent).rmdir(parent: parent, name: name)
+    }
+
+    public func unlink(parent: UInt64, name: String) throws(FuseError) {
+        try writable(parent).unlink(parent: parent, name: name)
+    }
+
+    /// Not supported on the whiteboard (EXDEV makes `mv` copy and delete instead).
+    public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String) throws(FuseError) {
+        _ = try writable(parent)
+        throw FuseError(EXDEV)
+    }
+
+    public func setattr(ino: UInt64, changes: FuseAttributeChanges) throws(FuseError) -> (FuseAttributes, timeout: Double) {
+        try writable(ino).setattr(ino: ino, changes: changes)
+    }
+
+    public func flush(ino: UInt64, fileHandle: UInt64) throws(FuseError) {
+        if let whiteboard, whiteboard.owns(ino) { try whiteboard.flush(fileHandle: fileHandle) }
+    }
 
     // MARK: attributes
 

@@ -5,7 +5,7 @@ import UpgradeNode
 struct MountCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mount",
-        abstract: "Mount a server's signed upgrades (and, later, its upgrade database) with FUSE.",
+        abstract: "Mount a server's signed upgrades and, with --node-key, its upgrade database with FUSE.",
         discussion: """
         SOURCE is HOST:PORT,ID where ID is the server id printed by `upgradefs keygen`. The mount \
         refuses a server whose initial root does not hash to ID. Runs in the foreground until \
@@ -23,6 +23,11 @@ struct MountCommand: AsyncParsableCommand {
     @Option(help: "Where verified metadata and content are cached (default: /var/cache/upgradefs/ID).")
     var cache: String?
 
+    @Option(name: .customLong("node-key"), help: ArgumentHelp(
+        "This node's key file (upgradefs keygen --node NAME): shows the upgrade database under udb/ and self.",
+        valueName: "FILE"))
+    var nodeKey: String?
+
     @Option(name: .customShort("o"), help: "Comma-separated mount options passed to FUSE (e.g. allow_other).")
     var options: String?
 
@@ -36,7 +41,7 @@ struct MountCommand: AsyncParsableCommand {
         let logger = logging.makeLogger("upgradefs.mount")
         let config = MountConfiguration(
             source: try MountSource(parsing: source), mountpoint: mountpoint, cacheDirectory: cache,
-            options: options?.split(separator: ",").map(String.init) ?? [])
+            options: options?.split(separator: ",").map(String.init) ?? [], nodeKeyFile: nodeKey)
         do {
             try await MountService(configuration: config, logger: logger).run()
         } catch let error as MountError {
@@ -47,6 +52,7 @@ struct MountCommand: AsyncParsableCommand {
             case .verification: throw ExitCodes.dataError
             case .badSource: throw ExitCodes.usage
             case .cache, .mountFailed: throw ExitCodes.osError
+            case .nodeKey: throw ExitCodes.noInput
             }
         }
     }

@@ -113,10 +113,43 @@ enum Harness {
         return result.value
     }
 
+    /// POST over real HTTP; nil if the server cannot be reached.
+    static func post(_ url: String, _ body: [UInt8]) -> (status: Int, body: Data)? {
+        let result = LockedBox<(Int, Data)?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        var request = URLRequest(url: URL(string: url)!)
+        request.httpMethod = "POST"
+        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+        request.httpBody = Data(body)
+        request.timeoutInterval = 5
+        URLSession.shared.dataTask(with: request) { data, response, _ in
+            if let http = response as? HTTPURLResponse { result.value = (http.statusCode, data ?? Data()) }
+            done.signal()
+        }.resume()
+        done.wait()
+        return result.value
+    }
+
     static func isMounted(_ path: String) -> Bool {
         let mounts = (try? String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)) ?? ""
         let resolved = (path as NSString).resolvingSymlinksInPath
         return mounts.split(separator: "\n").contains { $0.split(separator: " ").dropFirst().first.map(String.init) == resolved }
+    }
+
+    /// Aborts the FUSE connection of the mount at `path` (`/sys/fs/fuse/connections/N/abort`), so processes blocked
+    /// on a dead or stuck daemon get ENOTCONN instead of hanging in D state. Reads the device number from
+    /// /proc/self/mountinfo (a stat of the mount point could itself hang).
+    static func abortConnection(_ path: String) {
+        let resolved = (path as NSString).resolvingSymlinksInPath
+        let info = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        guard let line = info.split(separator: "\n").first(where: { $0.split(separator: " ")[4] == resolved }),
+              let minor = line.split(separator: " ")[2].split(separator: ":").last
+        else { return }
+        let connections = "/sys/fs/fuse/connections"
+        if (try? FileManager.default.contentsOfDirectory(atPath: connections))?.isEmpty ?? true {
+            _ = try? run("/bin/mount", ["-t", "fusectl", "fusectl", connections])
+        }
+        try? "1".write(toFile: "\(connections)/\(minor)/abort", atomically: false, encoding: .utf8)
     }
 
     static func dropPageCache() {
@@ -239,6 +272,27 @@ final class TestServer {
         self.process = nil
     }
 
+    /// Makes a node key (`keygen --node NAME`) in the server's temp dir and enrolls it; returns the key file.
+    func enroll(_ name: String) throws -> String {
+        let keyFile = directory.appending(path: "\(name).key").path
+        let keygen = try Harness.run(Harness.binary, ["keygen", "--node", name, "--out", keyFile])
+        let fields = keygen.output.split(whereSeparator: \.isWhitespace).map(String.init)
+        guard keygen.status == 0, fields.count >= 2, fields[0] == name else {
+            throw HarnessError("keygen --node \(name) failed: \(keygen.output)")
+        }
+        let enroll = try Harness.run(Harness.binary, ["enroll", "--state", state.path, name, fields[1]])
+        guard enroll.status == 0 else { throw HarnessError("enroll \(name) failed: \(enroll.output)") }
+        return keyFile
+    }
+
+    /// The value of a Prometheus sample on `/metrics` (the line starting with `sample`), nil if absent.
+    func metric(_ sample: String) -> Double? {
+        guard let (status, body) = Harness.get("\(baseURL)/metrics"), status == 200 else { return nil }
+        let text = String(decoding: body, as: UTF8.self)
+        return text.split(separator: "\n").first { $0.hasPrefix(sample + " ") }
+            .flatMap { Double($0.split(separator: " ").last ?? "") }
+    }
+
     /// Copies a bundle into the publish dir and waits for its marker; returns
     /// (published?, marker text).
     @discardableResult
@@ -288,12 +342,15 @@ final class TestMount {
     /// Starts the mount; returns nil once mounted, or the exit status and log
     /// if the process ended without mounting.
     @discardableResult
-    func start(_ source: String) throws -> (status: Int32, log: String)? {
+    func start(_ source: String, nodeKey: String? = nil) throws -> (status: Int32, log: String)? {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Harness.binary)
-        process.arguments = ["mount", source, mountpoint.path, "--cache", cache.path]
-        FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        process.arguments = ["mount", source, mountpoint.path, "--cache", cache.path] + (nodeKey.map { ["--node-key", $0] } ?? [])
+        if !FileManager.default.fileExists(atPath: logFile.path) {
+            FileManager.default.createFile(atPath: logFile.path, contents: nil)
+        }
         let log = try FileHandle(forWritingTo: logFile)
+        log.seekToEndOfFile()
         process.standardError = log
         process.standardOutput = log
         try process.run()
@@ -313,13 +370,28 @@ final class TestMount {
 
     var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
+    /// Kills the mount process with SIGKILL (no clean unmount), then detaches what it left: the kernel connection is
+    /// aborted so nothing touching the mount point hangs on the dead daemon.
+    func kill9() {
+        guard let process else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+        self.process = nil
+        Harness.abortConnection(mountpoint.path)
+        _ = try? Harness.run("/bin/fusermount3", ["-uz", mountpoint.path])
+    }
+
     func unmount() {
         if Harness.isMounted(mountpoint.path) {
             _ = Harness.waitUntil(10) {
                 (try? Harness.run("/bin/fusermount3", ["-u", mountpoint.path]).status) == 0
                     || !Harness.isMounted(mountpoint.path)
             }
-            if Harness.isMounted(mountpoint.path) { _ = try? Harness.run("/bin/fusermount3", ["-uz", mountpoint.path]) }
+            if Harness.isMounted(mountpoint.path) {
+                Issue.record("\(mountpoint.path) would not unmount; aborting its FUSE connection")
+                Harness.abortConnection(mountpoint.path)
+                _ = try? Harness.run("/bin/fusermount3", ["-uz", mountpoint.path])
+            }
         }
         if let process {
             _ = Harness.waitUntil(10) { !process.isRunning }

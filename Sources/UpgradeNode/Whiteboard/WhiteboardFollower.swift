@@ -24,12 +24,16 @@ public actor WhiteboardFollower {
     private let pollTimeout: TimeAmount
     private let logger: Logger
     private var backoff: WhiteboardBackoff
+    private let holdersChanged: @Sendable (_ changed: [WhiteboardHolder], _ replacingAll: Bool) -> Void
 
     /// - Parameters:
     ///   - serverKey: the TUF root's timestamp key, which signs every whiteboard read.
     ///   - pollTimeout: the deadline of one long poll; longer than the server's (25 s by default).
+    ///   - holdersChanged: told of every holder change (all holders, `replacingAll`, after a snapshot).
     public init(journal: WhiteboardJournal, baseURL: String, http: HTTPClient, serverKey: [UInt8],
-                pollTimeout: TimeAmount = .seconds(35), backoff: WhiteboardBackoff = WhiteboardBackoff(), logger: Logger) {
+                pollTimeout: TimeAmount = .seconds(35), backoff: WhiteboardBackoff = WhiteboardBackoff(), logger: Logger,
+                holdersChanged: @escaping @Sendable (_ changed: [WhiteboardHolder], _ replacingAll: Bool) -> Void = { _, _ in }) {
+        self.holdersChanged = holdersChanged
         self.journal = journal
         self.baseURL = baseURL
         self.http = http
@@ -68,6 +72,7 @@ public actor WhiteboardFollower {
                 files: view.files.map { .init(path: $0.path, content: $0.content, revision: $0.revision) },
                 replacingAll: true)
             holders = Dictionary(view.holders.map { ($0.path, $0) }, uniquingKeysWith: { $1 })
+            holdersChanged(view.holders, true)
             synchronized = true
         } else {
             let after = try journal.serverRevision()
@@ -78,6 +83,7 @@ public actor WhiteboardFollower {
             for holder in view.holders {
                 if holder.released { holders[holder.path] = nil } else { holders[holder.path] = holder }
             }
+            if !view.holders.isEmpty { holdersChanged(view.holders, false) }
         }
         lastError = nil
     }

@@ -1,0 +1,111 @@
+import AsyncHTTPClient
+import Foundation
+import Logging
+import NIOCore
+import UpgradeCore
+
+/// Lock operations (`mkdir`/`rmdir` of `udb/locks/NAME/HOLDER`): signed on the direct channel and sent at once, never
+/// journaled — a lock operation either reaches the server now or fails, so a scheduling function never waits
+/// behind a queue or believes it holds a lock the server has not granted.
+public struct WhiteboardLockClient: Sendable {
+    /// Why a lock operation failed, with the errno the mount answers (docs/DESIGN.md, "Whiteboard errnos").
+    public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
+        public let errno: Int32
+        public let message: String
+        public var description: String { message }
+    }
+
+    private let journal: WhiteboardJournal
+    private let url: String
+    private let http: HTTPClient
+    private let serverKey: [UInt8]
+    private let timeout: TimeAmount
+    private let logger: Logger
+
+    /// - Parameters:
+    ///   - http: a client configured with `retryConnectionEstablishment = false`, so a stopped server fails at once.
+    ///   - timeout: the deadline of one operation; past it the server counts as unreachable.
+    public init(journal: WhiteboardJournal, baseURL: String, http: HTTPClient, serverKey: [UInt8],
+                timeout: TimeAmount = .seconds(5), logger: Logger) {
+        self.journal = journal
+        self.url = baseURL + "/v1/udb/apply"
+        self.http = http
+        self.serverKey = serverKey
+        self.timeout = timeout
+        self.logger = logger
+    }
+
+    /// Acquires or releases `locks/NAME/HOLDER`; returns the server's revision.
+    public func perform(_ op: WhiteboardOp, path: String) async -> Result<Int64, Failure> {
+        let signed: (seq: Int64, nonce: [UInt8], body: [UInt8])
+        do {
+            signed = try journal.signDirect(op: op, path: path)
+        } catch {
+            logger.error("whiteboard journal: cannot sign a lock operation", metadata: ["udb.path": "\(path)", "error": "\(error)"])
+            return .failure(Failure(errno: EIO, message: "\(error)"))
+        }
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(signed.body)
+        let status: Int
+        let body: [UInt8]
+        do {
+            let response = try await http.execute(request, timeout: timeout, logger: logger)
+            status = Int(response.status.code)
+            body = Array(try await response.body.collect(upTo: 64 << 10).readableBytesView)
+        } catch {
+            return .failure(Failure(errno: EHOSTUNREACH, message: "server unreachable: \(error)"))
+        }
+        return Self.interpret(status: status, body: body, nonce: signed.nonce, serverKey: serverKey, op: op, path: path,
+                              logger: logger)
+    }
+
+    /// The blocking form for FUSE worker threads (they are not part of Swift's cooperative pool).
+    public func performBlocking(_ op: WhiteboardOp, path: String) -> Result<Int64, Failure> {
+        let box = ResultBox()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            box.set(await perform(op, path: path))
+            done.signal()
+        }
+        done.wait()
+        return box.get()
+    }
+
+    static func interpret(status: Int, body: [UInt8], nonce: [UInt8], serverKey: [UInt8], op: WhiteboardOp,
+                          path: String, logger: Logger) -> Result<Int64, Failure> {
+        switch WhiteboardDeliveryOutcome.classify(status: status, body: body, nonce: nonce, serverKey: serverKey) {
+        case .delivered(let revision, _):
+            return .success(revision)
+        case .retry(let reason):
+            if (500...599).contains(status) || status == 408 || status == 429 {
+                return .failure(Failure(errno: EHOSTUNREACH, message: "server cannot serve \(op.rawValue) \(path) now: \(reason)"))
+            }
+            logger.error("lock answer refused", metadata: ["udb.path": "\(path)", "error": "\(reason)"])
+            return .failure(Failure(errno: EIO, message: reason))
+        case .refused(_, let reason):
+            let errno: Int32
+            switch WhiteboardErrorBody.decode(body)?.code {
+            case .full?: errno = EBUSY
+            case .exists?: errno = EEXIST
+            case .notFound?: errno = ENOENT
+            case .forbidden?: errno = EACCES
+            case .conflict?: errno = ENOTDIR
+            default:
+                errno = EIO
+                logger.error("the server refused a lock operation", metadata: [
+                    "udb.op": "\(op.rawValue)", "udb.path": "\(path)", "http.status": "\(status)", "error": "\(reason)",
+                ])
+            }
+            return .failure(Failure(errno: errno, message: reason))
+        }
+    }
+}
+
+private final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Result<Int64, WhiteboardLockClient.Failure> = .failure(.init(errno: EIO, message: "no answer"))
+    func set(_ result: Result<Int64, WhiteboardLockClient.Failure>) { lock.withLock { value = result } }
+    func get() -> Result<Int64, WhiteboardLockClient.Failure> { lock.withLock { value } }
+}
