@@ -160,4 +160,130 @@ enum Posix {
         #expect(Posix.read(fleet["n2"].path("udb/nodes/n1/state")) == "running\n")
         #expect(fleet.server.metric("upgradefs_udb_refused_total{reason=\"replayed\"}") == 1)
     }
+
+    /// Six nodes race for a lock of capacity 2, twenty rounds: never more than two holders, always exactly two
+    /// winners, the losers fail with EBUSY.
+    @Test func lockCapacityHoldsUnderConcurrentMkdirFromManyNodes() throws {
+        guard Harness.canMount else { return }
+        let names = (1...6).map { "n\($0)" }
+        let fleet = try WhiteboardFleet(nodes: names)
+        #expect(Posix.write(fleet.operator.path("udb/locks/roll/capacity"), "2\n") == 0)
+        #expect(Harness.waitUntil(10) { names.allSatisfy { Posix.read(fleet[$0].path("udb/locks/roll/capacity")) == "2\n" } })
+
+        for round in 1...20 {
+            let results = LockedBox<[String: Int32]>([:])
+            let paths = names.map { fleet[$0].path("udb/locks/roll/\($0)") }
+            DispatchQueue.concurrentPerform(iterations: names.count) { index in
+                let result = Posix.mkdir(paths[index])
+                results.withValue { $0[names[index]] = result }
+            }
+            let winners = results.value.filter { $0.value == 0 }.map(\.key).sorted()
+            let losers = results.value.filter { $0.value != 0 }
+            #expect(winners.count == 2, "round \(round): winners \(winners)")
+            #expect(losers.values.allSatisfy { $0 == EBUSY }, "round \(round): \(losers)")
+            // Every node sees exactly the winners as holders.
+            #expect(Harness.waitUntil(10) {
+                names.allSatisfy { name in Posix.list(fleet[name].path("udb/locks/roll")) == ["capacity"] + winners }
+            }, "round \(round)")
+            for winner in winners {
+                #expect(Posix.rmdir(fleet[winner].path("udb/locks/roll/\(winner)")) == 0)
+            }
+        }
+        // Holding twice and releasing what is not held have their own errnos.
+        #expect(Posix.mkdir(fleet["n1"].path("udb/locks/solo/n1")) == 0)
+        #expect(Posix.mkdir(fleet["n1"].path("udb/locks/solo/n1")) == EEXIST)
+        #expect(Posix.mkdir(fleet["n2"].path("udb/locks/solo/n2")) == EBUSY)  // default capacity 1
+        #expect(Posix.rmdir(fleet["n2"].path("udb/locks/solo/n1")) == EACCES)  // n1's holder, not n2's
+        #expect(Posix.rmdir(fleet["n2"].path("udb/locks/solo/n2")) == ENOENT)
+        // The operator releases a stuck holder.
+        #expect(Posix.rmdir(fleet.operator.path("udb/locks/solo/n1")) == 0)
+        #expect(Posix.mkdir(fleet["n2"].path("udb/locks/solo/n2")) == 0)
+    }
+
+    @Test func aHolderWhoseHeartbeatStopsIsReleasedAfterTheTTL() throws {
+        guard Harness.canMount else { return }
+        let fleet = try WhiteboardFleet(nodes: ["n1", "n2"], serverArguments: ["--lock-ttl", "2"])
+        #expect(Posix.write(fleet["n1"].path("self/heartbeat"), "\(Int(Date().timeIntervalSince1970))\n") == 0)
+        #expect(Posix.mkdir(fleet["n1"].path("udb/locks/roll/n1")) == 0)
+        #expect(Posix.mkdir(fleet["n2"].path("udb/locks/roll/n2")) == EBUSY)
+        // n1 goes silent: within TTL + the 5 s sweep its holder is gone and n2 gets the lock.
+        #expect(Harness.waitUntil(15) { Posix.mkdir(fleet["n2"].path("udb/locks/roll/n2")) == 0 })
+        #expect(Harness.waitUntil(10) { Posix.list(fleet["n1"].path("udb/locks/roll")) == ["n2"] })
+        #expect(fleet.server.log.contains("lock holder released: its node's heartbeat is older than the lock TTL"))
+        #expect(fleet.server.metric("upgradefs_udb_ttl_releases_total") == 1)
+    }
+
+    @Test func lockOperationsFailAtOnceWithEHOSTUNREACHWhileTheServerIsDown() throws {
+        guard Harness.canMount else { return }
+        let fleet = try WhiteboardFleet(nodes: ["n1"])
+        #expect(Posix.mkdir(fleet["n1"].path("udb/locks/held/n1")) == 0)
+        fleet.server.stop(signal: SIGKILL)
+        let started = Date()
+        #expect(Posix.mkdir(fleet["n1"].path("udb/locks/roll/n1")) == EHOSTUNREACH)
+        #expect(Posix.rmdir(fleet["n1"].path("udb/locks/held/n1")) == EHOSTUNREACH)
+        #expect(Date().timeIntervalSince(started) < 5, "a lock operation must not wait for the server")
+        // File writes still succeed at once: they are journaled.
+        #expect(Posix.write(fleet["n1"].path("self/state"), "waiting\n") == 0)
+        try fleet.server.start()
+        #expect(Harness.waitUntil(20) { Posix.mkdir(fleet["n1"].path("udb/locks/roll/n1")) == 0 })
+    }
+
+    /// kill -9 of the server while nodes keep writing; after the restart every write arrives, once.
+    @Test func writesMadeWhileTheServerIsDownArriveExactlyOnceAfterItRestarts() throws {
+        guard Harness.canMount else { return }
+        let names = ["n1", "n2", "n3"]
+        let fleet = try WhiteboardFleet(nodes: names)
+        for name in names { #expect(Posix.write(fleet[name].path("self/state"), "running\n") == 0) }
+        #expect(Harness.waitUntil(10) { names.allSatisfy { Posix.read(fleet.operator.path("udb/nodes/\($0)/state")) == "running\n" } })
+
+        fleet.server.stop(signal: SIGKILL)
+        var writes = 0
+        for name in names {
+            let node = fleet[name]
+            for line in 1...5 {
+                #expect(Posix.write(node.path("self/log"), "\(name) line \(line)\n", append: true) == 0)
+                writes += 1
+            }
+            #expect(Posix.write(node.path("self/state"), "upgrading\n") == 0)
+            #expect(Posix.write(node.path("self/version"), "2\n") == 0)
+            #expect(Posix.write(node.path("udb/shared/\(name)-done"), "yes\n") == 0)
+            writes += 3
+        }
+        try fleet.server.start()
+        let expectedLog = { (name: String) in (1...5).map { "\(name) line \($0)\n" }.joined() }
+        #expect(Harness.waitUntil(40) {
+            names.allSatisfy { name in
+                Posix.read(fleet.operator.path("udb/nodes/\(name)/log")) == expectedLog(name)
+                    && Posix.read(fleet.operator.path("udb/nodes/\(name)/version")) == "2\n"
+                    && Posix.read(fleet.operator.path("udb/shared/\(name)-done")) == "yes\n"
+            }
+        })
+        // Exactly once: the restarted server applied each pending write one time.
+        let applied = (fleet.server.metric("upgradefs_udb_writes_total{op=\"put\"}") ?? -1)
+        #expect(applied == Double(writes))
+        let status = try Harness.run(Harness.binary, ["status", "--state", fleet.server.state.path, "--json"])
+        #expect(status.output.contains("upgrading"))
+    }
+
+    /// The mount process is killed with writes still in its journal; the restarted mount shows them and delivers them.
+    @Test func aNodeMountRestartedWithPendingWritesLosesNothing() throws {
+        guard Harness.canMount else { return }
+        let fleet = try WhiteboardFleet(nodes: ["n1", "n2"])
+        let n1 = fleet["n1"]
+        fleet.server.stop(signal: SIGKILL)
+        #expect(Posix.write(n1.path("self/state"), "upgrading\n") == 0)
+        #expect(Posix.write(n1.path("self/log"), "before the crash\n", append: true) == 0)
+        n1.kill9()
+        #expect(!Harness.isMounted(n1.mountpoint.path))
+
+        // The mount comes back from its cache while the server is still down, showing the pending writes.
+        #expect(try n1.start(fleet.server.source, nodeKey: fleet.keys["n1"]) == nil)
+        #expect(Posix.read(n1.path("self/state")) == "upgrading\n")
+        #expect(Posix.write(n1.path("self/log"), "after the restart\n", append: true) == 0)
+        try fleet.server.start()
+        #expect(Harness.waitUntil(40) {
+            Posix.read(fleet["n2"].path("udb/nodes/n1/log")) == "before the crash\nafter the restart\n"
+                && Posix.read(fleet["n2"].path("udb/nodes/n1/state")) == "upgrading\n"
+        })
+    }
 }

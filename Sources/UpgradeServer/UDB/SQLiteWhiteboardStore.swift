@@ -18,6 +18,7 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
     private let verifier: any Ed25519Verifying
     private let lockTTLSeconds: Double
     private let now: @Sendable () -> Date
+    private let expiredObserver = ObserverBox()
 
     /// Opens (creating and migrating if needed) `directory/udb.sqlite`.
     public init(
@@ -103,7 +104,19 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
 
     // MARK: - Apply
 
+    public func observeExpiredHolders(_ observer: @escaping @Sendable ([WhiteboardHolder]) -> Void) {
+        expiredObserver.set(observer)
+    }
+
     public func apply(_ signed: SignedWhiteboardRequest) async throws -> WhiteboardApplyOutcome {
+        let expired = ObserverBox.Collected()
+        let outcome = try await apply(signed, expired: expired)
+        let released = expired.holders
+        if !released.isEmpty { expiredObserver.call(released) }
+        return outcome
+    }
+
+    private func apply(_ signed: SignedWhiteboardRequest, expired: ObserverBox.Collected) async throws -> WhiteboardApplyOutcome {
         let at = now()
         let verifier = self.verifier
         let ttl = lockTTLSeconds
@@ -136,6 +149,7 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
             // request cannot be replayed later, when it might succeed.
             var change = Change(db: db, at: at)
             let refusal = try Self.execute(request, change: &change, lockTTLSeconds: ttl)
+            expired.holders = change.expired
             try db.execute(
                 sql: "INSERT OR REPLACE INTO channels(node, channel, last_seq, last_digest) VALUES (?, ?, ?, ?)",
                 arguments: [request.node, request.channel.rawValue, request.seq, refusal == nil ? digest : nil])
@@ -255,6 +269,7 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
                 lock: row["lock"], holder: row["holder"], node: row["node"], acquiredAt: Int64(acquiredAt),
                 revision: try change.revision(), released: true))
         }
+        change.expired += released
         return released
     }
 
@@ -391,6 +406,8 @@ private struct Change {
     let db: Database
     let at: Date
     private var bumped: Int64?
+    /// Holders released in this transaction because their TTL ran out.
+    var expired: [WhiteboardHolder] = []
 
     init(db: Database, at: Date) {
         self.db = db
@@ -421,5 +438,23 @@ private struct Change {
         try db.execute(
             sql: "UPDATE holders SET released = 1, revision = ? WHERE lock = ? AND holder = ?",
             arguments: [try revision(), lock, holder])
+    }
+}
+
+/// The store's observer of TTL releases, and what one apply collected for it.
+private final class ObserverBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var observer: (@Sendable ([WhiteboardHolder]) -> Void)?
+
+    func set(_ observer: @escaping @Sendable ([WhiteboardHolder]) -> Void) { lock.withLock { self.observer = observer } }
+    func call(_ holders: [WhiteboardHolder]) { lock.withLock { observer }?(holders) }
+
+    final class Collected: @unchecked Sendable {
+        private let lock = NSLock()
+        private var stored: [WhiteboardHolder] = []
+        var holders: [WhiteboardHolder] {
+            get { lock.withLock { stored } }
+            set { lock.withLock { stored = newValue } }
+        }
     }
 }

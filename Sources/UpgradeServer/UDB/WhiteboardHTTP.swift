@@ -29,6 +29,8 @@ struct WhiteboardHTTP: Sendable {
         self.keyID = TUFKey(ed25519PublicKey: signingKey.publicKey).keyID
         self.changesTimeout = changesTimeout
         self.logger = logger
+        let counters = self.counters
+        store.observeExpiredHolders { released in Self.report(expired: released, counters: counters, logger: logger) }
     }
 
     func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
@@ -118,6 +120,22 @@ struct WhiteboardHTTP: Sendable {
     }
 
     /// `GET /metrics` (Prometheus text format).
+    /// Releases holders whose node's heartbeat is older than the lock TTL (logged and counted by the observer).
+    func releaseExpiredHolders() async throws {
+        let released = try await store.releaseExpiredHolders()
+        Self.report(expired: released, counters: counters, logger: logger)
+        if !released.isEmpty { notifier.publish(Int(try await store.revision())) }
+    }
+
+    static func report(expired released: [WhiteboardHolder], counters: WhiteboardCounters, logger: Logger) {
+        counters.ttlReleased(released.count)
+        for holder in released {
+            logger.notice(
+                "lock holder released: its node's heartbeat is older than the lock TTL",
+                metadata: ["udb.lock": .string(holder.lock), "udb.holder": .string(holder.holder), "node.name": .string(holder.node)])
+        }
+    }
+
     func metrics(publisher: Publisher) async -> Response {
         do {
             let status = WhiteboardStatus(enrolled: try await store.enrolledNodes(), view: try await store.snapshot())
@@ -207,14 +225,8 @@ struct WhiteboardService: Service {
         while !Task.isCancelled {
             try await Task.sleep(for: Self.checkInterval)
             do {
-                let released = try await whiteboard.store.releaseExpiredHolders()
-                whiteboard.counters.ttlReleased(released.count)
-                for holder in released {
-                    whiteboard.logger.notice(
-                        "lock holder released: its node's heartbeat is older than the lock TTL",
-                        metadata: ["udb.lock": .string(holder.lock), "udb.holder": .string(holder.holder),
-                                   "node.name": .string(holder.node)])
-                }
+                try await whiteboard.releaseExpiredHolders()
+                // Also wakes long polls for changes other processes made (`upgradefs enroll`).
                 whiteboard.notifier.publish(Int(try await whiteboard.store.revision()))
             } catch is CancellationError {
                 return

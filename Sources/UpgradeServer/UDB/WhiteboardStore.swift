@@ -46,6 +46,9 @@ public protocol WhiteboardStore: Sendable {
     /// Releases every holder whose node's last heartbeat (or, if later, the
     /// acquisition) is older than the lock TTL. Returns what was released.
     @discardableResult func releaseExpiredHolders() async throws -> [WhiteboardHolder]
+    /// Registers what to call (after the commit) with the holders an acquire released on its way because their TTL
+    /// had run out, so they are logged and counted like the periodic check's.
+    func observeExpiredHolders(_ observer: @escaping @Sendable ([WhiteboardHolder]) -> Void)
     /// The operator's `unlock LOCK HOLDER`. False if there was no such holder.
     @discardableResult func release(lock: String, holder: String) async throws -> Bool
     /// Makes `upgrades/N/summary` exist (it is recomputed on every status change from then on).
