@@ -68,6 +68,8 @@ public actor Publisher {
 
     /// The newest published bundle version (0 when none).
     public var latestVersion: Int64 { repository.latestBundleVersion }
+    /// Bundles published and rejected since the server started (for `/metrics`).
+    public private(set) var outcomeCounts = (published: 0, rejected: 0)
     public var timestampVersion: Int { repository.timestamp.version }
     public var targets: TargetsMetadata { repository.targets }
 
@@ -97,7 +99,14 @@ public actor Publisher {
                 pending[name] = nil
                 continue
             }
-            if let outcome = look(at: name, path: path) { outcomes.append(outcome) }
+            if let outcome = look(at: name, path: path) {
+                outcomes.append(outcome)
+                switch outcome {
+                case .published: outcomeCounts.published += 1
+                case .rejected: outcomeCounts.rejected += 1
+                case .waiting: break
+                }
+            }
         }
         return outcomes
     }

@@ -290,9 +290,17 @@ final class WhiteboardServer: Sendable {
         #expect(try await eventually(10) { try await wb.read("snapshot").content("upgrades/1/summary") != nil })
         #expect(try await wb.read("snapshot").content("upgrades/1/summary") == "done 1\nrunning 1\n")
 
+        // A second bundle claiming version 1 is rejected, and counted.
+        wb.fixture.bundles.make("v1-again", version: 1)
+        wb.fixture.bundles.drop("v1-again")
+        #expect(try await eventually(10) {
+            try await wb.server.get("/metrics").text.contains("upgradefs_bundles_total{result=\"rejected\"} 1\n")
+        })
+
         let metrics = try await wb.server.get("/metrics")
         #expect(metrics.status == 200)
         let text = metrics.text
+        #expect(text.contains("upgradefs_bundles_total{result=\"published\"} 1\n"))
         #expect(text.contains("upgradefs_published_version 1\n"))
         #expect(text.contains("upgradefs_nodes 2\n"))
         #expect(text.contains("upgradefs_nodes_by_state{state=\"running\"} 1\n"))

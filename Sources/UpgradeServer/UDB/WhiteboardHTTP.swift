@@ -140,7 +140,8 @@ struct WhiteboardHTTP: Sendable {
         do {
             let status = WhiteboardStatus(enrolled: try await store.enrolledNodes(), view: try await store.snapshot())
             let text = counters.render(
-                status: status, publishedVersion: await publisher.latestVersion, timestampVersion: await publisher.timestampVersion)
+                status: status, publishedVersion: await publisher.latestVersion, timestampVersion: await publisher.timestampVersion,
+                bundles: await publisher.outcomeCounts)
             return Response(
                 status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                 body: ResponseBody(byteBuffer: ByteBuffer(string: text)))

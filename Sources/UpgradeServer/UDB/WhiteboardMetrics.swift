@@ -22,7 +22,8 @@ final class WhiteboardCounters: Sendable {
     func ttlReleased(_ count: Int) { counts.withLock { $0.ttlReleases += count } }
 
     /// Prometheus text exposition format (version 0.0.4).
-    func render(status: WhiteboardStatus, publishedVersion: Int64, timestampVersion: Int) -> String {
+    func render(status: WhiteboardStatus, publishedVersion: Int64, timestampVersion: Int,
+                bundles: (published: Int, rejected: Int) = (0, 0)) -> String {
         let counts = self.counts.withLock { $0 }
         var out = ""
         func family(_ name: String, _ type: String, _ help: String, _ samples: [(labels: String, value: String)]) {
@@ -34,6 +35,8 @@ final class WhiteboardCounters: Sendable {
                 .replacingOccurrences(of: "\n", with: "\\n")
         }
         family("upgradefs_published_version", "gauge", "Newest published bundle version.", [("", String(publishedVersion))])
+        family("upgradefs_bundles_total", "counter", "Bundles published or rejected since the server started.",
+               [("result=\"published\"", String(bundles.published)), ("result=\"rejected\"", String(bundles.rejected))])
         family("upgradefs_timestamp_version", "gauge", "Version of the signed timestamp metadata (grows with every publish and refresh).",
                [("", String(timestampVersion))])
         family("upgradefs_udb_revision", "gauge", "The whiteboard's revision (one per change).", [("", String(status.revision))])
