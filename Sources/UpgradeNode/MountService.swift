@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import Sodium
+import Synchronization
 import UpgradeCore
 
 /// What `upgradefs mount` needs to know.
@@ -117,8 +118,8 @@ public final class MountService: Sendable {
 
         let watcher = Task { await Self.watch(updater: updater, fileSystem: fileSystem, logger: logger) }
         defer { watcher.cancel() }
-        let whiteboardTasks = whiteboard?.start() ?? []
-        defer { whiteboardTasks.forEach { $0.cancel() } }
+        let stopWhiteboard = whiteboard?.start()
+        defer { stopWhiteboard?() }
         let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP]) { fuse.exit() }
         defer { signals.cancel() }
         ready()
@@ -162,6 +163,7 @@ struct Whiteboard {
     let sender: WhiteboardSender
     let follower: WhiteboardFollower
     let fileSystem: WhiteboardFileSystem
+    let locks: WhiteboardLockClient
 
     init(node: NodeKeyFile, cacheDirectory: String, baseURL: String, http: HTTPClient, serverKey: [UInt8],
          logger: Logger) throws(MountError) {
@@ -174,19 +176,32 @@ struct Whiteboard {
         }
         let sender = WhiteboardSender(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger)
         self.sender = sender
-        fileSystem = WhiteboardFileSystem(
-            node: node.node, journal: journal,
-            locks: WhiteboardLockClient(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger),
-            wakeSender: { sender.wake() }, logger: logger)
+        locks = WhiteboardLockClient(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger)
+        fileSystem = WhiteboardFileSystem(node: node.node, journal: journal, locks: locks, wakeSender: { sender.wake() },
+                                          logger: logger)
         let fileSystem = self.fileSystem
         follower = WhiteboardFollower(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger,
                                       holdersChanged: { fileSystem.holdersChanged($0, replacingAll: $1) })
     }
 
-    /// Starts delivering and following; cancel the tasks to stop.
-    func start() -> [Task<Void, Never>] {
-        let sender = self.sender, follower = self.follower
-        return [Task { await sender.run() }, Task { await follower.run() }]
+    /// Starts delivering, following, and fencing uncertain lock acquisitions (on a thread of its own: it blocks
+    /// while a lock request is out); call the returned closure to stop.
+    func start() -> @Sendable () -> Void {
+        let sender = self.sender, follower = self.follower, locks = self.locks
+        let tasks = [Task { await sender.run() }, Task { await follower.run() }]
+        let stopped = Atomic<Bool>(false)
+        let fencing = Thread {
+            while !stopped.load(ordering: .relaxed) {
+                sleep(1)
+                locks.fenceUncertainAcquires()
+            }
+        }
+        fencing.name = "udb-lock-fencing"
+        fencing.start()
+        return {
+            tasks.forEach { $0.cancel() }
+            stopped.store(true, ordering: .relaxed)
+        }
     }
 }
 

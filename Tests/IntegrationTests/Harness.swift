@@ -454,3 +454,86 @@ struct HarnessError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
 }
+
+/// A TCP relay on 127.0.0.1 in front of a server, for fault injection: `cut()` stops every byte in both directions
+/// (existing connections stall, new ones are accepted and stall) until `heal()` — a network partition as the node
+/// sees it, without touching the host's firewall.
+final class CutProxy: @unchecked Sendable {
+    let port: Int
+    private let target: Int
+    private let listener: Int32
+    private let lock = NSLock()
+    private var isCut = false
+    private var sockets: [Int32] = []
+    private var stopped = false
+
+    init(to targetPort: Int) throws {
+        target = targetPort
+        port = Harness.freePort()
+        listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var yes: Int32 = 1
+        setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+        var address = Self.loopback(port)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, listen(listener, 64) == 0 else { throw HarnessError("proxy cannot listen on \(port)") }
+        Thread { [self] in acceptLoop() }.start()
+    }
+
+    func cut() { lock.withLock { isCut = true } }
+    func heal() { lock.withLock { isCut = false } }
+
+    private static func loopback(_ port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        return address
+    }
+
+    private func acceptLoop() {
+        while true {
+            let client = accept(listener, nil, nil)
+            if client < 0 { return }
+            let upstream = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = Self.loopback(target)
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(upstream, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            if connected != 0 {
+                close(client)
+                close(upstream)
+                continue
+            }
+            lock.withLock { sockets += [client, upstream] }
+            Thread { [self] in relay(from: client, to: upstream) }.start()
+            Thread { [self] in relay(from: upstream, to: client) }.start()
+        }
+    }
+
+    private func relay(from source: Int32, to destination: Int32) {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let count = read(source, &buffer, buffer.count)
+            if count <= 0 { break }
+            while lock.withLock({ isCut && !stopped }) { usleep(10_000) }
+            var sent = 0
+            while sent < count {
+                let n = buffer[sent..<count].withUnsafeBytes { write(destination, $0.baseAddress, $0.count) }
+                if n <= 0 { break }
+                sent += n
+            }
+            if sent < count { break }
+        }
+        shutdown(destination, Int32(SHUT_WR))
+        shutdown(source, Int32(SHUT_RD))
+    }
+
+    deinit {
+        lock.withLock { stopped = true }
+        shutdown(listener, Int32(SHUT_RDWR))
+        close(listener)
+        for socket in lock.withLock({ sockets }) { shutdown(socket, Int32(SHUT_RDWR)) }
+    }
+}

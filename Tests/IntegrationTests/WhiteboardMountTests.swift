@@ -286,4 +286,39 @@ enum Posix {
                 && Posix.read(fleet["n2"].path("udb/nodes/n1/state")) == "upgrading\n"
         })
     }
+
+    /// A network cut between one node and the server: the node keeps writing (each write durable at once), its lock
+    /// operations fail with EHOSTUNREACH, nobody sees its writes; after the cut heals every write arrives, in order, once.
+    @Test func writesMadeDuringANetworkCutArriveInOrderExactlyOnceAfterItHeals() throws {
+        guard Harness.canMount else { return }
+        let fleet = try WhiteboardFleet(nodes: ["n2"])
+        let proxy = try CutProxy(to: fleet.server.port)
+        let n1Key = try fleet.server.enroll("n1")
+        let n1 = try TestMount()
+        #expect(try n1.start("127.0.0.1:\(proxy.port),\(fleet.server.id)", nodeKey: n1Key) == nil)
+        #expect(Posix.write(n1.path("self/state"), "running\n") == 0)
+        #expect(Harness.waitUntil(10) { Posix.read(fleet["n2"].path("udb/nodes/n1/state")) == "running\n" })
+        let appliedBefore = fleet.server.metric("upgradefs_udb_writes_total{op=\"put\"}") ?? -1
+
+        proxy.cut()
+        for step in ["stopping", "transforming", "starting", "checking"] {
+            #expect(Posix.write(n1.path("self/state"), "\(step)\n") == 0)
+            #expect(Posix.write(n1.path("self/log"), "\(step)\n", append: true) == 0)
+        }
+        #expect(Posix.mkdir(n1.path("udb/locks/roll/n1")) == EHOSTUNREACH)
+        usleep(1_000_000)
+        #expect(Posix.read(fleet["n2"].path("udb/nodes/n1/state")) == "running\n")
+
+        proxy.heal()
+        #expect(Harness.waitUntil(60) {
+            Posix.read(fleet["n2"].path("udb/nodes/n1/log")) == "stopping\ntransforming\nstarting\nchecking\n"
+                && Posix.read(fleet["n2"].path("udb/nodes/n1/state")) == "checking\n"
+        })
+        #expect(fleet.server.metric("upgradefs_udb_writes_total{op=\"put\"}") == appliedBefore + 8)
+        // The mkdir that failed during the cut may have reached the server once it healed; the node fenced it, so
+        // nobody holds the lock (a ghost holder would block the fleet while n1's heartbeat keeps it alive).
+        #expect(Harness.waitUntil(10) { Posix.list(fleet["n2"].path("udb/locks/roll")).isEmpty })
+        #expect(Posix.mkdir(n1.path("udb/locks/roll/n1")) == 0)
+        n1.unmount()
+    }
 }

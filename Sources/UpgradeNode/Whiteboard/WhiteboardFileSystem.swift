@@ -377,7 +377,7 @@ public final class WhiteboardFileSystem: Sendable {
     }
 
     private func lockOperation(_ op: WhiteboardOp, _ path: String) throws(FuseError) {
-        switch locks.performBlocking(op, path: path) {
+        switch locks.perform(op, path: path) {
         case .success: return
         case .failure(let failure):
             logger.info("lock operation failed", metadata: [

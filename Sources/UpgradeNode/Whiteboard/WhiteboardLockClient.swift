@@ -2,12 +2,19 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 import UpgradeCore
 
 /// Lock operations (`mkdir`/`rmdir` of `udb/locks/NAME/HOLDER`): signed on the direct channel and sent at once, never
 /// journaled — a lock operation either reaches the server now or fails, so a scheduling function never waits
 /// behind a queue or believes it holds a lock the server has not granted.
-public struct WhiteboardLockClient: Sendable {
+///
+/// Operations run one at a time (the server takes a node's direct requests only in seq order). An acquire whose
+/// answer never came (timeout, cut connection) may still reach the server later: the caller was told it failed, so
+/// the client fences it — it sends a release of that holder, with a newer seq, before its next operation and every
+/// second until the server answers. Whichever arrives first, the stale acquire ends up without effect (released,
+/// or refused as a replay once the newer seq is in).
+public final class WhiteboardLockClient: Sendable {
     /// Why a lock operation failed, with the errno the mount answers (docs/DESIGN.md, "Whiteboard errnos").
     public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
         public let errno: Int32
@@ -21,6 +28,8 @@ public struct WhiteboardLockClient: Sendable {
     private let serverKey: [UInt8]
     private let timeout: TimeAmount
     private let logger: Logger
+    /// Serializes operations; guards the acquires whose outcome is unknown.
+    private let serial = Mutex<Set<String>>([])
 
     /// - Parameters:
     ///   - http: a client configured with `retryConnectionEstablishment = false`, so a stopped server fails at once.
@@ -35,8 +44,41 @@ public struct WhiteboardLockClient: Sendable {
         self.logger = logger
     }
 
-    /// Acquires or releases `locks/NAME/HOLDER`; returns the server's revision.
-    public func perform(_ op: WhiteboardOp, path: String) async -> Result<Int64, Failure> {
+    /// Acquires or releases `locks/NAME/HOLDER` (blocking: FUSE worker threads call it, and they are not part of
+    /// Swift's cooperative pool); returns the server's revision.
+    public func perform(_ op: WhiteboardOp, path: String) -> Result<Int64, Failure> {
+        serial.withLock { uncertain in
+            if let failure = fence(&uncertain) { return .failure(failure) }
+            let result = blocking { await self.send(op, path: path) }
+            if case .failure(let failure) = result, failure.errno == EHOSTUNREACH, op == .acquire {
+                uncertain.insert(path)
+            }
+            return result
+        }
+    }
+
+    /// Fences acquires whose answer never came (called every second by the mount while there are any).
+    public func fenceUncertainAcquires() {
+        serial.withLock { uncertain in _ = fence(&uncertain) }
+    }
+
+    /// Releases every holder in `uncertain`; nil once all are settled, else why not (the server is unreachable).
+    private func fence(_ uncertain: inout Set<String>) -> Failure? {
+        for path in uncertain.sorted() {
+            switch blocking({ await self.send(.release, path: path) }) {
+            case .success:
+                logger.notice("released a lock acquired after its mkdir had already failed", metadata: ["udb.path": "\(path)"])
+                uncertain.remove(path)
+            case .failure(let failure) where failure.errno == EHOSTUNREACH:
+                return failure
+            case .failure:
+                uncertain.remove(path)  // not held (404) or refused: the stale acquire can no longer apply
+            }
+        }
+        return nil
+    }
+
+    private func send(_ op: WhiteboardOp, path: String) async -> Result<Int64, Failure> {
         let signed: (seq: Int64, nonce: [UInt8], body: [UInt8])
         do {
             signed = try journal.signDirect(op: op, path: path)
@@ -61,12 +103,11 @@ public struct WhiteboardLockClient: Sendable {
                               logger: logger)
     }
 
-    /// The blocking form for FUSE worker threads (they are not part of Swift's cooperative pool).
-    public func performBlocking(_ op: WhiteboardOp, path: String) -> Result<Int64, Failure> {
+    private func blocking(_ body: @escaping @Sendable () async -> Result<Int64, Failure>) -> Result<Int64, Failure> {
         let box = ResultBox()
         let done = DispatchSemaphore(value: 0)
         Task {
-            box.set(await perform(op, path: path))
+            box.set(await body())
             done.signal()
         }
         done.wait()
