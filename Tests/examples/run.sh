@@ -99,6 +99,7 @@ no "incr when not running fails" appcmd 1 counter incr
 no "check fails when not running" bundlecmd 1 check
 ok "start" appcmd 1 start
 pid=$(cat "$(gen 1)/run/pid")
+same "the daemon does not keep its start directory busy (cwd /)" / "$(readlink "/proc/$pid/cwd")"
 out=$(appcmd 1 start 2>&1); same "second start succeeds" 0 $?
 says "second start does nothing" "already running \(pid $pid\)" "$out"
 same "status of a fresh install" "version=1 pid=$pid count=0" "$(appcmd 1 status)"
@@ -175,6 +176,12 @@ ok "stop counter 3" appcmd 3 stop
 ok "start counter 3 again" appcmd 3 start
 same "the count survives a restart of counter 3" 7 "$(appcmd 3 counter incr)"
 ok "stop counter 3 again" appcmd 3 stop
+# The manager may name the state through `current`; start and stop must agree.
+ln -s gen/3 "$node/current"
+ok "start counter 3 through current/" env UPGRADEFS_STATE="$node/current/state" "$node/current/release/bin/start"
+same "current/release/bin/counter finds its state without UPGRADEFS_STATE" 8 "$(env -u UPGRADEFS_STATE "$node/current/release/bin/counter" incr)"
+ok "stop counter 3 through gen/3" appcmd 3 stop
+appcmd 3 status > /dev/null; same "... it is stopped" 3 $?
 cp "$(gen 3)/state/counter.state" "$work/good.state"
 printf 'counter-state 4\nrequests 7\nlast-request 0\n' > "$(gen 3)/state/counter.state"
 out=$(appcmd 3 start 2>&1); same "counter 3 refuses another format's header" 1 $?
