@@ -350,6 +350,8 @@ decide "BIGFLIP_FIRST: others wait for it" 75 big-flip n1 BIGFLIP_FIRST=n4
 fleet n1 n2 n3 n4 n5
 decide "5 nodes: the first half is 3" 0 big-flip n3
 decide "5 nodes: n4 waits" 75 big-flip n4
+fleet
+decide "no fleet to read is an SF failure, not a go" 1 big-flip n1
 
 section "canary"
 fleet n1 n2 n3 n4
@@ -446,6 +448,8 @@ decide "the operator removed the stop: goes" 0 healthy n3
 echo failed > "$udb/nodes/n4/state"
 decide "one failed node exceeds the default budget 0" 75 healthy n3
 decide "bad HEALTHY_BUDGET" 1 healthy n1 HEALTHY_BUDGET=x
+rm -rf "$udb/nodes"
+decide "no fleet to read is an SF failure" 1 healthy n1
 
 echo
 echo "examples tests: $passes passed, $failures failed"
