@@ -448,7 +448,7 @@ decide "the operator removed the stop: goes" 0 healthy n3
 echo failed > "$udb/nodes/n4/state"
 decide "one failed node exceeds the default budget 0" 75 healthy n3
 decide "bad HEALTHY_BUDGET" 1 healthy n1 HEALTHY_BUDGET=x
-rm -rf "$udb/nodes"
+rm -rf "$udb/nodes" "$udb/shared/healthy-counter-3.stopped"
 decide "no fleet to read is an SF failure" 1 healthy n1
 
 echo
