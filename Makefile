@@ -29,7 +29,7 @@ release:
 
 # Unit tests, in-process server tests, real FUSE mounts, and python-tuf's
 # ngclient checking the server independently.
-test: deps examples-test
+test: deps build examples-test
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 	$(SWIFT) test $(BUILD_FLAGS) --skip-build
 	$(MAKE) interop-test
@@ -37,11 +37,12 @@ test: deps examples-test
 interop-test: build
 	UPGRADEFS_BIN=$(BIN) Tests/interop/run.sh
 
-# The example app (examples/app) and scheduling functions (examples/sf):
-# sh, coreutils, grep, sed and awk only; no build needed.
+# The example app (examples/app) and scheduling functions (examples/sf): sh,
+# coreutils, grep, sed and awk; no build needed. The SFs also run on real mounts
+# when the upgradefs binary is built (make test builds it first).
 .PHONY: examples-test
 examples-test:
-	sh Tests/examples/run.sh
+	UPGRADEFS_BIN="$${UPGRADEFS_BIN:-$$(test -x $(BIN) && echo $(BIN))}" sh Tests/examples/run.sh
 
 demo: build
 	UPGRADEFS_BIN=$(BIN) examples/demo.sh

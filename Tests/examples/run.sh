@@ -9,7 +9,8 @@
 #     state they do not understand, and checks that pass and fail;
 # (b) every SF against a temporary directory laid out like the mount's udb/,
 #     with the manager's documented environment: the decision (0 = go,
-#     75 = not yet, else failure) in the situations each SF cares about.
+#     75 = not yet, else failure) in the situations each SF cares about;
+# (c) with UPGRADEFS_BIN set: the SFs on real mounts (Tests/examples/mount.sh).
 # Prints every failed assertion and exits 1 if there was any.
 set -u
 LC_ALL=C; export LC_ALL
@@ -450,6 +451,21 @@ decide "one failed node exceeds the default budget 0" 75 healthy n3
 decide "bad HEALTHY_BUDGET" 1 healthy n1 HEALTHY_BUDGET=x
 rm -rf "$udb/nodes" "$udb/shared/healthy-counter-3.stopped"
 decide "no fleet to read is an SF failure" 1 healthy n1
+
+# ------------------------------------------------------ (c) on real mounts
+# When UPGRADEFS_BIN names the upgradefs program (make examples-test passes it
+# once built) and FUSE works: Tests/examples/mount.sh, the semaphore's real
+# capacity and errnos and the SFs across nodes.
+if [ -z "${UPGRADEFS_BIN:-}" ]; then
+    echo "== real mounts: skipped (UPGRADEFS_BIN does not name a built upgradefs)"
+elif ! "$UPGRADEFS_BIN" mount --help 2>&1 | grep -q -- --node-key; then
+    echo "== real mounts: skipped (this upgradefs has no mount --node-key, no whiteboard)"
+elif [ ! -c /dev/fuse ] || ! command -v fusermount3 > /dev/null; then
+    if [ "${CI:-}" = true ]; then fail "real mounts: no /dev/fuse or fusermount3 (CI=true requires them)"
+    else echo "== real mounts: skipped (no /dev/fuse or fusermount3)"; fi
+else
+    sh "$top/Tests/examples/mount.sh" || fail "real mounts: see the FAIL lines above"
+fi
 
 echo
 echo "examples tests: $passes passed, $failures failed"
