@@ -4,8 +4,11 @@
 # 127.0.0.1. What a plain directory cannot show: a full semaphore's EBUSY,
 # EEXIST from the server's holder table, the default capacity 1, an
 # unreachable server's EHOSTUNREACH, and one node's writes deciding another
-# node's SF. Run by Tests/examples/run.sh when UPGRADEFS_BIN names the
-# upgradefs program and FUSE is usable; prints FAIL lines, exits 1 on any.
+# node's SF. Also: the counter bundles (2 and 3 made with make-bundle.sh)
+# are accepted by the real server, and version 1 -> 2 -> 3 runs from the
+# mount's versions/N as the manager will run it (TF, stop, start, check).
+# Run by Tests/examples/run.sh when UPGRADEFS_BIN names the upgradefs
+# program and FUSE is usable; prints FAIL lines, exits 1 on any.
 set -u
 LC_ALL=C; export LC_ALL
 bin=${UPGRADEFS_BIN:?set UPGRADEFS_BIN to the upgradefs program}
@@ -18,6 +21,9 @@ failures=0 passes=0 pids=
 cleanup() {
     for n in $nodes; do
         mountpoint -q "$work/m-$n" 2>/dev/null && { fusermount3 -u "$work/m-$n" 2>/dev/null || fusermount3 -uz "$work/m-$n"; }
+    done
+    for pidfile in "$work"/node/gen/*/run/pid; do        # counter daemons
+        [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null
     done
     for pid in $pids; do kill "$pid" 2>/dev/null; done
     sleep 0.5
@@ -110,6 +116,51 @@ rm "$(udb operator)/shared/healthy-counter-2.stopped" || fail "the operator cann
 wait_for 20 test ! -e "$(udb n3)/shared/healthy-counter-2.stopped" || fail "n3 still sees the stop"
 wait_for 20 grep -qx running "$(udb n3)/nodes/n2/state" || fail "n3 does not see n2 running"
 decide "healthy: resumed" 0 n3 healthy
+
+# the counter bundles, published by the real server and run from the mount as
+# the manager will: install 1, then 2 and 3 with their TFs and checks
+app=$(cd "$sfdir/../app" && pwd)
+publish() { # BUNDLE-DIR: wait for the server's verdict
+    wait_for 30 test -e "$work/publish/$(basename "$1").published" -o -e "$work/publish/$(basename "$1").rejected"
+    [ -e "$work/publish/$(basename "$1").published" ] && pass ||
+        fail "$(basename "$1") was not published: $(cat "$work/publish/$(basename "$1").rejected" 2>/dev/null)"
+}
+cp -R "$app/counter-v1" "$work/publish/" && publish "$work/publish/counter-v1"
+sh "$app/make-bundle.sh" "$app/counter-v2" rolling "$work/publish/counter-v2" > /dev/null && publish "$work/publish/counter-v2"
+sh "$app/make-bundle.sh" "$app/counter-v3" canary "$work/publish/counter-v3" CANARY_NODES=n1 > /dev/null &&
+    publish "$work/publish/counter-v3"
+v=$work/m-n1/versions
+wait_for 20 grep -qx 3 "$work/m-n1/latest" || fail "n1's mount does not show latest 3"
+cmp -s "$v/3/sf" "$work/publish/counter-v3/sf" && pass || fail "versions/3/sf is not the canary SF make-bundle.sh wrote"
+node=$work/node
+app_env() { # V COMMAND...: the manager's env for generation V
+    gv=$1; shift
+    env UPGRADEFS_NODE=n1 UPGRADEFS_CLASS=counter UPGRADEFS_VERSION="$gv" UPGRADEFS_TO="$gv" \
+        UPGRADEFS_RELEASE="$node/gen/$gv/release" UPGRADEFS_STATE="$node/gen/$gv/state" \
+        UPGRADEFS_OLD_STATE="$node/gen/$((gv - 1))/state" "$@"
+}
+step() { # DESCRIPTION COMMAND...
+    d=$1; shift
+    out=$("$@" 2>&1) && pass || fail "counter through the mount: $d: $out"
+}
+mkdir -p "$node/gen/0/state" "$node/gen/1/state"
+cp -R "$v/1/payload" "$node/gen/1/release"
+step "start 1" app_env 1 "$node/gen/1/release/bin/start"
+step "incr" app_env 1 "$node/gen/1/release/bin/counter" incr
+step "incr" app_env 1 "$node/gen/1/release/bin/counter" incr
+step "check 1" app_env 1 sh -c "cd '$v/1' && exec ./check"
+for gv in 2 3; do
+    mkdir -p "$node/gen/$gv"
+    cp -R "$v/$gv/payload" "$node/gen/$gv/release"
+    cp -R "$node/gen/$((gv - 1))/state" "$node/gen/$gv/state"
+    step "tf $gv" app_env "$gv" sh -c "cd '$v/$gv' && exec ./tf"
+    step "stop $((gv - 1))" app_env $((gv - 1)) "$node/gen/$((gv - 1))/release/bin/stop"
+    step "start $gv" app_env "$gv" "$node/gen/$gv/release/bin/start"
+    step "check $gv" app_env "$gv" sh -c "cd '$v/$gv' && exec ./check"
+done
+out=$(app_env 3 "$node/gen/3/release/bin/counter" incr 2>&1)
+[ "$out" = 3 ] && pass || fail "counter through the mount: the count did not survive 1->2->3: incr answered $out"
+step "stop 3" app_env 3 "$node/gen/3/release/bin/stop"
 
 # the server goes away: lock operations fail fast with EHOSTUNREACH
 kill "$server"
