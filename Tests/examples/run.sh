@@ -421,6 +421,10 @@ decide "WINDOW_DAYS: another day" 75 window n1 "WINDOW_NOW=Fri 02:30" "WINDOW_DA
 decide "WINDOW_DAYS, wrapping: Saturday night's window on Sunday 01:00" 0 window n1 "WINDOW_NOW=Sun 01:00" WINDOW_DAYS=Sat WINDOW_START=22:00 WINDOW_END=02:00
 decide "WINDOW_DAYS, wrapping: Saturday 01:00 is Friday night's" 75 window n1 "WINDOW_NOW=Sat 01:00" WINDOW_DAYS=Sat WINDOW_START=22:00 WINDOW_END=02:00
 decide "the real clock, a window of the whole day" 0 window n1 WINDOW_START=00:00 WINDOW_END=24:00
+now=$(date +%s)    # a window of now +- 1 h in UTC+12 (a POSIX TZ string: no tzdata needed)
+ws=$(TZ=XYZ-12 date -d "@$((now - 3600))" +%H:%M) we=$(TZ=XYZ-12 date -d "@$((now + 3600))" +%H:%M)
+decide "WINDOW_TZ: $ws-$we in UTC+12 is open now" 0 window n1 WINDOW_TZ=XYZ-12 WINDOW_START=$ws WINDOW_END=$we
+decide "... the same times in UTC are not" 75 window n1 WINDOW_START=$ws WINDOW_END=$we
 decide "a bad time is an SF failure" 1 window n1 WINDOW_START=25:00
 decide "a bad day is an SF failure" 1 window n1 "WINDOW_NOW=Xyz 02:30"
 
