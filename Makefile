@@ -29,13 +29,20 @@ release:
 
 # Unit tests, in-process server tests, real FUSE mounts, and python-tuf's
 # ngclient checking the server independently.
-test: deps
+test: deps build examples-test
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
 	$(SWIFT) test $(BUILD_FLAGS) --skip-build
 	$(MAKE) interop-test
 
 interop-test: build
 	UPGRADEFS_BIN=$(BIN) Tests/interop/run.sh
+
+# The example app (examples/app) and scheduling functions (examples/sf): sh,
+# coreutils, grep, sed and awk; no build needed. The SFs also run on real mounts
+# when the upgradefs binary is built (make test builds it first).
+.PHONY: examples-test
+examples-test:
+	UPGRADEFS_BIN="$${UPGRADEFS_BIN:-$$(test -x $(BIN) && echo $(BIN))}" sh Tests/examples/run.sh
 
 demo: build
 	UPGRADEFS_BIN=$(BIN) examples/demo.sh
