@@ -50,6 +50,7 @@ demo: build
 bench: deps
 	$(MAKE) build CONFIG=release
 	UPGRADEFS_BIN=$$($(SWIFT) build -c release --show-bin-path)/upgradefs bench/run.sh
+	UPGRADEFS_BIN=$$($(SWIFT) build -c release --show-bin-path)/upgradefs bench/whiteboard.sh
 
 install: release
 	install -m 0755 $$($(SWIFT) build -c release --show-bin-path)/upgradefs $(PREFIX)/bin/upgradefs

@@ -28,8 +28,8 @@ public final class WhiteboardFileSystem: Sendable {
     private let mountTime = Int64(Date().timeIntervalSince1970)
 
     private let inodes = Mutex(InodeTable())
-    /// Lock holders by path `locks/NAME/HOLDER`, as the follower (or this node's own lock operations) reported.
-    private let holders = Mutex<[String: WhiteboardHolder]>([:])
+    /// Lock holders by path `locks/NAME/HOLDER`, as the follower or this node's own lock operations reported them.
+    private let holders = Mutex(HolderTable())
     /// Directories made with mkdir that hold no file yet (local to this mount, like an empty directory in git).
     private let localDirectories = Mutex<Set<String>>([])
     private let files = Mutex(OpenFiles())
@@ -47,14 +47,11 @@ public final class WhiteboardFileSystem: Sendable {
 
     public func owns(_ ino: UInt64) -> Bool { ino >= Self.inodeBase }
 
-    /// Holder changes from the follower (`replacingAll` after a snapshot).
-    public func holdersChanged(_ changed: [WhiteboardHolder], replacingAll: Bool) {
-        holders.withLock { current in
-            if replacingAll { current = [:] }
-            for holder in changed {
-                let path = "locks/\(holder.lock)/\(holder.holder)"
-                if holder.released { current[path] = nil } else { current[path] = holder }
-            }
+    /// Holder changes from the follower (`replacingAll` after a snapshot at `revision`).
+    public func holdersChanged(_ changed: [WhiteboardHolder], replacingAll: Bool, revision: Int64) {
+        holders.withLock { table in
+            if replacingAll { table.forgetOlder(than: revision) }
+            for holder in changed { table.record(holder.path, held: !holder.released, revision: holder.revision) }
         }
     }
 
@@ -97,7 +94,7 @@ public final class WhiteboardFileSystem: Sendable {
         if let created = files.withLock({ $0.uncommitted(path: path) }) {
             return .file(size: created.count, writable: true)
         }
-        if holders.withLock({ $0[path] != nil }) { return .directory(writable: false) }
+        if holders.withLock({ $0.isHeld(path) }) { return .directory(writable: false) }
         let hasChildren = try !childNames(of: path).isEmpty || localDirectories.withLock { $0.contains(path) }
         return hasChildren ? .directory(writable: isWritableDirectory(path)) : nil
     }
@@ -162,7 +159,7 @@ public final class WhiteboardFileSystem: Sendable {
             children[String(name), default: false] = children[String(name), default: false] || (direct && isFile)
         }
         for full in paths { add(full, isFile: true) }
-        for full in holders.withLock({ Array($0.keys) }) where full.hasPrefix(prefix) { add(full, isFile: false) }
+        for full in holders.withLock({ $0.heldPaths }) where full.hasPrefix(prefix) { add(full, isFile: false) }
         for full in localDirectories.withLock({ Array($0) }) where full.hasPrefix(prefix) { add(full, isFile: false) }
         if path.isEmpty { for name in Self.topDirectories { add(name, isFile: false) } }
         if path == "nodes" { add(ownDirectory, isFile: false) }
@@ -311,12 +308,9 @@ public final class WhiteboardFileSystem: Sendable {
     /// empty directory that lets files be created in it.
     public func mkdir(parent: UInt64, name: String) throws(FuseError) -> FuseEntry {
         let path = try childPath(parent, name)
-        if case .lockHolder(let lock, let holder)? = (try? WhiteboardPath(path))?.kind {
-            try lockOperation(.acquire, path)
-            holders.withLock {
-                $0[path] = WhiteboardHolder(lock: lock, holder: holder, node: node,
-                                            acquiredAt: Int64(Date().timeIntervalSince1970), revision: 0)
-            }
+        if case .lockHolder? = (try? WhiteboardPath(path))?.kind {
+            let revision = try lockOperation(.acquire, path)
+            holders.withLock { $0.record(path, held: true, revision: revision) }
         } else {
             if try item(at: path) != nil { throw FuseError.exists }
             guard isWritableDirectory(path) else { throw FuseError.access }
@@ -330,8 +324,8 @@ public final class WhiteboardFileSystem: Sendable {
     public func rmdir(parent: UInt64, name: String) throws(FuseError) {
         let path = try childPath(parent, name)
         if case .lockHolder? = (try? WhiteboardPath(path))?.kind {
-            try lockOperation(.release, path)
-            holders.withLock { $0[path] = nil }
+            let revision = try lockOperation(.release, path)
+            holders.withLock { $0.record(path, held: false, revision: revision) }
             return
         }
         guard case .directory? = try item(at: path) else { throw FuseError.noEntry }
@@ -376,9 +370,10 @@ public final class WhiteboardFileSystem: Sendable {
         wakeSender()
     }
 
-    private func lockOperation(_ op: WhiteboardOp, _ path: String) throws(FuseError) {
+    /// Runs a lock operation on the server; returns the revision it was applied at.
+    private func lockOperation(_ op: WhiteboardOp, _ path: String) throws(FuseError) -> Int64 {
         switch locks.perform(op, path: path) {
-        case .success: return
+        case .success(let revision): return revision
         case .failure(let failure):
             logger.info("lock operation failed", metadata: [
                 "udb.op": "\(op.rawValue)", "udb.path": "\(path)", "error": "\(failure.message)",
@@ -426,6 +421,25 @@ struct InodeTable {
     }
 
     func path(of ino: UInt64) -> String? { pathOfInode[ino] }
+}
+
+/// Lock holders as last known, with the server revision each fact is from: this node's own lock operations and the
+/// follower's reports race, and only the newer fact about a holder counts.
+struct HolderTable {
+    private var entries: [String: (held: Bool, revision: Int64)] = [:]
+
+    mutating func record(_ path: String, held: Bool, revision: Int64) {
+        if let known = entries[path], known.revision > revision { return }
+        entries[path] = (held, revision)
+    }
+
+    /// Before a snapshot taken at `revision` is recorded: what it supersedes goes.
+    mutating func forgetOlder(than revision: Int64) {
+        entries = entries.filter { $0.value.revision > revision }
+    }
+
+    func isHeld(_ path: String) -> Bool { entries[path]?.held ?? false }
+    var heldPaths: [String] { entries.filter(\.value.held).map(\.key) }
 }
 
 /// One open descriptor of a whiteboard file: what it reads, and for writers the content to build on.

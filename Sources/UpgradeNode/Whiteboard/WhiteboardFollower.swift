@@ -24,15 +24,17 @@ public actor WhiteboardFollower {
     private let pollTimeout: TimeAmount
     private let logger: Logger
     private var backoff: WhiteboardBackoff
-    private let holdersChanged: @Sendable (_ changed: [WhiteboardHolder], _ replacingAll: Bool) -> Void
+    private let holdersChanged: @Sendable (_ changed: [WhiteboardHolder], _ replacingAll: Bool, _ revision: Int64) -> Void
 
     /// - Parameters:
     ///   - serverKey: the TUF root's timestamp key, which signs every whiteboard read.
     ///   - pollTimeout: the deadline of one long poll; longer than the server's (25 s by default).
-    ///   - holdersChanged: told of every holder change (all holders, `replacingAll`, after a snapshot).
+    ///   - holdersChanged: told of every holder change (all holders, `replacingAll`, after a snapshot), with the
+    ///     revision of the answer.
     public init(journal: WhiteboardJournal, baseURL: String, http: HTTPClient, serverKey: [UInt8],
                 pollTimeout: TimeAmount = .seconds(35), backoff: WhiteboardBackoff = WhiteboardBackoff(), logger: Logger,
-                holdersChanged: @escaping @Sendable (_ changed: [WhiteboardHolder], _ replacingAll: Bool) -> Void = { _, _ in }) {
+                holdersChanged: @escaping @Sendable (_ changed: [WhiteboardHolder], _ replacingAll: Bool, _ revision: Int64) -> Void
+                    = { _, _, _ in }) {
         self.holdersChanged = holdersChanged
         self.journal = journal
         self.baseURL = baseURL
@@ -72,7 +74,7 @@ public actor WhiteboardFollower {
                 files: view.files.map { .init(path: $0.path, content: $0.content, revision: $0.revision) },
                 replacingAll: true)
             holders = Dictionary(view.holders.map { ($0.path, $0) }, uniquingKeysWith: { $1 })
-            holdersChanged(view.holders, true)
+            holdersChanged(view.holders, true, view.revision)
             synchronized = true
         } else {
             let after = try journal.serverRevision()
@@ -83,7 +85,7 @@ public actor WhiteboardFollower {
             for holder in view.holders {
                 if holder.released { holders[holder.path] = nil } else { holders[holder.path] = holder }
             }
-            if !view.holders.isEmpty { holdersChanged(view.holders, false) }
+            if !view.holders.isEmpty { holdersChanged(view.holders, false, view.revision) }
         }
         lastError = nil
     }

@@ -1,6 +1,7 @@
 import Foundation
 import GRDB
 import Sodium
+import Synchronization
 import UpgradeCore
 
 /// The node's durable whiteboard journal, `CACHE/udb.sqlite` (docs/DESIGN.md, "Node side").
@@ -41,6 +42,10 @@ public final class WhiteboardJournal: Sendable {
     public let path: String
     private let database: DatabasePool
     private let signer: WhiteboardRequestSigner
+    /// Direct-channel seqs reserved on disk and not handed out yet: `next..<limit`.
+    private let directSeqs = Mutex<(next: Int64, limit: Int64)>((0, 0))
+    /// How many direct seqs one durable write reserves (a crash skips the unused rest: the server allows gaps).
+    static let directSeqBlock: Int64 = 1024
 
     /// Opens (creating if needed) the journal at `path` for `node`, signing with `key`.
     /// - Parameter firstSeq: the first sequence number of a new journal, on both channels. The default is
@@ -204,10 +209,24 @@ public final class WhiteboardJournal: Sendable {
             """, arguments: [path, content, revision])
     }
 
-    /// A fresh seq on the direct channel (lock operations); durable before it is returned, so a restart
-    /// never hands it out again.
+    /// A fresh seq on the direct channel (lock operations). Seqs are reserved on disk in blocks before any of them
+    /// is handed out, so a restart never hands one out again, and most lock operations need no disk write here.
     public func nextDirectSeq() throws(WhiteboardJournalError) -> Int64 {
-        try run("take direct seq") { try database.write { db in try Self.takeSeq(db, channel: "direct") } }
+        try directSeqs.withLock { (range: inout (next: Int64, limit: Int64)) throws(WhiteboardJournalError) -> Int64 in
+            if range.next >= range.limit {
+                let start = try run("take direct seq") {
+                    try database.write { db in
+                        let start = try Self.takeSeq(db, channel: "direct")
+                        try db.execute(sql: "UPDATE counters SET next_seq = ? WHERE channel = 'direct'",
+                                       arguments: [start + Self.directSeqBlock])
+                        return start
+                    }
+                }
+                range = (start, start + Self.directSeqBlock)
+            }
+            defer { range.next += 1 }
+            return range.next
+        }
     }
 
     /// Signs a direct-channel request (acquire/release of `locks/NAME/HOLDER`) with a fresh seq. Not
