@@ -60,7 +60,16 @@ struct Hooks {
 
     private func run(_ command: Command, label: String, shouldStop: () -> Bool) -> CommandResult {
         do {
-            let result = try ProcessRunner.run(command, shouldStop: shouldStop)
+            let result: CommandResult
+            do {
+                result = try ProcessRunner.run(command, shouldStop: shouldStop)
+            } catch where error.code == ENOEXEC {
+                // A script without a #! line: run it as `sh -c ./sf` would, with /bin/sh.
+                var script = command
+                script.executable = "/bin/sh"
+                script.arguments = [command.executable] + command.arguments
+                result = try ProcessRunner.run(script, shouldStop: shouldStop)
+            }
             reporter.log(String(decoding: result.output, as: UTF8.self), prefix: label + ": ")
             return result
         } catch {

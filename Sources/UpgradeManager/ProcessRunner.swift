@@ -72,6 +72,8 @@ func formatSeconds(_ seconds: Double) -> String {
 public struct ProcessRunnerError: Error, CustomStringConvertible, Sendable {
     public let executable: String
     public let message: String
+    /// The errno behind it (ENOENT, EACCES, ENOEXEC …).
+    public let code: Int32
     public var description: String { "cannot run \(executable): \(message)" }
 }
 
@@ -95,7 +97,7 @@ public enum ProcessRunner {
             let reaped = waitpid(pid, &status, WNOHANG)
             if reaped == pid { break }
             if reaped < 0 && errno != EINTR {
-                throw ProcessRunnerError(executable: command.executable, message: "waitpid: \(String(cString: strerror(errno)))")
+                throw ProcessRunnerError(executable: command.executable, message: "waitpid: \(String(cString: strerror(errno)))", code: errno)
             }
             let timedOut = monotonicSeconds() - start >= command.timeoutSeconds
             if timedOut || shouldStop() {
@@ -128,7 +130,7 @@ public enum ProcessRunner {
 
     private static func spawn(_ command: Command) throws(ProcessRunnerError) -> pid_t {
         func fail(_ what: String, _ code: Int32) -> ProcessRunnerError {
-            ProcessRunnerError(executable: command.executable, message: "\(what): \(String(cString: strerror(code)))")
+            ProcessRunnerError(executable: command.executable, message: "\(what): \(String(cString: strerror(code)))", code: code)
         }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)

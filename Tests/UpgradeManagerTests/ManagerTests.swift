@@ -128,6 +128,16 @@ struct ManagerTests {
         #expect(node.current == nil)
     }
 
+    @Test func anSFWithoutAShebangLineRunsWithTheShell() throws {
+        let node = try TestNode()
+        defer { node.remove() }
+        try node.publish(1, sf: "echo \"plain script, phase $UPGRADEFS_PHASE\"\nexit 75\n")
+        let manager = try node.manager()
+        #expect(try manager.tick() == .waiting)
+        #expect(node.log.contains("sf 1: plain script, phase before"))
+        #expect(try manager.ldb.record(1)?.sfFailures == 0)
+    }
+
     @Test func anSFPastItsTimeoutIsKilledWithEverythingItStarted() throws {
         let node = try TestNode()
         defer { node.remove() }
@@ -155,6 +165,7 @@ struct ManagerTests {
             """)
         #expect(try manager.tick() == .failed)
         #expect(node.current == "gen/1" && node.stateData(1) == "v1 1")
+        #expect(node.read(node.root + "/gen/1/release/VERSION") == "release 1\n")
         #expect(!node.generationExists(2) && !POSIXFiles.exists(node.root + "/gen/2.staging"))
         #expect(node.appProcess()?.0 == oldPid) // never stopped: the TF runs before the stop
         #expect(try manager.ldb.nodeVersion() == 1 && manager.ldb.installedVersion() == 1)
@@ -173,7 +184,9 @@ struct ManagerTests {
         try node.publish(2, check: "#!/bin/sh\necho unhealthy\nexit 1\n")
         #expect(try manager.tick() == .failed)
         #expect(node.current == "gen/1" && node.stateData(1) == "v1 1" && !node.generationExists(2))
+        #expect(node.read(node.root + "/gen/1/release/VERSION") == "release 1\n")
         #expect(node.appVersion == 1) // version 2 was started, stopped again, and 1 started
+        #expect(node.selfFile("state") == "failed" && node.selfFile("version") == "1")
         #expect(try manager.ldb.installedVersion() == 1 && manager.ldb.nodeVersion() == 1)
         #expect(node.log.contains("check 2: unhealthy"))
         #expect(node.log.contains("upgrade 2 failed: check did not pass within 1.5 s"))
