@@ -103,18 +103,17 @@ public final class NodeManager: @unchecked Sendable {
         while monotonicSeconds() < deadline && !stop() { usleep(50_000) }
     }
 
-    /// On start: an upgrade found in flight is rolled back (or, when committed, finished); without one,
-    /// the app of `current` is started (start is idempotent).
+    /// On start: an upgrade found in flight is rolled back (which starts the old app) or, when committed,
+    /// finished; then the app of `current` is started (start is idempotent; the machine may have rebooted).
     public func recover() throws(LocalDatabaseError) {
         if let intent = try ldb.intent() {
-            if intent.step == .committed {
-                try finishCommit(intent.version, fromVersion: intent.fromVersion)
-            } else {
+            if intent.step != .committed {
                 let f = intent.fromGeneration
                 try rollBack(intent.version, from: f, outcome: .restarted,
                              reason: "manager restarted during upgrade \(intent.version) at step \(intent.step.rawValue); rolled back to \(f)")
+                return
             }
-            return
+            try finishCommit(intent.version, fromVersion: intent.fromVersion)
         }
         let installed = try ldb.installedVersion()
         if installed > 0 {

@@ -47,6 +47,41 @@ struct ManagerProcessTests {
         try expectWhole(node, at: 2)
     }
 
+    @Test func sigtermStopsTheManagerAndItsRunningSFButNotTheApp() throws {
+        let node = try TestNode()
+        defer { node.remove() }
+        let configFile = try writeConfig(node)
+        try node.publish(1)
+        try node.publish(2, from: 1, sf: "#!/bin/sh\necho $$ > \"$UPGRADEFS_LDB/pid\"\nexec sleep 1000\n")
+        let manager = try ManagerProcess(node, config: configFile)
+        let sfPidFile = node.root + "/ldb/sf/2/pid"
+        #expect(TestNode.waitUntil(30) { POSIXFiles.exists(sfPidFile) && node.selfFile("state") == "waiting" })
+        let sf = try #require(node.read(sfPidFile).flatMap { pid_t($0.trimmingCharacters(in: .newlines)) })
+        let start = Date()
+        try manager.stop()
+        #expect(Date().timeIntervalSince(start) < 5)
+        #expect(TestNode.waitUntil(3) { !TestNode.isAlive(sf) }, "the SF outlived the manager")
+        #expect(node.appVersion == 1)
+    }
+
+    @Test func aRebootedNodeGetsItsAppStartedAgain() throws {
+        let node = try TestNode()
+        defer { node.remove() }
+        let configFile = try writeConfig(node)
+        try node.publish(1)
+        var manager = try ManagerProcess(node, config: configFile)
+        #expect(TestNode.waitUntil(30) { node.selfFile("state") == "running" })
+        try manager.stop()
+        let (pid, _) = try #require(node.appProcess())
+        kill(pid, SIGKILL) // the machine went down
+        // Gone and reaped (the app's start script, like many, takes a zombie for a running process).
+        #expect(TestNode.waitUntil(10) { kill(pid, 0) != 0 })
+        manager = try ManagerProcess(node, config: configFile)
+        #expect(TestNode.waitUntil(30) { node.appVersion == 1 })
+        #expect(node.appProcess()?.0 != pid)
+        try manager.stop()
+    }
+
     @Test func aBadConfigFileExitsWith78NamingTheKey() throws {
         let node = try TestNode()
         defer { node.remove() }
