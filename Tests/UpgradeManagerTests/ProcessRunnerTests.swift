@@ -56,6 +56,6 @@ struct ProcessRunnerTests {
         #expect(result.ending == .timedOut(seconds: 0.3))
         #expect(String(decoding: result.output, as: UTF8.self) == "SigBlk:\t0000000000000000\n")
         // SIGTERM ended it at once, not the SIGKILL 2 s later.
-        #expect(Date().timeIntervalSince(start) < 1.5)
+        #expect(Date().timeIntervalSince(start) < ProcessRunner.killGraceSeconds)
     }
 }
