@@ -128,6 +128,12 @@ public enum ProcessRunner {
         if !reaped { while waitpid(pid, &status, 0) < 0 && errno == EINTR {} }
     }
 
+    /// Starts `command` (its own process group, clean signal state, output to its file) and returns its pid
+    /// at once; the caller reaps it. The timeout is not applied.
+    public static func start(_ command: Command) throws(ProcessRunnerError) -> pid_t {
+        try spawn(command)
+    }
+
     private static func spawn(_ command: Command) throws(ProcessRunnerError) -> pid_t {
         func fail(_ what: String, _ code: Int32) -> ProcessRunnerError {
             ProcessRunnerError(executable: command.executable, message: "\(what): \(String(cString: strerror(code)))", code: code)

@@ -115,7 +115,7 @@ struct ManagerProcessTests {
     }
 }
 
-/// `upgradefs manager` running in the background, spawned as the Harness of the integration tests does.
+/// `upgradefs manager` running in the background (spawned as the manager spawns its programs).
 struct ManagerProcess {
     enum Status: Equatable {
         case exited(Int32)
@@ -141,28 +141,9 @@ struct ManagerProcess {
         let heartbeat = node.selfDirectory + "/heartbeat"
         unlink(heartbeat)
         outputPath = node.directory + "/manager-\(UInt32.random(in: 0...UInt32.max)).log"
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-        let env = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
-        let arguments: [String] = [Self.binary, "manager", "--mount", node.mount, "--config", config]
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp = env.map { strdup($0) } + [nil]
-        defer { (argv + envp).forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, Self.binary, &actions, &attributes, argv, envp)
-        guard rc == 0 else { throw ManagerError("cannot run \(Self.binary): \(String(cString: strerror(rc)))") }
-        self.pid = pid
+        pid = try ProcessRunner.start(Command(
+            executable: Self.binary, arguments: ["manager", "--mount", node.mount, "--config", config],
+            environment: environment, outputPath: outputPath, timeoutSeconds: .infinity))
         if waitForHeartbeat {
             let output = outputPath
             #expect(TestNode.waitUntil(30) { POSIXFiles.exists(heartbeat) }, "no heartbeat from the manager: \(String(decoding: (try? POSIXFiles.readFile(output)) ?? [], as: UTF8.self))")
