@@ -232,7 +232,7 @@ public final class NodeManager: @unchecked Sendable {
     /// Asks N's SF (if it has one) and upgrades on its go.
     private func schedule(_ n: Int64, nodeVersion: Int64, record: UpgradeRecord) throws(LocalDatabaseError) -> NodeState? {
         let manifest: UpgradeManifest
-        do { manifest = try view.manifest(n) } catch { return nil }
+        do { manifest = try view.manifest(n) } catch { return .waiting } // read just before; cannot fail
         let control = view.control(n).word
         guard let sf = view.hook(manifest.sf, default: "sf", in: n) else {
             try upgrade(n, manifest: manifest, nodeVersion: nodeVersion, record: record)
@@ -241,8 +241,9 @@ public final class NodeManager: @unchecked Sendable {
         reporter.report(state: .waiting, version: nodeVersion, upgrade: n)
         let environment = hooks.baseEnvironment(to: n, from: nodeVersion, attempt: record.attempts + 1, control: control.rawValue)
         var r = record
-        let now = Date().timeIntervalSince1970
-        switch hooks.askScheduler(sf, version: n, environment: environment, shouldStop: shouldStop) {
+        let answer = hooks.askScheduler(sf, version: n, environment: environment, shouldStop: shouldStop)
+        let now = Date().timeIntervalSince1970 // waits count from the SF's end
+        switch answer {
         case .go:
             r.sfFailures = 0
             try upgrade(n, manifest: manifest, nodeVersion: nodeVersion, record: r)
