@@ -302,6 +302,13 @@ public final class NodeManager: @unchecked Sendable {
 
         var environment = hooks.baseEnvironment(to: n, from: nodeVersion, attempt: r.attempts, control: view.control(n).word.rawValue)
         do throws(StepFailure) {
+            // The app stops before its state is copied: a request it answered after the copy would be lost.
+            if f > 0 {
+                let result = hooks.app("stop", version: f)
+                guard result.succeeded else { throw StepFailure(reason: "stop of version \(f): \(result.endingDescription)") }
+            }
+            try mark(.stopped, upgrade: n)
+
             try step("stage") { () throws(FileError) in
                 try installer.stage(version: n, payload: view.bundle(n) + "/" + manifest.payload, from: f)
             }
@@ -317,12 +324,6 @@ public final class NodeManager: @unchecked Sendable {
             }
             try step("seal") { () throws(FileError) in try installer.seal(version: n) }
             try mark(.transformed, upgrade: n)
-
-            if f > 0 {
-                let result = hooks.app("stop", version: f)
-                guard result.succeeded else { throw StepFailure(reason: "stop of version \(f): \(result.endingDescription)") }
-            }
-            try mark(.stopped, upgrade: n)
 
             try step("switch") { () throws(FileError) in try installer.switchCurrent(to: n) }
             try mark(.switched, upgrade: n)

@@ -19,7 +19,7 @@ public enum NodeState: String, Sendable, CaseIterable {
 /// The steps of one upgrade, in order; each is recorded in the LDB's intent journal once done.
 /// `UPGRADEFS_MANAGER_CRASH_AT` names one of them (tests only).
 public enum UpgradeStep: String, Sendable, CaseIterable, Comparable {
-    case intent, staged, transformed, stopped, switched, started, checked, committed
+    case intent, stopped, staged, transformed, switched, started, checked, committed
 
     public static func < (a: UpgradeStep, b: UpgradeStep) -> Bool {
         allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!

@@ -5,7 +5,7 @@ import UpgradeCore
 /// A fleet as operators run it, on one machine: a server, and per node its own key, real mount
 /// (`mount --node-key`), node.toml, root directory, `upgradefs manager` and instance of the example `counter` app;
 /// plus the operator's mount. Bundles come from examples/app with SFs from examples/sf.
-final class ManagedFleet {
+final class ManagedFleet: @unchecked Sendable {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
     static let app = repository.appending(path: "examples/app")

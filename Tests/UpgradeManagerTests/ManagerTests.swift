@@ -168,7 +168,9 @@ struct ManagerTests {
         #expect(node.current == "gen/1" && node.stateData(1) == "v1 1")
         #expect(node.read(node.root + "/gen/1/release/VERSION") == "release 1\n")
         #expect(!node.generationExists(2) && !POSIXFiles.exists(node.root + "/gen/2.staging"))
-        #expect(node.appProcess()?.0 == oldPid) // never stopped: the TF runs before the stop
+        // Stopped before the state was copied, started again at the old version by the rollback.
+        let restarted = try #require(node.appProcess())
+        #expect(restarted.0 != oldPid && restarted.1 == 1)
         #expect(try manager.ldb.nodeVersion() == 1 && manager.ldb.installedVersion() == 1)
         #expect(node.selfFile("state") == "failed" && node.selfFile("version") == "1" && node.selfFile("upgrade") == "2")
         #expect(node.log.contains("tf 2: cannot convert the state"))
