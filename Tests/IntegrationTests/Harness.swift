@@ -357,8 +357,15 @@ final class TestMount {
         process.standardOutput = log
         try process.run()
         self.process = process
-        _ = Harness.waitUntil(30) { Harness.isMounted(mountpoint.path) || !process.isRunning }
+        _ = Harness.waitUntil(60) { Harness.isMounted(mountpoint.path) || !process.isRunning }
         if Harness.isMounted(mountpoint.path) { return nil }
+        if process.isRunning {
+            // Neither mounted nor ended in time: stop it, so the caller gets an answer instead of a hang.
+            kill(process.processIdentifier, SIGKILL)
+            _ = Harness.waitUntil(10) { !process.isRunning }
+            self.process = nil
+            return (-1, self.log + "\n(the mount did not come up within 60 s and was killed)")
+        }
         process.waitUntilExit()
         self.process = nil
         return (process.terminationStatus, self.log)
