@@ -80,6 +80,7 @@ let package = Package(
 
         .testTarget(name: "UpgradeCoreTests", dependencies: ["UpgradeCore", "Sodium"]),
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"]),
+        .testTarget(name: "UpgradeFilesTests", dependencies: ["UpgradeFiles"]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
         .testTarget(name: "UpgradeServerTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeServer"]),
         .testTarget(name: "UpgradeNodeTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeNode"]),
