@@ -15,6 +15,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "upgradefs", targets: ["upgradefs"]),
+        .executable(name: "upgradefs-load", targets: ["UpgradeLoad"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -75,6 +76,17 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // The whiteboard load tool (bench/run.sh): simulated nodes against a real `upgradefs serve`.
+        .executableTarget(
+            name: "UpgradeLoad",
+            dependencies: [
+                "UpgradeCore", "Sodium", "UpgradeFiles", "UpgradeNode",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "bench/UpgradeLoad",
             swiftSettings: swiftSettings
         ),
 
