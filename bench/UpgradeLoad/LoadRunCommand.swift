@@ -58,10 +58,12 @@ struct LoadRunCommand: AsyncParsableCommand {
         let counts = nodeCounts
         let phaseList = phaseList ?? LoadPhase.allCases
         let total = counts.max()!
+        let firstSeq = SimulatedNode.firstSeqNow()
         var simulated = try SimulatedNode.names(count: total).map {
-            SimulatedNode(try NodeKeyFile.load(from: SimulatedNode.keyPath(directory: keys, name: $0)))
+            SimulatedNode(try NodeKeyFile.load(from: SimulatedNode.keyPath(directory: keys, name: $0)), firstSeq: firstSeq)
         }
-        var operatorNode = SimulatedNode(try NodeKeyFile.load(from: SimulatedNode.keyPath(directory: keys, name: NodeKeyFile.operatorName)))
+        var operatorNode = SimulatedNode(
+            try NodeKeyFile.load(from: SimulatedNode.keyPath(directory: keys, name: NodeKeyFile.operatorName)), firstSeq: firstSeq)
 
         let http = LoadClient.makeHTTPClient(connections: total + 4)
         do {

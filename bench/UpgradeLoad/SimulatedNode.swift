@@ -1,3 +1,4 @@
+import Foundation
 import Sodium
 import UpgradeCore
 import UpgradeNode
@@ -8,13 +9,20 @@ import UpgradeNode
 struct SimulatedNode: Sendable {
     let name: String
     let key: Ed25519KeyPair
-    private var nextOutboxSeq: Int64 = 1
-    private var nextDirectSeq: Int64 = 1
+    private var nextOutboxSeq: Int64
+    private var nextDirectSeq: Int64
 
-    init(_ file: NodeKeyFile) {
+    /// - Parameter firstSeq: where both counters start. The server accepts gaps, so a run that starts at
+    ///   the wall clock in microseconds (`firstSeqNow()`) is above every seq an earlier run used.
+    init(_ file: NodeKeyFile, firstSeq: Int64) {
         name = file.node
         key = file.key
+        nextOutboxSeq = firstSeq
+        nextDirectSeq = firstSeq
     }
+
+    /// Microseconds since 1970: above any seq an earlier run (at most one request per microsecond) sent.
+    static func firstSeqNow() -> Int64 { Int64(Date().timeIntervalSince1970 * 1_000_000) }
 
     static func names(count: Int) -> [String] { (1...count).map { "n\($0)" } }
     static func keyPath(directory: String, name: String) -> String { "\(directory)/\(name).key" }
