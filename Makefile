@@ -47,10 +47,13 @@ examples-test:
 demo: build
 	UPGRADEFS_BIN=$(BIN) examples/demo.sh
 
+# Release build (upgradefs and the load tool upgradefs-load), then reads through the
+# mount and the whiteboard under load; BENCH_SECTIONS=load for the load part alone.
 bench: deps
 	$(MAKE) build CONFIG=release
-	UPGRADEFS_BIN=$$($(SWIFT) build -c release --show-bin-path)/upgradefs bench/run.sh
-	UPGRADEFS_BIN=$$($(SWIFT) build -c release --show-bin-path)/upgradefs bench/whiteboard.sh
+bin=$$($(SWIFT) build -c release --show-bin-path); \
+	  UPGRADEFS_BIN=$$bin/upgradefs UPGRADEFS_LOAD_BIN=$$bin/upgradefs-load bench/run.sh && \
+	  UPGRADEFS_BIN=$$bin/upgradefs bench/whiteboard.sh
 
 install: release
 	install -m 0755 $$($(SWIFT) build -c release --show-bin-path)/upgradefs $(PREFIX)/bin/upgradefs

@@ -15,6 +15,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "upgradefs", targets: ["upgradefs"]),
+        .executable(name: "upgradefs-load", targets: ["UpgradeLoad"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -87,8 +88,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The whiteboard load tool (bench/run.sh): simulated nodes against a real `upgradefs serve`.
+        .executableTarget(
+            name: "UpgradeLoad",
+            dependencies: [
+                "UpgradeCore", "Sodium", "UpgradeFiles", "UpgradeNode",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "bench/UpgradeLoad",
+            swiftSettings: swiftSettings
+        ),
 
         .testTarget(name: "UpgradeCoreTests", dependencies: ["UpgradeCore", "Sodium"]),
+        .testTarget(name: "SodiumTests", dependencies: ["Sodium"]),
+        .testTarget(name: "UpgradeFilesTests", dependencies: ["UpgradeFiles"]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
         .testTarget(name: "UpgradeServerTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeServer"]),
         .testTarget(name: "UpgradeNodeTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeNode"]),

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # upgradefs benchmark: reads and stats through the FUSE mount, side by side with
-# the same work done natively and with curl against the server.  Prints a table
-# (nothing is written into the repository).
+# the same work done natively and with curl against the server; then the
+# whiteboard under load from many simulated nodes (upgradefs-load), side by side
+# with the cheapest request of the same server.  Prints tables (nothing is
+# written into the repository).
 #
 #   make bench                        # release build, then this script
 #   UPGRADEFS_BIN=/path/upgradefs bench/run.sh
+#   BENCH_SECTIONS=load bench/run.sh  # only the whiteboard load (about 2 minutes)
 #
 # Environment:
 #   UPGRADEFS_BIN        binary (default: `swift build -c release --show-bin-path`/upgradefs)
+#   UPGRADEFS_LOAD_BIN   the load tool (default: upgradefs-load beside UPGRADEFS_BIN)
+#   BENCH_SECTIONS       what runs: "fs" (bundle reads and stats through the mount) and/or
+#                        "load" (the whiteboard load test); default "fs load"
+#   BENCH_LOAD_NODES     simulated node counts, one round of phases each (default 1,16,64,256)
+#   BENCH_LOAD_SECONDS   measured seconds per load phase (default 5; 5 phases per node count)
 #   BENCH_FILE_MB        size of the large file, MiB (default 1024)
 #   BENCH_NFILES         number of small files for the stat test (default 5000)
 #   BENCH_READ_AHEAD_KB  read_ahead_kb set on the mount's bdi for the raised runs
@@ -16,7 +24,8 @@
 #                        about 3 x BENCH_FILE_MB free, on a real disk, not tmpfs)
 #
 # Needs root (drop_caches, read_ahead_kb, FUSE), /dev/fuse, fusermount3, curl,
-# openssl, python3.  Bounded: every wait and every read has a timeout.
+# openssl, python3.  Bounded: every wait, every read and the load run have a timeout;
+# all traffic goes to the server this script starts on 127.0.0.1.
 set -euo pipefail
 shopt -s inherit_errexit
 
@@ -24,6 +33,9 @@ FILE_MB=${BENCH_FILE_MB:-1024}
 NFILES=${BENCH_NFILES:-5000}
 RA_KB=${BENCH_READ_AHEAD_KB:-1024}
 BASE_DIR=${BENCH_DIR:-/var/tmp}
+SECTIONS=${BENCH_SECTIONS:-fs load}
+LOAD_NODES=${BENCH_LOAD_NODES:-1,16,64,256}
+LOAD_SECONDS=${BENCH_LOAD_SECONDS:-5}
 READ_TIMEOUT=120     # seconds for one timed read
 PUBLISH_TIMEOUT=240  # seconds for the server to publish the bench bundle
 
@@ -36,20 +48,38 @@ if [[ -z "${UPGRADEFS_BIN:-}" ]]; then
     UPGRADEFS_BIN="$(cd "$repo" && swift build -c release --show-bin-path)/upgradefs"
 fi
 BIN=$UPGRADEFS_BIN
+LOAD_BIN=${UPGRADEFS_LOAD_BIN:-$(dirname "$BIN")/upgradefs-load}
 
-[[ $(id -u) -eq 0 ]] || die "needs root (drop_caches, read_ahead_kb, FUSE)"
+# want SECTION: is SECTION in BENCH_SECTIONS?
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+for section in $SECTIONS; do
+    [[ "$section" == fs || "$section" == load ]] || die "BENCH_SECTIONS: unknown section '$section' (fs, load)"
+done
+want fs || want load || die "BENCH_SECTIONS names no section (fs, load)"
+
 [[ -x "$BIN" ]] || die "no executable upgradefs at $BIN"
-[[ -c /dev/fuse ]] || die "no /dev/fuse"
-for tool in fusermount3 mountpoint curl openssl python3 dd awk; do
+for tool in curl python3 awk; do
     command -v "$tool" >/dev/null || die "missing tool: $tool"
 done
-[[ "$FILE_MB" =~ ^[0-9]+$ && "$FILE_MB" -gt 0 ]] || die "BENCH_FILE_MB must be a positive integer"
-[[ "$NFILES" =~ ^[0-9]+$ && "$NFILES" -gt 0 ]] || die "BENCH_NFILES must be a positive integer"
-[[ "$RA_KB" =~ ^[0-9]+$ ]] || die "BENCH_READ_AHEAD_KB must be an integer"
+if want fs; then
+    [[ $(id -u) -eq 0 ]] || die "needs root (drop_caches, read_ahead_kb, FUSE)"
+    [[ -c /dev/fuse ]] || die "no /dev/fuse"
+    for tool in fusermount3 mountpoint openssl dd; do
+        command -v "$tool" >/dev/null || die "missing tool: $tool"
+    done
+    [[ "$FILE_MB" =~ ^[0-9]+$ && "$FILE_MB" -gt 0 ]] || die "BENCH_FILE_MB must be a positive integer"
+    [[ "$NFILES" =~ ^[0-9]+$ && "$NFILES" -gt 0 ]] || die "BENCH_NFILES must be a positive integer"
+    [[ "$RA_KB" =~ ^[0-9]+$ ]] || die "BENCH_READ_AHEAD_KB must be an integer"
 
-need_kb=$(( FILE_MB * 1024 * 3 + 512 * 1024 ))
-avail_kb=$(df -Pk "$BASE_DIR" | awk 'NR==2 {print $4}')
-(( avail_kb > need_kb )) || die "$BASE_DIR has ${avail_kb} KiB free, needs ${need_kb} KiB"
+    need_kb=$(( FILE_MB * 1024 * 3 + 512 * 1024 ))
+    avail_kb=$(df -Pk "$BASE_DIR" | awk 'NR==2 {print $4}')
+    (( avail_kb > need_kb )) || die "$BASE_DIR has ${avail_kb} KiB free, needs ${need_kb} KiB"
+fi
+if want load; then
+    [[ -x "$LOAD_BIN" ]] || die "no executable upgradefs-load at $LOAD_BIN (swift build -c release builds it)"
+    [[ "$LOAD_NODES" =~ ^[0-9]+(,[0-9]+)*$ ]] || die "BENCH_LOAD_NODES must be numbers separated by commas"
+    [[ "$LOAD_SECONDS" =~ ^[0-9]+$ && "$LOAD_SECONDS" -gt 0 ]] || die "BENCH_LOAD_SECONDS must be a positive integer"
+fi
 
 # ---------------------------------------------------------------------------
 # state and cleanup (runs on normal exit, error, Ctrl-C, SIGTERM)
@@ -239,7 +269,7 @@ EOF
 }
 
 # ---------------------------------------------------------------------------
-# 1. server, bundle
+# 1. server
 # ---------------------------------------------------------------------------
 t_start=$(now)
 mkdir -p "$state" "$publish" "$work/staging"
@@ -247,6 +277,71 @@ log "work dir $work; binary $BIN"
 server_id=$("$BIN" keygen --out "$work/server.key")
 [[ ${#server_id} -eq 52 ]] || die "keygen printed '$server_id', expected a 52-char id"
 
+port=$(free_port)
+"$BIN" serve --key "$work/server.key" --state "$state" --publish "$publish" \
+    --listen "127.0.0.1:$port" --settle-ms 200 </dev/null 2>"$work/serve.log" &
+server_pid=$!
+for _ in $(seq 1 150); do
+    [[ "$(curl -s --max-time 2 "http://127.0.0.1:$port/healthz" || true)" == ok* ]] && break
+    kill -0 "$server_pid" 2>/dev/null || die "serve exited at start"
+    sleep 0.2
+done
+[[ "$(curl -s --max-time 2 "http://127.0.0.1:$port/healthz" || true)" == ok* ]] || die "serve not healthy after 30 s"
+
+# ---------------------------------------------------------------------------
+# 2. whiteboard load: upgradefs-load's simulated nodes against this server
+# ---------------------------------------------------------------------------
+load_table=""
+if want load; then
+    max_nodes=$(tr ',' '\n' <<<"$LOAD_NODES" | sort -n | tail -n 1)
+    n_counts=$(tr ',' '\n' <<<"$LOAD_NODES" | wc -l)
+    keys=$work/load-keys
+    log "whiteboard load: writing keys of $max_nodes simulated nodes and the operator"
+    "$LOAD_BIN" keygen --nodes "$max_nodes" --out "$keys" > "$work/enroll-lines"
+    # each enrolled as an operator does it: `upgradefs enroll` while the server runs
+    t0=$(now)
+    while read -r name key; do
+        "$BIN" enroll --state "$state" "$name" "$key" >/dev/null
+    done < "$work/enroll-lines"
+    enroll_s=$(elapsed "$t0" "$(now)")
+    log "enrolled $(wc -l < "$work/enroll-lines") keys with upgradefs enroll in ${enroll_s} s"
+    # 5 phases per node count, each LOAD_SECONDS + 0.5 s warm-up; generous slack for start and checks
+    load_timeout=$(( n_counts * 5 * (LOAD_SECONDS + 1) + 120 ))
+    # other work on the machine shows in the figures: say how busy it was
+    load_avg=$(cut -d' ' -f1-3 /proc/loadavg)
+    t0=$(now)
+    timeout -k 5 "$load_timeout" "$LOAD_BIN" run --server "http://127.0.0.1:$port" --id "$server_id" \
+        --keys "$keys" --nodes "$LOAD_NODES" --seconds "$LOAD_SECONDS" > "$work/load-table" \
+        || die "upgradefs-load run failed (exit $?)"
+    load_s=$(elapsed "$t0" "$(now)")
+    load_table=$(cat "$work/load-table")
+fi
+
+print_load_table() {
+    [[ -n "$load_table" ]] || return 0
+    echo
+    echo "whiteboard load — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r)"
+    echo "binaries: $BIN, $LOAD_BIN"
+    echo "server: upgradefs serve on 127.0.0.1 (state on $(df -P "$state" | awk 'NR==2 {print $1}'), udb.sqlite WAL synchronous=FULL);"
+    echo "client: upgradefs-load on the same machine (the two share the CPUs). Each simulated node is one"
+    echo "task with its own connection, sending its next request when the answer is in; ${LOAD_SECONDS} s measured per"
+    echo "row after 0.5 s warm-up. Writes: signed by the node's Ed25519 key, seq increasing per channel."
+    echo "enrolment of $max_nodes nodes + operator with upgradefs enroll: ${enroll_s} s; load run: ${load_s} s"
+    echo "load average (1, 5, 15 min) just before the load run: $load_avg"
+    echo
+    echo "$load_table"
+}
+
+if ! want fs; then
+    print_load_table
+    echo
+    echo "total bench time: $(elapsed "$t_start" "$(now)") s"
+    exit 0
+fi
+
+# ---------------------------------------------------------------------------
+# 3. bundle, published
+# ---------------------------------------------------------------------------
 bundle=$work/staging/bench-v1
 mkdir -p "$bundle/payload"
 printf 'class = "demo"\nversion = 1\ndescription = "upgradefs benchmark bundle"\n' > "$bundle/upgrade.toml"
@@ -269,17 +364,6 @@ file_bytes=$(stat -c %s "$bundle/payload/big.bin")
 file_sha=$(openssl dgst -sha256 -r "$bundle/payload/big.bin" | cut -d' ' -f1)
 blob=$state/blobs/sha256/${file_sha:0:2}/$file_sha
 
-port=$(free_port)
-"$BIN" serve --key "$work/server.key" --state "$state" --publish "$publish" \
-    --listen "127.0.0.1:$port" --settle-ms 200 </dev/null 2>"$work/serve.log" &
-server_pid=$!
-for _ in $(seq 1 150); do
-    [[ "$(curl -s --max-time 2 "http://127.0.0.1:$port/healthz" || true)" == ok* ]] && break
-    kill -0 "$server_pid" 2>/dev/null || die "serve exited at start"
-    sleep 0.2
-done
-[[ "$(curl -s --max-time 2 "http://127.0.0.1:$port/healthz" || true)" == ok* ]] || die "serve not healthy after 30 s"
-
 # a rename into the publish dir (same file system): the bundle appears whole, and
 # the 1 GiB is not copied a third time.  The source stays there as the native file.
 mv "$bundle" "$publish/bench-v1"
@@ -299,7 +383,7 @@ log "published in ${publish_s} s (settle 200 ms included)"
 url="http://127.0.0.1:$port/targets/1/payload/$file_sha.big.bin"
 
 # ---------------------------------------------------------------------------
-# 2. native reads, curl
+# 4. native reads, curl
 # ---------------------------------------------------------------------------
 drop_caches
 resident=$(resident_of "$native")
@@ -322,7 +406,7 @@ rm -f "$cache/curl-baseline"
 sync
 
 # ---------------------------------------------------------------------------
-# 3. reads through the mount
+# 5. reads through the mount
 # ---------------------------------------------------------------------------
 mfile=$mnt/versions/1/payload/big.bin
 remount_cold
@@ -358,7 +442,7 @@ got=$(openssl dgst -sha256 -r "$mfile" | cut -d' ' -f1)
 [[ "$got" == "$file_sha" ]] || die "content through the mount hashes to $got, expected $file_sha"
 
 # ---------------------------------------------------------------------------
-# 4. metadata: os.stat on every small file
+# 6. metadata: os.stat on every small file
 # ---------------------------------------------------------------------------
 drop_caches
 out=$(stat_pass "$native_tree"); read -r n s <<<"$out"
@@ -376,7 +460,7 @@ out=$(stat_pass "$native_tree" rel); read -r n s <<<"$out"
 add_stat_row stat_native_rel "native stat, warm, cwd=bundle dir" "$n" "$s" "relative paths"
 
 # ---------------------------------------------------------------------------
-# 5. table
+# 7. tables
 # ---------------------------------------------------------------------------
 echo
 echo "upgradefs bench — $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), $(fusermount3 -V 2>&1 | head -n1)"
@@ -410,5 +494,6 @@ if [[ $raise -eq 1 ]]; then
     printf '  %-66s %s\n' "mount cold (default read_ahead $ra_default) / curl" "$(ratio cold_default curl)" \
         "mount cold: read_ahead $ra_now / read_ahead $ra_default" "$(ratio cold_raised cold_default)"
 fi
+print_load_table
 echo
 echo "total bench time: $(elapsed "$t_start" "$(now)") s"

@@ -46,19 +46,29 @@ public struct Ed25519KeyPair: Ed25519Signing, Sendable {
         return Ed25519KeyPair(publicKey: pk, secretKey: sk)
     }
 
-    /// Restores a key pair from its 64-byte secret key; fails if the public
-    /// half embedded in it does not match the one derived from the seed.
+    /// Restores a key pair from its 64-byte secret key (seed, then public key); fails if the public
+    /// half stored in it is not the one derived from the seed. (libsodium's `crypto_sign_ed25519_sk_to_pk`
+    /// only copies the stored half, so the key pair is derived again from the seed and compared.)
     public init(secretKey: [UInt8]) throws(KeyError) {
         guard Sodium.ready else { throw KeyError(message: "libsodium failed to initialise") }
         guard secretKey.count == Self.secretKeyBytes else {
             throw KeyError(message: "an Ed25519 secret key is \(Self.secretKeyBytes) bytes, got \(secretKey.count)")
         }
-        var pk = [UInt8](repeating: 0, count: Self.publicKeyBytes)
-        _ = crypto_sign_ed25519_sk_to_pk(&pk, secretKey)
-        guard Array(secretKey[32...]) == pk else {
+        let seedBytes = Int(crypto_sign_SEEDBYTES)
+        var seed = Array(secretKey[..<seedBytes])
+        var derivedPublic = [UInt8](repeating: 0, count: Self.publicKeyBytes)
+        var derivedSecret = [UInt8](repeating: 0, count: Self.secretKeyBytes)
+        defer {
+            Sodium.wipe(&seed)
+            Sodium.wipe(&derivedSecret)
+        }
+        guard crypto_sign_seed_keypair(&derivedPublic, &derivedSecret, seed) == 0 else {
+            throw KeyError(message: "cannot derive an Ed25519 key pair from the secret key's seed")
+        }
+        guard Sodium.constantTimeEqual(Array(secretKey[seedBytes...]), derivedPublic) else {
             throw KeyError(message: "the secret key's public half does not match its seed")
         }
-        self.init(publicKey: pk, secretKey: secretKey)
+        self.init(publicKey: derivedPublic, secretKey: secretKey)
     }
 
     private init(publicKey: [UInt8], secretKey: [UInt8]) {

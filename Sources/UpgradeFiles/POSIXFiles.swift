@@ -133,13 +133,14 @@ public enum POSIXFiles {
         return ".tmp-\(getpid())-\(String(random, radix: 16))-\(hint)"
     }
 
-    /// Writes `bytes` to `path` atomically and durably: a temporary file in the
-    /// same directory (created with `mode`), fsync, rename over `path`, fsync
-    /// of the directory.
-    public static func writeAtomically(_ bytes: [UInt8], to path: String, mode: mode_t = 0o644) throws(FileError) {
-        let directory = parentDirectory(of: path)
-        let name = path.split(separator: "/").last.map(String.init) ?? "file"
-        let temporary = directory + "/" + temporaryName(name)
+    /// Writes `bytes` to a new temporary file in `directory` and makes it durable: created with
+    /// `open(O_CREAT|O_EXCL)` and `mode` (never wider, not even for a moment; no chmod afterwards),
+    /// written whole, fsynced, closed. Returns its path; the caller renames or links it into place.
+    /// On failure nothing is left behind. `hint` ends the temporary name (all start with `.tmp-`).
+    public static func writeTemporary(
+        _ bytes: [UInt8], in directory: String, mode: mode_t, hint: String = "file"
+    ) throws(FileError) -> String {
+        let temporary = directory + "/" + temporaryName(hint)
         let fd = try open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode)
         do throws(FileError) {
             try writeAll(fd, bytes, path: temporary)
@@ -150,11 +151,37 @@ public enum POSIXFiles {
             unlink(temporary)
             throw error
         }
-        guard rename(temporary, path) == 0 else {
-            let failure = FileError("rename to \(path)", temporary)
+        return temporary
+    }
+
+    /// Gives the file at `temporary` the name `path`, and removes the name `temporary` (also on failure):
+    /// `rename` over an existing `path` when `replace`; otherwise `link`, which keeps an existing `path`
+    /// and fails with EEXIST. The directory is not fsynced here.
+    public static func moveIntoPlace(_ temporary: String, at path: String, replace: Bool) throws(FileError) {
+        if replace {
+            guard rename(temporary, path) == 0 else {
+                let failure = FileError("rename to \(path)", temporary)
+                unlink(temporary)
+                throw failure
+            }
+        } else {
+            let failure: FileError? = link(temporary, path) == 0 ? nil : FileError("link to \(path)", temporary)
             unlink(temporary)
-            throw failure
+            if let failure { throw failure }
         }
+    }
+
+    /// Writes `bytes` to `path` atomically and durably: a temporary file in the
+    /// same directory (created with `mode`, see `writeTemporary`), moved into
+    /// place (`moveIntoPlace`: rename over `path`, or with `replace: false` a
+    /// link that fails with EEXIST if `path` exists), fsync of the directory.
+    public static func writeAtomically(
+        _ bytes: [UInt8], to path: String, mode: mode_t = 0o644, replace: Bool = true
+    ) throws(FileError) {
+        let directory = parentDirectory(of: path)
+        let name = path.split(separator: "/").last.map(String.init) ?? "file"
+        let temporary = try writeTemporary(bytes, in: directory, mode: mode, hint: name)
+        try moveIntoPlace(temporary, at: path, replace: replace)
         try fsyncPath(directory, directory: true)
     }
 

@@ -61,32 +61,13 @@ public struct NodeKeyFile: Sendable {
     public func write(to path: String, overwrite: Bool = false) throws(NodeKeyFileError) {
         var bytes = encoded()
         defer { Sodium.wipe(&bytes) }
-        let directory = POSIXFiles.parentDirectory(of: path)
-        let temporary = directory + "/" + POSIXFiles.temporaryName("node-key")
-        let fd: Int32
         do {
-            fd = try POSIXFiles.open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+            try POSIXFiles.writeAtomically(bytes, to: path, mode: 0o600, replace: overwrite)
+        } catch where !overwrite && error.errno == EEXIST {
+            throw NodeKeyFileError(path: path, problem: "already exists (not overwritten)")
         } catch {
-            throw NodeKeyFileError(path: path, problem: "cannot create: \(String(cString: strerror(error.errno)))")
-        }
-        do throws(FileError) {
-            try POSIXFiles.writeAll(fd, bytes, path: temporary)
-            guard fsync(fd) == 0 else { throw FileError("fsync", temporary) }
-            guard close(fd) == 0 else { throw FileError("close", temporary) }
-        } catch {
-            close(fd)
-            unlink(temporary)
             throw NodeKeyFileError(path: path, problem: "cannot write: \(error)")
         }
-        // link() refuses an existing name; rename() replaces it.
-        let result = overwrite ? rename(temporary, path) : link(temporary, path)
-        let savedErrno = errno
-        if !overwrite || result != 0 { unlink(temporary) }
-        guard result == 0 else {
-            if savedErrno == EEXIST { throw NodeKeyFileError(path: path, problem: "already exists (not overwritten)") }
-            throw NodeKeyFileError(path: path, problem: "cannot create: \(String(cString: strerror(savedErrno)))")
-        }
-        _ = try? POSIXFiles.fsyncPath(directory, directory: true)
     }
 
     /// Reads and checks a node key file. Permissions wider than 0600 are logged as a warning, not refused.
@@ -132,12 +113,6 @@ public struct NodeKeyFile: Sendable {
             key = try Ed25519KeyPair(secretKey: secret)
         } catch {
             throw fail("secret: \(error)")
-        }
-        // libsodium's sk_to_pk copies the stored public half instead of deriving it from the seed, so a
-        // damaged public half is caught here: what the key signs must verify under the key it claims.
-        let probe = Array("upgradefs-node-key-probe".utf8)
-        guard SodiumVerifier().isValid(signature: key.sign(probe), message: probe, publicKey: key.publicKey) else {
-            throw fail("secret: the secret key's public half does not match its seed")
         }
         return NodeKeyFile(node: document.node, key: key)
     }

@@ -84,17 +84,7 @@ struct ContentStore: Sendable {
     /// Stores a small byte string (a link text).
     func ingest(bytes: [UInt8]) throws(FileError) -> Ingested {
         let hex = Hex.encode(SHA256.hash(data: bytes))
-        let temporary = temporaryDirectory + "/" + POSIXFiles.temporaryName("blob")
-        let fd = try POSIXFiles.open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
-        do throws(FileError) {
-            try POSIXFiles.writeAll(fd, bytes, path: temporary)
-            guard fsync(fd) == 0 else { throw FileError("fsync", temporary) }
-            guard close(fd) == 0 else { throw FileError("close", temporary) }
-        } catch {
-            close(fd)
-            unlink(temporary)
-            throw error
-        }
+        let temporary = try POSIXFiles.writeTemporary(bytes, in: temporaryDirectory, mode: 0o644, hint: "blob")
         return try commit(temporary: temporary, sha256: hex, length: Int64(bytes.count))
     }
 
@@ -106,11 +96,7 @@ struct ContentStore: Sendable {
         }
         let directory = POSIXFiles.parentDirectory(of: final)
         try POSIXFiles.makeDirectories(directory)
-        guard rename(temporary, final) == 0 else {
-            let failure = FileError("rename to \(final)", temporary)
-            unlink(temporary)
-            throw failure
-        }
+        try POSIXFiles.moveIntoPlace(temporary, at: final, replace: true)
         return Ingested(sha256: hex, length: length, changedDirectory: directory)
     }
 

@@ -93,32 +93,13 @@ public struct ServerKeyFile: Sendable {
     /// a moment). Refuses to replace an existing file unless `overwrite`.
     public func write(to path: String, overwrite: Bool = false) throws(ServerKeyFileError) {
         let bytes = encoded()
-        let directory = POSIXFiles.parentDirectory(of: path)
-        let temporary = directory + "/" + POSIXFiles.temporaryName("key")
-        let fd: Int32
         do {
-            fd = try POSIXFiles.open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+            try POSIXFiles.writeAtomically(bytes, to: path, mode: 0o600, replace: overwrite)
+        } catch where !overwrite && error.errno == EEXIST {
+            throw ServerKeyFileError(path: path, problem: "already exists (not overwritten)")
         } catch {
-            throw ServerKeyFileError(path: path, problem: "cannot create: \(String(cString: strerror(error.errno)))")
-        }
-        do throws(FileError) {
-            try POSIXFiles.writeAll(fd, bytes, path: temporary)
-            guard fsync(fd) == 0 else { throw FileError("fsync", temporary) }
-            guard close(fd) == 0 else { throw FileError("close", temporary) }
-        } catch {
-            close(fd)
-            unlink(temporary)
             throw ServerKeyFileError(path: path, problem: "cannot write: \(error)")
         }
-        // link() refuses an existing name; rename() replaces it.
-        let result = overwrite ? rename(temporary, path) : link(temporary, path)
-        let savedErrno = errno
-        if !overwrite || result != 0 { unlink(temporary) }
-        guard result == 0 else {
-            if savedErrno == EEXIST { throw ServerKeyFileError(path: path, problem: "already exists (not overwritten)") }
-            throw ServerKeyFileError(path: path, problem: "cannot create: \(String(cString: strerror(savedErrno)))")
-        }
-        _ = try? POSIXFiles.fsyncPath(directory, directory: true)
     }
 
     /// Reads and checks a key file. Permissions wider than 0600 are logged as a

@@ -11,38 +11,22 @@ import UpgradeServer
 /// arrive through the signed change feed; an answer not signed by the server's key changes nothing.
 @Suite(.serialized) struct WhiteboardFollowerTests {
     @Test func anotherNodesWritesReachThisNodesViewThroughTheChangeFeed() async throws {
-        let dir = try Harness.temporaryDirectory("udb-follow")
-        defer { try? FileManager.default.removeItem(at: dir) }
-        let keys = ServerKeyFile.generate()
-        try keys.write(to: dir.path + "/server.key")
-        try FileManager.default.createDirectory(atPath: dir.path + "/publish", withIntermediateDirectories: true)
-        let configuration = ServerConfiguration(
-            stateDirectory: dir.path + "/state", publishDirectory: dir.path + "/publish", keyFile: dir.path + "/server.key",
-            host: "127.0.0.1", port: Harness.freePort(), settleMilliseconds: 0, scanIntervalMilliseconds: 50,
-            changesTimeoutMilliseconds: 20_000)
-        let server = try await WhiteboardDeliveryTests.InProcessServer.start(configuration)
-        defer { Task { await server.stop() } }
-        let store = try SQLiteWhiteboardStore(directory: configuration.stateDirectory, verifier: SodiumVerifier())
-        let n1 = try NodeKeyFile.generate(node: "n1")
-        let n2 = try NodeKeyFile.generate(node: "n2")
-        try await store.enroll(node: "n1", publicKey: n1.key.publicKey)
-        try await store.enroll(node: "n2", publicKey: n2.key.publicKey)
-        let baseURL = "http://127.0.0.1:\(configuration.port)"
-        let logger = WhiteboardDeliveryTests.logger
+        let fixture = try await WhiteboardFixture.start("udb-follow", changesTimeoutMilliseconds: 20_000)
+        defer { fixture.remove() }
+        let store = fixture.store
+        let n1 = try await fixture.enrolledNode("n1")
+        let n2 = try await fixture.enrolledNode("n2")
 
-        let writer = try WhiteboardJournal(path: dir.path + "/n1.sqlite", node: "n1", key: n1.key)
-        let sender = WhiteboardSender(journal: writer, baseURL: baseURL, http: HTTPClient.shared,
-                                      serverKey: keys.timestamp.publicKey, logger: logger)
+        let writer = try WhiteboardJournal(path: fixture.path + "/n1.sqlite", node: "n1", key: n1.key)
+        let sender = fixture.sender(for: writer)
         let senderTask = Task { await sender.run() }
-        defer { senderTask.cancel() }
         try writer.enqueue(op: .put, path: "nodes/n1/state", content: Array("waiting\n".utf8))
         try writer.enqueue(op: .put, path: "shared/plan", content: Array("roll".utf8))
         sender.wake()
-        #expect(try await WhiteboardDeliveryTests.waitFor(30) { try writer.pending().isEmpty })
+        #expect(try await WhiteboardFixture.waitFor(30) { try writer.pending().isEmpty })
 
-        let reader = try WhiteboardJournal(path: dir.path + "/n2.sqlite", node: "n2", key: n2.key)
-        let follower = WhiteboardFollower(journal: reader, baseURL: baseURL, http: HTTPClient.shared,
-                                          serverKey: keys.timestamp.publicKey, logger: logger)
+        let reader = try WhiteboardJournal(path: fixture.path + "/n2.sqlite", node: "n2", key: n2.key)
+        let follower = fixture.follower(for: reader)
         try await follower.poll()
         #expect(try reader.view(path: "nodes/n1/state") == Array("waiting\n".utf8))
         #expect(try reader.view(path: "shared/plan") == Array("roll".utf8))
@@ -71,10 +55,12 @@ import UpgradeServer
         #expect(await follower.holders.isEmpty)
 
         // Answers are only believed when signed by this server's timestamp key.
-        let fooled = WhiteboardFollower(journal: reader, baseURL: baseURL, http: HTTPClient.shared,
-                                        serverKey: Ed25519KeyPair.generate().publicKey, logger: logger)
+        let fooled = fixture.follower(for: reader, serverKey: Ed25519KeyPair.generate().publicKey)
         let before = try reader.serverRevision()
         await #expect(throws: WhiteboardProtocolError.self) { try await fooled.poll() }
         #expect(try reader.serverRevision() == before)
+        senderTask.cancel()
+        await senderTask.value
+        await fixture.stopServer()
     }
 }

@@ -186,16 +186,17 @@ struct HTTPResult: Sendable {
 
     var text: String { String(decoding: body, as: UTF8.self) }
 
-    static func request(port: Int, method: String = "GET", path: String) async throws -> HTTPResult {
+    /// Sends one request over a fresh connection; with a `body`, as JSON (`Content-Type: application/json`).
+    static func request(port: Int, method: String = "GET", path: String, body: [UInt8]? = nil) async throws -> HTTPResult {
         try await withCheckedThrowingContinuation { continuation in
             let thread = Thread {
-                continuation.resume(with: Result { try blockingRequest(port: port, method: method, path: path) })
+                continuation.resume(with: Result { try blockingRequest(port: port, method: method, path: path, body: body) })
             }
             thread.start()
         }
     }
 
-    private static func blockingRequest(port: Int, method: String, path: String) throws -> HTTPResult {
+    private static func blockingRequest(port: Int, method: String, path: String, body: [UInt8]?) throws -> HTTPResult {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket failed") }
         defer { close(fd) }
@@ -207,9 +208,14 @@ struct HTTPResult: Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard connected == 0 else { throw TestFailure("connect to port \(port) failed") }
-        let request = Array("\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else {
-            throw TestFailure("send failed")
+        var requestHead = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        if let body { requestHead += "Content-Type: application/json\r\nContent-Length: \(body.count)\r\n" }
+        let request = Array((requestHead + "\r\n").utf8) + (body ?? [])
+        var sent = 0
+        while sent < request.count {
+            let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+            guard n > 0 else { throw TestFailure("send failed") }
+            sent += n
         }
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 1 << 16)

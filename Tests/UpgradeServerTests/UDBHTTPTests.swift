@@ -7,51 +7,9 @@ import Testing
 import UpgradeCore
 @testable import UpgradeServer
 
-/// POSTs `body` over a fresh connection (the test client of TestSupport only sends GETs).
+/// POSTs `body` (JSON) over a fresh connection.
 func postRequest(port: Int, path: String, body: [UInt8]) async throws -> HTTPResult {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread {
-            continuation.resume(with: Result {
-                let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-                guard fd >= 0 else { throw TestFailure("socket failed") }
-                defer { close(fd) }
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_port = in_port_t(UInt16(port).bigEndian)
-                address.sin_addr.s_addr = inet_addr("127.0.0.1")
-                let connected = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                }
-                guard connected == 0 else { throw TestFailure("connect to port \(port) failed") }
-                let request = Array(
-                    "POST \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.count)\r\n\r\n".utf8
-                ) + body
-                var sent = 0
-                while sent < request.count {
-                    let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-                    guard n > 0 else { throw TestFailure("send failed") }
-                    sent += n
-                }
-                var response: [UInt8] = []
-                var buffer = [UInt8](repeating: 0, count: 1 << 16)
-                while true {
-                    let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-                    if n <= 0 { break }
-                    response.append(contentsOf: buffer[0..<n])
-                }
-                guard let split = response.firstRange(of: Array("\r\n\r\n".utf8)) else { throw TestFailure("no HTTP header in response") }
-                let head = String(decoding: response[..<split.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
-                let statusParts = head[0].split(separator: " ")
-                guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw TestFailure("bad status line \(head[0])") }
-                var headers: [String: String] = [:]
-                for line in head.dropFirst() {
-                    guard let colon = line.firstIndex(of: ":") else { continue }
-                    headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-                }
-                return HTTPResult(status: status, headers: headers, body: Array(response[split.upperBound...]))
-            })
-        }.start()
-    }
+    try await HTTPResult.request(port: port, method: "POST", path: path, body: body)
 }
 
 /// A live server with a whiteboard, and identities enrolled the way `upgradefs enroll` does it.
