@@ -68,10 +68,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "UpgradeManager",
+            dependencies: [
+                "UpgradeCore", "UpgradeFiles",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "upgradefs",
             dependencies: [
-                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode",
+                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -82,6 +92,7 @@ let package = Package(
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
         .testTarget(name: "UpgradeServerTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeServer"]),
         .testTarget(name: "UpgradeNodeTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeNode"]),
+        .testTarget(name: "UpgradeManagerTests", dependencies: ["UpgradeCore", "UpgradeFiles", "UpgradeManager"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode"]

@@ -100,6 +100,7 @@ import UpgradeCore
         #expect(try validated("locks/roll/capacity", "two") == nil)
         #expect(try validated("upgrades/3/control", "go\n") != nil)
         #expect(try validated("upgrades/3/control", "approve") != nil)
+        #expect(try validated("upgrades/3/control", "retry\n") != nil) // the manager retries a failed upgrade
         #expect(try validated("upgrades/3/control", "yolo") == nil)
     }
 

@@ -1,0 +1,145 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import UpgradeFiles
+
+/// The SF's answer in the `before` phase.
+public enum SchedulingAnswer: Sendable, Equatable {
+    /// Exit 0: upgrade now.
+    case go
+    /// Exit 75 (EX_TEMPFAIL): ask again after this many seconds.
+    case notYet(seconds: Double)
+    /// Any other ending: an SF failure, retried with back-off.
+    case failed(String)
+    /// The manager is shutting down.
+    case cancelled
+}
+
+/// Running the bundle's SF, TF and check and the app's start and stop commands, with the environment the
+/// contract promises them (docs/DESIGN.md, "SF contract", "TF, install, check"). Output is captured to
+/// `root/ldb/out/` and appended to `self/log` with a prefix such as `sf 3: `.
+struct Hooks {
+    let config: NodeConfig
+    let view: MountView
+    let installer: Installer
+    let reporter: WhiteboardReporter
+
+    static let tempFailStatus: Int32 = 75
+    static let maxRetrySeconds = 3600.0
+
+    var outputDirectory: String { config.root + "/ldb/out" }
+    func sfScratch(_ version: Int64) -> String { config.root + "/ldb/sf/\(version)" }
+    func retryFile(_ version: Int64) -> String { outputDirectory + "/sf-\(version).retry" }
+
+    /// What every bundle program sees: who, which upgrade, where.
+    func baseEnvironment(to version: Int64, from nodeVersion: Int64, attempt: Int, control: String) -> [String: String] {
+        [
+            "UPGRADEFS_NODE": config.node,
+            "UPGRADEFS_CLASS": config.class,
+            "UPGRADEFS_FROM": String(nodeVersion),
+            "UPGRADEFS_TO": String(version),
+            "UPGRADEFS_MOUNT": view.mount,
+            "UPGRADEFS_UDB": view.udb,
+            "UPGRADEFS_SELF": view.udb + "/nodes/" + config.node,
+            "UPGRADEFS_BUNDLE": view.bundle(version),
+            "UPGRADEFS_LDB": sfScratch(version),
+            "UPGRADEFS_CONTROL": control,
+            "UPGRADEFS_ATTEMPT": String(attempt),
+        ]
+    }
+
+    /// Runs `executable` in the bundle directory and appends its output to the log as `label: …`.
+    func runBundleProgram(_ executable: String, label: String, version: Int64, environment: [String: String],
+                          timeout: Double, shouldStop: () -> Bool = { false }) -> CommandResult {
+        let command = Command(executable: executable, environment: environment, workingDirectory: view.bundle(version),
+                              outputPath: outputDirectory + "/\(label.replacingSpaces()).out", timeoutSeconds: timeout)
+        return run(command, label: label, shouldStop: shouldStop)
+    }
+
+    private func run(_ command: Command, label: String, shouldStop: () -> Bool) -> CommandResult {
+        do {
+            let result: CommandResult
+            do {
+                result = try ProcessRunner.run(command, shouldStop: shouldStop)
+            } catch where error.code == ENOEXEC {
+                // A script without a #! line: run it as `sh -c ./sf` would, with /bin/sh.
+                var script = command
+                script.executable = "/bin/sh"
+                script.arguments = [command.executable] + command.arguments
+                result = try ProcessRunner.run(script, shouldStop: shouldStop)
+            }
+            reporter.log(String(decoding: result.output, as: UTF8.self), prefix: label + ": ")
+            return result
+        } catch {
+            reporter.log(error.description, prefix: label + ": ")
+            return CommandResult(ending: .notStarted(error.description), output: [])
+        }
+    }
+
+    // MARK: SF
+
+    func askScheduler(_ sf: String, version: Int64, environment: [String: String], shouldStop: () -> Bool) -> SchedulingAnswer {
+        try? POSIXFiles.makeDirectories(sfScratch(version))
+        try? POSIXFiles.makeDirectories(outputDirectory)
+        let retry = retryFile(version)
+        unlink(retry)
+        var env = environment
+        env["UPGRADEFS_PHASE"] = "before"
+        env["UPGRADEFS_RETRY_FILE"] = retry
+        let result = runBundleProgram(sf, label: "sf \(version)", version: version, environment: env,
+                                      timeout: config.sfTimeoutSeconds, shouldStop: shouldStop)
+        switch result.ending {
+        case .exited(0):
+            return .go
+        case .exited(Self.tempFailStatus):
+            return .notYet(seconds: retrySeconds(retry))
+        case .cancelled:
+            return .cancelled
+        default:
+            return .failed(result.endingDescription)
+        }
+    }
+
+    /// The SF's wish (seconds) from the retry file; `poll-interval` when absent or unreadable; at most an hour.
+    func retrySeconds(_ path: String) -> Double {
+        guard let bytes = try? POSIXFiles.readFile(path, limit: 4096),
+              let seconds = Double(String(decoding: bytes, as: UTF8.self).trimmingWhitespace()),
+              seconds.isFinite, seconds >= 0
+        else { return config.pollIntervalSeconds }
+        return min(seconds, Self.maxRetrySeconds)
+    }
+
+    /// The `after` phase: the upgrade ended (`done`, `failed`, `aborted`); the exit status is ignored.
+    func tellScheduler(_ sf: String, version: Int64, environment: [String: String], result: String) {
+        var env = environment
+        env["UPGRADEFS_PHASE"] = "after"
+        env["UPGRADEFS_RESULT"] = result
+        env["UPGRADEFS_RETRY_FILE"] = retryFile(version)
+        _ = runBundleProgram(sf, label: "sf \(version)", version: version, environment: env, timeout: config.sfTimeoutSeconds)
+    }
+
+    // MARK: App
+
+    /// `start` or `stop` of generation `version`, as `/bin/sh -c` in the generation's directory.
+    func app(_ which: String, version: Int64) -> CommandResult {
+        let script = which == "start" ? config.start : config.stop
+        let environment = [
+            "UPGRADEFS_NODE": config.node,
+            "UPGRADEFS_CLASS": config.class,
+            "UPGRADEFS_VERSION": String(version),
+            "UPGRADEFS_RELEASE": installer.release(version),
+            "UPGRADEFS_STATE": installer.state(version),
+        ]
+        try? POSIXFiles.makeDirectories(outputDirectory)
+        let command = Command.shell(script, environment: environment, workingDirectory: installer.generation(version),
+                                    outputPath: outputDirectory + "/\(which)-\(version).out",
+                                    timeoutSeconds: which == "start" ? config.startTimeoutSeconds : config.stopTimeoutSeconds)
+        return run(command, label: "\(which) \(version)", shouldStop: { false })
+    }
+}
+
+extension String {
+    func replacingSpaces() -> String { String(map { $0 == " " ? "-" : $0 }) }
+}

@@ -1,0 +1,204 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import UpgradeFiles
+
+/// One program to run: what, where, with which environment, where its output goes, and for how long.
+public struct Command: Sendable {
+    public var executable: String
+    public var arguments: [String]
+    /// Added to (and overriding) the manager's own environment.
+    public var environment: [String: String]
+    public var workingDirectory: String?
+    /// stdout and stderr both go to this file (truncated first).
+    public var outputPath: String
+    public var timeoutSeconds: Double
+
+    public init(executable: String, arguments: [String] = [], environment: [String: String] = [:],
+                workingDirectory: String? = nil, outputPath: String, timeoutSeconds: Double) {
+        self.executable = executable
+        self.arguments = arguments
+        self.environment = environment
+        self.workingDirectory = workingDirectory
+        self.outputPath = outputPath
+        self.timeoutSeconds = timeoutSeconds
+    }
+
+    /// `/bin/sh -c SCRIPT`.
+    public static func shell(_ script: String, environment: [String: String], workingDirectory: String? = nil,
+                             outputPath: String, timeoutSeconds: Double) -> Command {
+        Command(executable: "/bin/sh", arguments: ["-c", script], environment: environment,
+                workingDirectory: workingDirectory, outputPath: outputPath, timeoutSeconds: timeoutSeconds)
+    }
+}
+
+/// How a command ended, and what it printed.
+public struct CommandResult: Sendable, Equatable {
+    public enum Ending: Sendable, Equatable {
+        case exited(Int32)
+        case signaled(Int32)
+        /// Ran past its timeout; its whole process group was killed.
+        case timedOut(seconds: Double)
+        /// The manager is shutting down; its whole process group was killed.
+        case cancelled
+        /// posix_spawn failed (no such file, not executable, …).
+        case notStarted(String)
+    }
+
+    public let ending: Ending
+    /// The last (at most 64 KiB) bytes of stdout+stderr.
+    public let output: [UInt8]
+
+    public var succeeded: Bool { ending == .exited(0) }
+
+    /// For logs: "exit status 3", "killed by signal 9", "timed out after 60 s".
+    public var endingDescription: String {
+        switch ending {
+        case .exited(let status): "exit status \(status)"
+        case .signaled(let signal): "killed by signal \(signal)"
+        case .timedOut(let seconds): "timed out after \(formatSeconds(seconds)) s (process group killed)"
+        case .cancelled: "stopped: the manager is shutting down"
+        case .notStarted(let reason): reason
+        }
+    }
+}
+
+func formatSeconds(_ seconds: Double) -> String {
+    seconds == seconds.rounded() ? String(Int64(seconds)) : String(seconds)
+}
+
+public struct ProcessRunnerError: Error, CustomStringConvertible, Sendable {
+    public let executable: String
+    public let message: String
+    /// The errno behind it (ENOENT, EACCES, ENOEXEC …).
+    public let code: Int32
+    public var description: String { "cannot run \(executable): \(message)" }
+}
+
+/// Runs programs with posix_spawn, each in its own process group, with a clean signal state.
+///
+/// Not Foundation's `Process`: its `waitUntilExit` hangs when the child leaves a daemon behind (the app's
+/// start command daemonizes). The child gets an empty signal mask and default dispositions: threads started
+/// by Dispatch block SIGTERM, and a child would otherwise inherit that. On timeout the whole group gets
+/// SIGTERM, then SIGKILL 2 s later, so a grandchild the command started cannot outlive it.
+public enum ProcessRunner {
+    public static let killGraceSeconds = 2.0
+    static let pollMicroseconds: UInt32 = 10_000
+    static let outputTailBytes = 64 << 10
+
+    /// Runs `command` to its end. `shouldStop` is polled while it runs; when it says so, the group is killed.
+    public static func run(_ command: Command, shouldStop: () -> Bool = { false }) throws(ProcessRunnerError) -> CommandResult {
+        let pid = try spawn(command)
+        let start = monotonicSeconds()
+        var status: Int32 = 0
+        while true {
+            let reaped = waitpid(pid, &status, WNOHANG)
+            if reaped == pid { break }
+            if reaped < 0 && errno != EINTR {
+                throw ProcessRunnerError(executable: command.executable, message: "waitpid: \(String(cString: strerror(errno)))", code: errno)
+            }
+            let timedOut = monotonicSeconds() - start >= command.timeoutSeconds
+            if timedOut || shouldStop() {
+                killGroup(pid)
+                return CommandResult(ending: timedOut ? .timedOut(seconds: command.timeoutSeconds) : .cancelled,
+                                     output: tail(command.outputPath))
+            }
+            usleep(pollMicroseconds)
+        }
+        let ending: CommandResult.Ending = (status & 0x7f) == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
+        return CommandResult(ending: ending, output: tail(command.outputPath))
+    }
+
+    /// SIGTERM to the group led by `pid`, SIGKILL to it after the grace time, and the leader reaped.
+    /// The group id stays reserved while any member lives, so the second kill cannot hit a stranger.
+    static func killGroup(_ pid: pid_t) {
+        kill(-pid, SIGTERM)
+        let deadline = monotonicSeconds() + killGraceSeconds
+        var status: Int32 = 0
+        var reaped = false
+        while monotonicSeconds() < deadline {
+            // Members of the group other than the leader may still run; wait the grace time for all of them.
+            if !reaped, waitpid(pid, &status, WNOHANG) == pid { reaped = true }
+            if reaped, kill(-pid, 0) != 0 { return }
+            usleep(pollMicroseconds)
+        }
+        kill(-pid, SIGKILL)
+        if !reaped { while waitpid(pid, &status, 0) < 0 && errno == EINTR {} }
+    }
+
+    /// Starts `command` (its own process group, clean signal state, output to its file) and returns its pid
+    /// at once; the caller reaps it. The timeout is not applied.
+    public static func start(_ command: Command) throws(ProcessRunnerError) -> pid_t {
+        try spawn(command)
+    }
+
+    private static func spawn(_ command: Command) throws(ProcessRunnerError) -> pid_t {
+        func fail(_ what: String, _ code: Int32) -> ProcessRunnerError {
+            ProcessRunnerError(executable: command.executable, message: "\(what): \(String(cString: strerror(code)))", code: code)
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, command.outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        if let directory = command.workingDirectory {
+            guard let addChdir = Self.addChdir else { throw fail("chdir \(directory)", ENOSYS) }
+            let rc = addChdir(&actions, directory)
+            if rc != 0 { throw fail("chdir \(directory)", rc) }
+        }
+
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setpgroup(&attributes, 0)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+
+        var environment: [String: String] = [:]
+        var entry = environ
+        while let pointer = entry.pointee {
+            let text = String(cString: pointer)
+            if let equals = text.firstIndex(of: "=") {
+                environment[String(text[..<equals])] = String(text[text.index(after: equals)...])
+            }
+            entry += 1
+        }
+        environment.merge(command.environment) { $1 }
+        let argv = ([command.executable] + command.arguments).map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0)=\($1)") } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, command.executable, &actions, &attributes, argv, envp)
+        guard rc == 0 else { throw fail("posix_spawn", rc) }
+        return pid
+    }
+
+    /// glibc's `posix_spawn_file_actions_addchdir_np` (2.29+), which Swift's Glibc module does not show
+    /// (it is declared only under _GNU_SOURCE): the child changes directory between fork and exec.
+    private typealias AddChdir = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, UnsafePointer<CChar>?) -> Int32
+    private static let addChdir: AddChdir? = {
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addchdir_np") else { return nil }
+        return unsafeBitCast(symbol, to: AddChdir.self)
+    }()
+
+    /// The last bytes a command wrote to its output file.
+    static func tail(_ path: String) -> [UInt8] {
+        guard let bytes = try? POSIXFiles.readFile(path, limit: 256 << 20) else { return [] }
+        return Array(bytes.suffix(outputTailBytes))
+    }
+}
+
+func monotonicSeconds() -> Double {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}

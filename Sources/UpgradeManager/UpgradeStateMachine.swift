@@ -1,0 +1,156 @@
+/// What `self/state` says (docs/DESIGN.md, "The state machine").
+public enum NodeState: String, Sendable, CaseIterable {
+    /// No version of the class installed yet, nothing pending.
+    case idle
+    /// The app runs at the node's version, nothing pending.
+    case running
+    /// An upgrade is pending: its SF said not yet, or failed and is retried with back-off.
+    case waiting
+    /// The operator paused the pending upgrade.
+    case paused
+    /// An upgrade is in flight (`self/upgrade` names it).
+    case upgrading
+    /// The upgrade failed and the node rolled back; not retried until the operator writes `retry`.
+    case failed
+    /// The operator aborted the upgrade; the node stays at the old version.
+    case aborted
+}
+
+/// The steps of one upgrade, in order; each is recorded in the LDB's intent journal once done.
+/// `UPGRADEFS_MANAGER_CRASH_AT` names one of them (tests only).
+public enum UpgradeStep: String, Sendable, CaseIterable, Comparable {
+    case intent, staged, transformed, stopped, switched, started, checked, committed
+
+    public static func < (a: UpgradeStep, b: UpgradeStep) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// A per-upgrade record's status in the LDB.
+public enum UpgradeStatus: String, Sendable {
+    /// Not applied yet (maybe waiting for its SF).
+    case pending
+    /// Rolled back after a failure; waits for the operator's `retry`.
+    case failed
+    /// The operator aborted it before this node applied it.
+    case aborted
+    /// Applied: the node runs it (or ran it).
+    case done
+    /// Another class's upgrade, passed over.
+    case skipped
+}
+
+/// The operator's word in `udb/upgrades/N/control`.
+public enum ControlWord: String, Sendable, CaseIterable {
+    case go, pause, abort, approve, retry
+
+    /// Missing or empty means `go`; `nil` for a word the manager does not know.
+    public static func parse(_ text: String?) -> ControlWord? {
+        let word = (text ?? "").trimmingWhitespace()
+        return word.isEmpty ? .go : ControlWord(rawValue: word)
+    }
+}
+
+/// What the planner knows about one published upgrade above the node's version.
+public struct PublishedUpgrade: Sendable, Equatable {
+    public var version: Int64
+    public var `class`: String
+    public var fromVersion: Int64?
+    public var control: ControlWord
+
+    public init(version: Int64, class: String, fromVersion: Int64? = nil, control: ControlWord = .go) {
+        self.version = version
+        self.class = `class`
+        self.fromVersion = fromVersion
+        self.control = control
+    }
+}
+
+/// The planner's verdict for this moment; the manager carries it out.
+public enum Decision: Sendable, Equatable {
+    /// Upgrade N belongs to another class: the node's version advances to N, nothing else happens.
+    case skip(Int64)
+    /// Nothing to do now; report this state (with the upgrade it concerns, if any).
+    case rest(NodeState, upgrade: Int64?)
+    /// The operator aborted N (first seen now): record it.
+    case abort(Int64)
+    /// N was aborted and the operator took the abort back: it is pending again.
+    case resume(Int64)
+    /// The operator wrote `retry` after N failed: it is pending again.
+    case retry(Int64)
+    /// N names a from-version other than the class version installed: it fails with `reason`.
+    case fail(Int64, reason: String)
+    /// Ask N's SF (or, without one, upgrade at once).
+    case schedule(Int64)
+}
+
+/// The pure core of the state machine: from what the node knows, the next thing to do.
+/// Upgrades are taken one at a time in version order; another class's are passed over; a failed one holds
+/// back newer ones of the class until `retry`; an aborted one is stepped over (a newer one of the class may
+/// be applied, and the node's version then moves past it).
+public enum UpgradePlanner {
+    /// - Parameters:
+    ///   - upgrades: the published upgrades above the node's version, in version order.
+    ///   - installed: the version of the node's class installed (0 = none).
+    ///   - records: the LDB's records, by version.
+    ///   - now: Unix seconds.
+    public static func decide(class nodeClass: String, installed: Int64, upgrades: [PublishedUpgrade],
+                              records: [Int64: UpgradeRecord], now: Double) -> Decision {
+        var steppedOverAbort: Int64?
+        for upgrade in upgrades {
+            let n = upgrade.version
+            if upgrade.class != nodeClass {
+                // Behind an aborted upgrade the node's version cannot move: it does not run that version.
+                if steppedOverAbort == nil { return .skip(n) }
+                continue
+            }
+            let record = records[n] ?? UpgradeRecord(version: n)
+            switch record.status {
+            case .done, .skipped:
+                continue
+            case .failed:
+                if upgrade.control == .retry && record.controlAtFailure != ControlWord.retry.rawValue { return .retry(n) }
+                return .rest(.failed, upgrade: n)
+            case .aborted:
+                if upgrade.control == .abort {
+                    steppedOverAbort = n
+                    continue
+                }
+                return .resume(n)
+            case .pending:
+                break
+            }
+            switch upgrade.control {
+            case .abort:
+                return .abort(n)
+            case .pause:
+                return .rest(.paused, upgrade: n)
+            case .go, .approve, .retry:
+                break
+            }
+            if let from = upgrade.fromVersion, from != installed {
+                return .fail(n, reason: "upgrade \(n) is from version \(from) but version \(installed) of class \(nodeClass) is installed")
+            }
+            if now < record.nextRunAt { return .rest(.waiting, upgrade: n) }
+            return .schedule(n)
+        }
+        if let aborted = steppedOverAbort { return .rest(.aborted, upgrade: aborted) }
+        return .rest(installed == 0 ? .idle : .running, upgrade: nil)
+    }
+
+    /// Seconds before an SF is asked again after its `failures`-th failure in a row: 1, 2, 4 … 60.
+    public static func backoffSeconds(failures: Int) -> Double {
+        guard failures > 0 else { return 0 }
+        return min(60, Double(1 << min(failures - 1, 6)))
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        let scalars = unicodeScalars
+        let isSpace: (Unicode.Scalar) -> Bool = { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }
+        guard let first = scalars.firstIndex(where: { !isSpace($0) }),
+              let last = scalars.lastIndex(where: { !isSpace($0) }) else { return "" }
+        return String(scalars[first...last])
+    }
+}

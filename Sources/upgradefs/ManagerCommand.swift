@@ -1,0 +1,86 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import UpgradeManager
+
+struct ManagerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "manager",
+        abstract: "Run the node's upgrade manager: apply published upgrades with their scheduling and transform functions.",
+        discussion: """
+        Reads the mount's latest/ and versions/, asks each pending upgrade's SF when, and installs it under \
+        the config's root (docs in README, "The manager"). Reports on the whiteboard through MOUNT/self/. \
+        Runs in the foreground until SIGTERM or SIGINT; an upgrade in flight is finished first. Exit status \
+        78 for a bad config file, 71 when the manager cannot keep its local database.
+        """
+    )
+
+    @Option(help: "Where `upgradefs mount` mounted the server.")
+    var mount: String = "/upgrades"
+
+    @Option(help: "The node's config file (TOML).")
+    var config: String = NodeConfig.defaultPath
+
+    @OptionGroup var logging: LoggingOptions
+
+    func run() async throws {
+        let nodeConfig: NodeConfig
+        do {
+            nodeConfig = try NodeConfig.load(path: config)
+        } catch {
+            printError("upgradefs manager: \(error)")
+            throw ExitCodes.config
+        }
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: mount, isDirectory: &isDirectory), isDirectory.boolValue else {
+            printError("upgradefs manager: --mount \(mount) is not a directory")
+            throw ExitCodes.noInput
+        }
+        var logger = logging.makeLogger("upgradefs.manager")
+        logger[metadataKey: "node.id"] = "\(nodeConfig.node)"
+
+        var crashAt: UpgradeStep?
+        if let step = ProcessInfo.processInfo.environment["UPGRADEFS_MANAGER_CRASH_AT"] {
+            guard let parsed = UpgradeStep(rawValue: step) else {
+                printError("upgradefs manager: UPGRADEFS_MANAGER_CRASH_AT=\(step) is not a step (\(UpgradeStep.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw ExitCodes.usage
+            }
+            crashAt = parsed
+        }
+
+        let stop = StopFlag()
+        let signals = [SIGTERM, SIGINT].map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { stop.set() }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
+
+        let manager: NodeManager
+        do {
+            manager = try NodeManager(config: nodeConfig, mount: mount, logger: logger, crashAt: crashAt,
+                                      shouldStop: { stop.isSet })
+        } catch {
+            printError("upgradefs manager: \(error)")
+            throw ExitCodes.osError
+        }
+        // The loop blocks (programs, fsync): it gets a thread of its own, not one of the async pool's.
+        let failure = await withCheckedContinuation { (continuation: CheckedContinuation<ManagerError?, Never>) in
+            Thread {
+                do throws(ManagerError) {
+                    try manager.run()
+                    continuation.resume(returning: nil)
+                } catch {
+                    continuation.resume(returning: error)
+                }
+            }.start()
+        }
+        if let failure {
+            printError("upgradefs manager: \(failure)")
+            throw ExitCodes.osError
+        }
+    }
+}
