@@ -7,7 +7,7 @@ BIN          = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/upgradefs
 APT_PACKAGES = libfuse3-dev fuse3 libsodium-dev pkg-config libsqlite3-dev curl openssl ca-certificates
 PREFIX      ?= /usr/local
 
-.PHONY: all deps build release test unit-test interop-test demo bench install clean
+.PHONY: all deps build release test unit-test interop-test demo publish-demo bench install clean
 
 all: build
 
@@ -44,13 +44,19 @@ interop-test: build
 examples-test:
 	UPGRADEFS_BIN="$${UPGRADEFS_BIN:-$$(test -x $(BIN) && echo $(BIN))}" sh Tests/examples/run.sh
 
+# The fleet demo: a server, DEMO_NODES nodes (default 4) with their managers and apps, three
+# upgrades (fast-reboot, rolling, canary). publish-demo: one node, publishing and verification.
 demo: build
 	UPGRADEFS_BIN=$(BIN) examples/demo.sh
+
+publish-demo: build
+	UPGRADEFS_BIN=$(BIN) examples/publish-demo.sh
 
 bench: deps
 	$(MAKE) build CONFIG=release
 	UPGRADEFS_BIN=$$($(SWIFT) build -c release --show-bin-path)/upgradefs bench/run.sh
 	UPGRADEFS_BIN=$$($(SWIFT) build -c release --show-bin-path)/upgradefs bench/whiteboard.sh
+	UPGRADEFS_BIN=$$($(SWIFT) build -c release --show-bin-path)/upgradefs bench/fleet.sh
 
 install: release
 	install -m 0755 $$($(SWIFT) build -c release --show-bin-path)/upgradefs $(PREFIX)/bin/upgradefs
