@@ -44,6 +44,14 @@ public final class NodeManager: @unchecked Sendable {
         self.logger = logger
         self.crashAt = crashAt
         self.shouldStop = shouldStop
+        // The mount's self/ is the node whose key it holds; the manager must report as that node.
+        if let link = try? POSIXFiles.readLink(view.selfDirectory) {
+            let target = String(decoding: link, as: UTF8.self)
+            let name = target.split(separator: "/").last.map(String.init) ?? target
+            guard name == config.node else {
+                throw ManagerError("\(view.selfDirectory) points at \(target), but node.toml says node = \"\(config.node)\"")
+            }
+        }
         let ldbDirectory = config.root + "/ldb"
         do {
             for directory in [ldbDirectory + "/sf", ldbDirectory + "/out", installer.generations] {

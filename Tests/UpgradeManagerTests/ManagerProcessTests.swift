@@ -47,7 +47,7 @@ struct ManagerProcessTests {
         try expectWhole(node, at: 2)
     }
 
-    @Test func sigtermStopsTheManagerAndItsRunningSFButNotTheApp() throws {
+    @Test func heartbeatsGoOnWhileAnSFRunsAndSIGTERMStopsTheManagerAndTheSFButNotTheApp() throws {
         let node = try TestNode()
         defer { node.remove() }
         let configFile = try writeConfig(node)
@@ -57,6 +57,9 @@ struct ManagerProcessTests {
         let sfPidFile = node.root + "/ldb/sf/2/pid"
         #expect(TestNode.waitUntil(30) { POSIXFiles.exists(sfPidFile) && node.selfFile("state") == "waiting" })
         let sf = try #require(node.read(sfPidFile).flatMap { pid_t($0.trimmingCharacters(in: .newlines)) })
+        // The heartbeat goes on while the SF runs.
+        let beat = try #require(node.selfFile("heartbeat").flatMap(Int64.init))
+        #expect(TestNode.waitUntil(10) { (node.selfFile("heartbeat").flatMap(Int64.init) ?? 0) > beat })
         let start = Date()
         try manager.stop()
         #expect(Date().timeIntervalSince(start) < 5)

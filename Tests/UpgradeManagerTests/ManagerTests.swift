@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Logging
 import Testing
 import UpgradeFiles
 @testable import UpgradeManager
@@ -277,6 +278,18 @@ struct ManagerTests {
         try manager.tick()
         #expect(node.log.hasPrefix("2026-01-01T00:00:00Z written by someone before\n"))
         #expect(node.log.contains("upgrade 1: done"))
+    }
+
+    @Test func aMountWhoseSelfIsAnotherNodeIsRefused() throws {
+        let node = try TestNode()
+        defer { node.remove() }
+        let config = try node.config("node = \"n2\"")
+        do throws(ManagerError) {
+            _ = try NodeManager(config: config, mount: node.mount, logger: Logger(label: "test"))
+            Issue.record("a manager for n2 started on n1's mount")
+        } catch {
+            #expect(error.description == "\(node.mount)/self points at udb/nodes/n1, but node.toml says node = \"n2\"")
+        }
     }
 
     @Test func aSecondManagerOnTheSameRootIsRefused() throws {
