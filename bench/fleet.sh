@@ -2,7 +2,7 @@
 # bench/fleet.sh — how long a fleet takes to go through a rolling upgrade, K nodes at a time,
 # against the ideal: waves × per-node upgrade time, waves = ceil(nodes / K).
 #
-# One server, BENCH_FLEET_NODES nodes (default 8), each a real node: its own key, FUSE mount,
+# One server, BENCH_FLEET_NODES nodes (default 12), each a real node: its own key, FUSE mount,
 # node.toml, root, manager and counter app (examples/fleet.sh), plus the operator's mount; all
 # on this machine. Version 1 is installed everywhere (fast-reboot). Then, for each K in
 # BENCH_FLEET_K (default "1 2 4"), the operator sets the capacity of udb/locks/counter-rolling
@@ -21,7 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../examples/fleet.sh"
 bin=${UPGRADEFS_BIN:?set UPGRADEFS_BIN to the upgradefs program (make bench does)}
-N=${BENCH_FLEET_NODES:-8}
+N=${BENCH_FLEET_NODES:-12}
 Ks=${BENCH_FLEET_K:-1 2 4}
 limit=${BENCH_FLEET_TIMEOUT:-300}
 app=$(cd "$here/../examples/app" && pwd)
