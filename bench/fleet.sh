@@ -84,7 +84,7 @@ round() {
         if [ $SECONDS -ge $deadline ]; then
             echo "FAILED: only $count of $N nodes run version $v after $limit s; states:" >&2
             snapshot | sort >&2
-            for n in $nodes; do echo "--- $n"; tail -n 3 "$(fleet_mnt "$n")/self/log"; done >&2
+            for n in $nodes; do echo "--- $n"; tail -n 3 "$(fleet_mnt "$n")/self/log" 2>/dev/null || true; done >&2
             exit 1
         fi
         sleep 0.1

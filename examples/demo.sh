@@ -119,6 +119,13 @@ elapsed() { local el; now_us; secs el $((now - demo_start)); echo "$el"; }
 span() { local el; secs el $(($2 - $1)); echo "$el"; }    # FROM TO (microseconds) → seconds
 since() { local el; now_us; secs el $((now - $1)); echo "$el"; }   # MICROSECONDS → seconds since
 
+fail_logs() { # each node's last self/log lines, or its manager's stderr when there are none
+    local n
+    for n in $nodes; do
+        echo "--- $n"
+        tail -n 5 "$(fleet_mnt "$n")/self/log" 2>/dev/null || tail -n 5 "$(fleet_dir "$n")/manager.log" 2>/dev/null || true
+    done
+}
 # watch DESCRIPTION TARGET CONDITION...: show progress until CONDITION holds; fail after $limit s.
 watch() {
     local what=$1 target=$2; shift 2
@@ -132,7 +139,8 @@ watch() {
             finish_display
             echo
             echo "FAILED: $what did not happen within ${limit} s. Last log lines of each node:" >&2
-            for n in $nodes; do echo "--- $n"; tail -n 5 "$(fleet_mnt "$n")/self/log" 2>/dev/null; done >&2
+            fail_logs >&2
+            echo "(FLEET_KEEP=1 keeps the work directory with every log; DEMO_TIMEOUT sets the limit)" >&2
             exit 1
         fi
         sleep 0.3

@@ -34,7 +34,7 @@ fleet_init() { # BIN WORKDIR
     FLEET_SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)   # examples/
 }
 
-fleet_say() { [ "${FLEET_VERBOSE:-0}" = 1 ] && echo "fleet: $*" >&2; return 0; }
+fleet_say() { [ "${FLEET_VERBOSE:-0}" = 1 ] && echo "fleet: ${EPOCHREALTIME:-} $*" >&2; return 0; }
 
 # fleet_wait SECONDS COMMAND...: poll every 0.1 s until COMMAND succeeds; 1 after SECONDS.
 fleet_wait() {
@@ -133,12 +133,22 @@ fleet_at() { [ "$(fleet_version "$1")" = "$2" ] && [ "$(fleet_state "$1")" = run
 
 # --- cleanup ---------------------------------------------------------------------------------------------
 
+# fleet_alive PID: the process exists and is not a zombie (a daemon whose parent is gone may stay
+# a zombie for a while where nothing reaps orphans, e.g. in a container).
+fleet_alive() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    { read -r stat < "/proc/$1/stat"; } 2>/dev/null || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
 fleet_kill() { # PID SECONDS: TERM, wait up to SECONDS, then KILL
     local pid=$1 t=$(($2 * 10))
-    kill -0 "$pid" 2>/dev/null || return 0
+    fleet_alive "$pid" || return 0
     kill -TERM "$pid" 2>/dev/null
-    while kill -0 "$pid" 2>/dev/null && [ $t -gt 0 ]; do sleep 0.1; t=$((t - 1)); done
-    kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid" 2>/dev/null; fleet_say "killed $pid"; }
+    while fleet_alive "$pid" && [ $t -gt 0 ]; do sleep 0.1; t=$((t - 1)); done
+    fleet_alive "$pid" && { kill -KILL "$pid" 2>/dev/null; fleet_say "killed $pid"; }
     wait "$pid" 2>/dev/null
     return 0
 }
@@ -171,6 +181,7 @@ fleet_cleanup() {
         pid=${FLEET_MANAGER_PID[$n]:-}; [ -n "$pid" ] && fleet_kill "$pid" 15
     done
     FLEET_MANAGERS=""
+    fleet_say "managers stopped"
     for n in $FLEET_NODES; do                          # the apps the managers started
         for pidfile in "$(fleet_root "$n")"/gen/*/run/pid; do
             [ -f "$pidfile" ] || continue
@@ -180,14 +191,18 @@ fleet_cleanup() {
             tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q 'counter serve' && fleet_kill "$pid" 5
         done
     done
+    fleet_say "apps stopped"
     for n in $FLEET_NODES; do fleet_unmount "$(fleet_mnt "$n")"; done
+    fleet_say "unmounted"
     for n in $FLEET_NODES; do
         pid=${FLEET_MOUNT_PID[$n]:-}; [ -n "$pid" ] && fleet_kill "$pid" 5
     done
     for n in $FLEET_NODES; do fleet_unmount "$(fleet_mnt "$n")"; done   # a mount that came up late
     FLEET_NODES=""
+    fleet_say "mount processes ended"
     [ -n "$FLEET_SERVER_PID" ] && fleet_kill "$FLEET_SERVER_PID" 10
     FLEET_SERVER_PID=""
+    fleet_say "server stopped"
     if [ "${FLEET_KEEP:-0}" = 1 ]; then
         echo "fleet: kept $FLEET_WORK" >&2
     elif grep -q " $FLEET_WORK/" /proc/mounts; then     # never rm -rf into a mount
