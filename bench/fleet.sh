@@ -30,7 +30,7 @@ case $N in ''|*[!0-9]*|0) echo "BENCH_FLEET_NODES must be a number ≥ 1" >&2; e
 for k in $Ks; do case $k in ''|*[!0-9]*|0) echo "BENCH_FLEET_K: '$k' is not a number ≥ 1" >&2; exit 2 ;; esac; done
 nodes=$(seq -f 'n%g' 1 "$N" | tr '\n' ' ')
 
-fleet_init "$bin" "$(mktemp -d /tmp/upgradefs-bench-fleet.XXXXXX)"
+fleet_init "$bin" "$(mktemp -d "${TMPDIR:-/tmp}/upgradefs-bench-fleet.XXXXXX")"
 trap fleet_cleanup EXIT
 trap 'echo "interrupted: cleaning up" >&2; exit 130' INT TERM
 
@@ -60,6 +60,10 @@ snapshot() {
 #   slot     gen/V created → the SF's after phase ended (ldb/out/sf-V.out: the rolling slot released)
 node_times() { # V → "NODE UPGRADE SLOT" lines
     local n r
+    if [ "$(stat -c %W "$FLEET_WORK")" = 0 ]; then
+        echo "bench/fleet.sh: $FLEET_WORK has no birth times; per-node times need them (TMPDIR on ext4, xfs, btrfs)" >&2
+        return 0
+    fi
     for n in $nodes; do
         r=$(fleet_root "$n")
         printf '%s %s %s %s\n' "$n" "$(stat -c %.9W "$r/gen/$1")" "$(stat -c %.9Y "$r/ldb/out/check-$1.out")" \

@@ -48,10 +48,10 @@ fleet_wait() {
 fleet_now() { date +%s.%N; }
 fleet_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
-fleet_free_port() { # a TCP port nobody listens on, from FLEET_PORT or 27420 up
+fleet_free_port() { # a TCP port nobody listens on at 127.0.0.1, from FLEET_PORT or 27420 up
     local p=${FLEET_PORT:-27420}
     [ -n "${FLEET_PORT:-}" ] && { echo "$p"; return; }
-    while [ -n "$(ss -Hltn "sport = :$p" 2>/dev/null)" ]; do p=$((p + 1)); done
+    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
     echo "$p"
 }
 
