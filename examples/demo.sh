@@ -23,8 +23,9 @@ case $count in ''|*[!0-9]*|0) echo "DEMO_NODES must be a number ≥ 1" >&2; exit
 nodes=$(seq -f 'n%g' 1 "$count" | tr '\n' ' ')
 export LC_ALL=C
 
-fleet_init "$bin" "$(mktemp -d /tmp/upgradefs-fleet-demo.XXXXXX)"
-trap 'finish_display; fleet_cleanup' EXIT
+fleet_init "$bin" "$(mktemp -d "${TMPDIR:-/tmp}/upgradefs-fleet-demo.XXXXXX")"
+req_pids=()        # request senders running in the background
+trap 'finish_display; for p in "${req_pids[@]}"; do kill "$p" 2>/dev/null; done; fleet_cleanup' EXIT
 trap 'echo; echo "interrupted: cleaning up" >&2; exit 130' INT TERM
 demo_start=${EPOCHREALTIME/./}
 op=$(fleet_mnt operator)
@@ -153,7 +154,7 @@ watch() {
 declare -A expected=()
 # requests ROUND: node i gets i+ROUND requests, all nodes at once; each answer must be the next count.
 requests() {
-    local n i k pids=() answer
+    local n i k answer
     for n in $nodes; do expected[$n]=${expected[$n]:-0}; done
     i=0
     for n in $nodes; do
@@ -161,10 +162,11 @@ requests() {
         (
             for _ in $(seq "$k"); do fleet_app "$n" incr > /dev/null || { echo "request to $n failed" >&2; exit 1; }; done
         ) &
-        pids+=($!)
+        req_pids+=($!)
         expected[$n]=$((expected[$n] + k))
     done
-    for i in "${pids[@]}"; do wait "$i" || { echo "FAILED: a request was not answered" >&2; exit 1; }; done
+    for i in "${req_pids[@]}"; do wait "$i" || { echo "FAILED: a request was not answered" >&2; exit 1; }; done
+    req_pids=()
     local line="  requests answered; counts now:"
     for n in $nodes; do
         answer=$(fleet_count "$n")
