@@ -7,7 +7,7 @@ BIN          = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/upgradefs
 APT_PACKAGES = libfuse3-dev fuse3 libsodium-dev pkg-config libsqlite3-dev curl openssl ca-certificates
 PREFIX      ?= /usr/local
 
-.PHONY: all deps build release test unit-test interop-test demo bench install clean
+.PHONY: all deps build release test unit-test interop-test demo publish-demo bench install clean
 
 all: build
 
@@ -28,10 +28,13 @@ release:
 	$(MAKE) build CONFIG=release
 
 # Unit tests, in-process server tests, real FUSE mounts, and python-tuf's
-# ngclient checking the server independently.
+# ngclient checking the server independently. The end-to-end tests run one at a
+# time: they block on real processes, and run side by side on two cores they
+# starve the in-process tests' tasks.
 test: deps build examples-test
 	$(SWIFT) build $(BUILD_FLAGS) --build-tests
-	$(SWIFT) test $(BUILD_FLAGS) --skip-build
+	$(SWIFT) test $(BUILD_FLAGS) --skip-build --skip IntegrationTests
+	$(SWIFT) test $(BUILD_FLAGS) --skip-build --filter IntegrationTests --no-parallel
 	$(MAKE) interop-test
 
 interop-test: build
@@ -44,16 +47,22 @@ interop-test: build
 examples-test:
 	UPGRADEFS_BIN="$${UPGRADEFS_BIN:-$$(test -x $(BIN) && echo $(BIN))}" sh Tests/examples/run.sh
 
+# The fleet demo: a server, DEMO_NODES nodes (default 4) with their managers and apps, three
+# upgrades (fast-reboot, rolling, canary). publish-demo: one node, publishing and verification.
 demo: build
 	UPGRADEFS_BIN=$(BIN) examples/demo.sh
 
-# Release build (upgradefs and the load tool upgradefs-load), then reads through the
-# mount and the whiteboard under load; BENCH_SECTIONS=load for the load part alone.
+publish-demo: build
+	UPGRADEFS_BIN=$(BIN) examples/publish-demo.sh
+
+# Release build (upgradefs and the load tool upgradefs-load), then reads through the mount, the whiteboard
+# under load (BENCH_SECTIONS=load for that part alone), whiteboard latencies, and a fleet's rolling upgrade.
 bench: deps
 	$(MAKE) build CONFIG=release
-bin=$$($(SWIFT) build -c release --show-bin-path); \
+	bin=$$($(SWIFT) build -c release --show-bin-path); \
 	  UPGRADEFS_BIN=$$bin/upgradefs UPGRADEFS_LOAD_BIN=$$bin/upgradefs-load bench/run.sh && \
-	  UPGRADEFS_BIN=$$bin/upgradefs bench/whiteboard.sh
+	  UPGRADEFS_BIN=$$bin/upgradefs bench/whiteboard.sh && \
+	  UPGRADEFS_BIN=$$bin/upgradefs bench/fleet.sh
 
 install: release
 	install -m 0755 $$($(SWIFT) build -c release --show-bin-path)/upgradefs $(PREFIX)/bin/upgradefs
