@@ -61,16 +61,26 @@ enum Harness {
     static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
         let outputPath = FileManager.default.temporaryDirectory.appending(path: "upgradefs-run-\(UUID().uuidString)").path
         defer { unlink(outputPath) }
+        let pid = try spawn(executable, arguments, environment: environment, log: outputPath)
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        return (exitStatus(status), output)
+    }
+
+    /// Starts a process in the background with no signal blocked (Dispatch workers block most, and children
+    /// inherit the mask), stdin from /dev/null, stdout and stderr appended to `log`.
+    static func spawn(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
+                      log: String) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
-        // A child must not inherit this thread's blocked signals (Dispatch workers block most).
         var noSignals = sigset_t()
         sigemptyset(&noSignals)
         posix_spawnattr_setsigmask(&attributes, &noSignals)
@@ -82,11 +92,20 @@ enum Harness {
         var pid: pid_t = 0
         let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
         guard spawned == 0 else { throw HarnessError("cannot run \(executable): \(String(cString: strerror(spawned)))") }
+        return pid
+    }
+
+    /// The exit status of `pid` if it has ended (and reaps it), nil while it runs.
+    static func reap(_ pid: pid_t) -> Int32? {
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        let exited = status & 0x7f == 0
-        return (exited ? (status >> 8) & 0xff : 128 + (status & 0x7f), output)
+        let result = waitpid(pid, &status, WNOHANG)
+        guard result == pid else { return result < 0 ? -1 : nil }
+        return exitStatus(status)
+    }
+
+    /// A wait status as a shell shows it: the exit code, or 128 + the signal.
+    static func exitStatus(_ status: Int32) -> Int32 {
+        status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 
     /// Polls until `condition` holds or `seconds` pass.
@@ -100,27 +119,20 @@ enum Harness {
     }
 
     /// GET over real HTTP; nil if the server cannot be reached.
-    static func get(_ url: String) -> (status: Int, body: Data)? {
-        let result = LockedBox<(Int, Data)?>(nil)
-        let done = DispatchSemaphore(value: 0)
-        var request = URLRequest(url: URL(string: url)!)
-        request.timeoutInterval = 5
-        URLSession.shared.dataTask(with: request) { data, response, _ in
-            if let http = response as? HTTPURLResponse { result.value = (http.statusCode, data ?? Data()) }
-            done.signal()
-        }.resume()
-        done.wait()
-        return result.value
-    }
+    static func get(_ url: String) -> (status: Int, body: Data)? { request(url) }
 
     /// POST over real HTTP; nil if the server cannot be reached.
-    static func post(_ url: String, _ body: [UInt8]) -> (status: Int, body: Data)? {
+    static func post(_ url: String, _ body: [UInt8]) -> (status: Int, body: Data)? { request(url, post: body) }
+
+    private static func request(_ url: String, post body: [UInt8]? = nil) -> (status: Int, body: Data)? {
         let result = LockedBox<(Int, Data)?>(nil)
         let done = DispatchSemaphore(value: 0)
         var request = URLRequest(url: URL(string: url)!)
-        request.httpMethod = "POST"
-        request.setValue("application/json", forHTTPHeaderField: "Content-Type")
-        request.httpBody = Data(body)
+        if let body {
+            request.httpMethod = "POST"
+            request.setValue("application/json", forHTTPHeaderField: "Content-Type")
+            request.httpBody = Data(body)
+        }
         request.timeoutInterval = 5
         URLSession.shared.dataTask(with: request) { data, response, _ in
             if let http = response as? HTTPURLResponse { result.value = (http.statusCode, data ?? Data()) }

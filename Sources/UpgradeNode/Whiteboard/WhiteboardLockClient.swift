@@ -86,21 +86,14 @@ public final class WhiteboardLockClient: Sendable {
             logger.error("whiteboard journal: cannot sign a lock operation", metadata: ["udb.path": "\(path)", "error": "\(error)"])
             return .failure(Failure(errno: EIO, message: "\(error)"))
         }
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(signed.body)
-        let status: Int
-        let body: [UInt8]
+        let answer: (status: Int, body: [UInt8])
         do {
-            let response = try await http.execute(request, timeout: timeout, logger: logger)
-            status = Int(response.status.code)
-            body = Array(try await response.body.collect(upTo: 64 << 10).readableBytesView)
+            answer = try await http.postWhiteboardRequest(signed.body, to: url, timeout: timeout, logger: logger)
         } catch {
             return .failure(Failure(errno: EHOSTUNREACH, message: "server unreachable: \(error)"))
         }
-        return Self.interpret(status: status, body: body, nonce: signed.nonce, serverKey: serverKey, op: op, path: path,
-                              logger: logger)
+        return Self.interpret(status: answer.status, body: answer.body, nonce: signed.nonce, serverKey: serverKey, op: op,
+                              path: path, logger: logger)
     }
 
     private func blocking(_ body: @escaping @Sendable () async -> Result<Int64, Failure>) -> Result<Int64, Failure> {

@@ -140,20 +140,26 @@ public actor WhiteboardSender {
     }
 
     private func send(_ entry: WhiteboardJournal.Entry) async -> WhiteboardDeliveryOutcome {
-        var request = HTTPClientRequest(url: url)
-        request.method = .POST
-        request.headers.add(name: "Content-Type", value: "application/json")
-        request.body = .bytes(entry.body)
-        let status: Int
-        let body: [UInt8]
+        let answer: (status: Int, body: [UInt8])
         do {
-            let response = try await http.execute(request, timeout: requestTimeout, logger: logger)
-            status = Int(response.status.code)
-            body = Array(try await response.body.collect(upTo: 64 << 10).readableBytesView)
+            answer = try await http.postWhiteboardRequest(entry.body, to: url, timeout: requestTimeout, logger: logger)
         } catch {
             return .retry("server unreachable: \(error)")
         }
-        return WhiteboardDeliveryOutcome.classify(status: status, body: body, nonce: entry.nonce, serverKey: serverKey)
+        return WhiteboardDeliveryOutcome.classify(status: answer.status, body: answer.body, nonce: entry.nonce, serverKey: serverKey)
+    }
+}
+
+extension HTTPClient {
+    /// POSTs a signed request to `/v1/udb/apply`; the answer's status and body (at most 64 KiB).
+    func postWhiteboardRequest(_ body: [UInt8], to url: String, timeout: TimeAmount, logger: Logger) async throws
+        -> (status: Int, body: [UInt8]) {
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(body)
+        let response = try await execute(request, timeout: timeout, logger: logger)
+        return (Int(response.status.code), Array(try await response.body.collect(upTo: 64 << 10).readableBytesView))
     }
 }
 
