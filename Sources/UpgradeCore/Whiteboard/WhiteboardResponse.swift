@@ -11,6 +11,8 @@ public enum WhiteboardServerSignature {
     public static func signingBytes(_ value: JSONValue) -> [UInt8] { domain + value.canonicalBytes() }
 
     public static func sign(_ value: JSONValue, key: some Ed25519Signing) -> [UInt8] { key.sign(signingBytes(value)) }
+    /// Signs a body that is already canonical JSON (so a server builds the bytes once for signature and body).
+    public static func sign(canonicalBody body: [UInt8], key: some Ed25519Signing) -> [UInt8] { key.sign(domain + body) }
 
     public static func isValid(_ value: JSONValue, signature: [UInt8], publicKey: [UInt8], verifier: some Ed25519Verifying) -> Bool {
         verifier.isValid(signature: signature, message: signingBytes(value), publicKey: publicKey)

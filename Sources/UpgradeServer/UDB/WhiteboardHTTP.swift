@@ -162,11 +162,11 @@ struct WhiteboardHTTP: Sendable {
     // MARK: - Helpers
 
     private func signedView(_ view: WhiteboardView) -> Response {
-        let json = view.toJSON()
-        let signature = WhiteboardServerSignature.sign(json, key: signingKey)
+        let body = view.toJSON().canonicalBytes()  // built once: what is signed is exactly what is sent
+        let signature = WhiteboardServerSignature.sign(canonicalBody: body, key: signingKey)
         var headers: HTTPFields = [.contentType: "application/json"]
         headers[HTTPField.Name(WhiteboardServerSignature.headerName)!] = WhiteboardServerSignature.header(keyID: keyID, signature: signature)
-        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: json.canonicalBytes())))
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 
     static func error(_ body: WhiteboardErrorBody) -> Response {
