@@ -55,18 +55,21 @@ snapshot() {
 }
 
 # Per-node times of upgrade V, from the node's own files (nanosecond times, no polling):
-#   upgrade  gen/V was created (staging, right after the SF's go) → the last run of the check ended
+#   upgrade  the upgrade began — the old version's stop, right after the SF's go (ldb/out/stop-(V-1).out
+#            created; gen/V created when there was nothing to stop) → the last run of the check ended
 #            (ldb/out/check-V.out); the commit follows at once
-#   slot     gen/V created → the SF's after phase ended (ldb/out/sf-V.out: the rolling slot released)
+#   slot     the upgrade began → the SF's after phase ended (ldb/out/sf-V.out: the rolling slot released)
 node_times() { # V → "NODE UPGRADE SLOT" lines
-    local n r
+    local n r began
     if [ "$(stat -c %W "$FLEET_WORK")" = 0 ]; then
         echo "bench/fleet.sh: $FLEET_WORK has no birth times; per-node times need them (TMPDIR on ext4, xfs, btrfs)" >&2
         return 0
     fi
     for n in $nodes; do
         r=$(fleet_root "$n")
-        printf '%s %s %s %s\n' "$n" "$(stat -c %.9W "$r/gen/$1")" "$(stat -c %.9Y "$r/ldb/out/check-$1.out")" \
+        began=$r/ldb/out/stop-$(($1 - 1)).out
+        [ -e "$began" ] || began=$r/gen/$1
+        printf '%s %s %s %s\n' "$n" "$(stat -c %.9W "$began")" "$(stat -c %.9Y "$r/ldb/out/check-$1.out")" \
             "$(stat -c %.9Y "$r/ldb/out/sf-$1.out")"
     done | awk '{ printf "%s %.3f %.3f\n", $1, $3 - $2, $4 - $2 }'
 }

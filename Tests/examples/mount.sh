@@ -86,15 +86,22 @@ echo 2 > "$(udb operator)/locks/counter-rolling/capacity" || fail "the operator 
 wait_for 20 grep -qx 2 "$(udb n3)/locks/counter-rolling/capacity" || fail "n3 does not see the capacity"
 decide "takes slot 1 of 2" 0 n1 rolling
 decide "takes slot 2 of 2" 0 n2 rolling
-decide "the semaphore is full (EBUSY)" 75 n3 rolling
-says "rolling on n3: full" "counter-rolling is full" "$(runsf n3 rolling)"
+decide "the semaphore is full (EBUSY)" 75 n3 rolling ROLLING_WAIT=0
+says "rolling on n3: full" "counter-rolling is full" "$(runsf n3 rolling ROLLING_WAIT=0)"
 decide "holding already (EEXIST)" 0 n1 rolling
 says "rolling on n1: held" "already holding" "$(runsf n1 rolling)"
+# n3 watches the full lock; n1's release (through another mount and the server) hands it the slot
+runsf n3 rolling ROLLING_WAIT=15 > "$work/n3-waits.out" & waiter=$!
+sleep 1
 decide "after phase releases" 0 n1 rolling UPGRADEFS_PHASE=after UPGRADEFS_RESULT=done
+wait "$waiter"; rc=$?
+if [ "$rc" = 0 ]; then pass; else fail "n3 waiting in rolling did not get the freed slot: exit $rc: $(cat "$work/n3-waits.out")"; fi
+says "rolling on n3: took it after waiting" "after waiting" "$(cat "$work/n3-waits.out")"
+decide "after phase releases n3's slot" 0 n3 rolling UPGRADEFS_PHASE=after UPGRADEFS_RESULT=done
 decide "a released slot is free" 0 n3 rolling
 decide "after phase when not holding" 0 n1 rolling UPGRADEFS_PHASE=after UPGRADEFS_RESULT=done
 decide "a lock without capacity holds 1" 0 n1 rolling ROLLING_LOCK=counter-one
-decide "... and is full with 1" 75 n2 rolling ROLLING_LOCK=counter-one
+decide "... and is full with 1" 75 n2 rolling ROLLING_LOCK=counter-one ROLLING_WAIT=0
 
 # a node's writes decide another node's SF
 decide "big-flip: second half waits for the first" 75 n3 big-flip "BIGFLIP_FIRST=n1 n2"

@@ -318,6 +318,10 @@ says "... with a message" "no lock nope" "$(runsf rolling n1 ROLLING_LOCK=nope)"
 stub=$work/stub; mkdir -p "$stub"
 cat > "$stub/mkdir" <<'STUB'
 #!/bin/sh
+if [ -n "${STUB_BUSY_TIMES:-}" ]; then      # fail that many times, then succeed
+    n=$(cat "$STUB_MKDIR_COUNT" 2>/dev/null || echo 0); echo $((n + 1)) > "$STUB_MKDIR_COUNT"
+    [ "$n" -ge "$STUB_BUSY_TIMES" ] && exit 0
+fi
 echo "mkdir: cannot create directory '$1': $STUB_ERR" >&2; exit 1
 STUB
 cat > "$stub/rmdir" <<'STUB'
@@ -328,7 +332,11 @@ echo "rmdir: failed to remove '$1': No route to host" >&2; exit 1
 STUB
 printf '#!/bin/sh\nexit 0\n' > "$stub/sleep"
 chmod +x "$stub/mkdir" "$stub/rmdir" "$stub/sleep"
-decide "full (EBUSY) waits" 75 rolling n1 PATH="$stub:$PATH" "STUB_ERR=Device or resource busy"
+decide "full (EBUSY) waits" 75 rolling n1 PATH="$stub:$PATH" "STUB_ERR=Device or resource busy" ROLLING_WAIT=1
+decide "full with ROLLING_WAIT=0 says not yet at once" 75 rolling n1 PATH="$stub:$PATH" "STUB_ERR=Device or resource busy" ROLLING_WAIT=0
+decide "full, then a slot frees while it watches: goes" 0 rolling n1 PATH="$stub:$PATH" "STUB_ERR=Device or resource busy" \
+    STUB_BUSY_TIMES=2 STUB_MKDIR_COUNT="$work/mkdir-count"
+same "... three mkdir tries" 3 "$(cat "$work/mkdir-count")"
 decide "server unreachable (EHOSTUNREACH) waits" 75 rolling n1 PATH="$stub:$PATH" "STUB_ERR=No route to host"
 decide "forbidden (EACCES) is an SF failure" 1 rolling n1 PATH="$stub:$PATH" "STUB_ERR=Permission denied"
 decide "after phase retries an unreachable server" 0 rolling n1 PATH="$stub:$PATH" STUB_COUNT="$work/rmdir-count" UPGRADEFS_PHASE=after
