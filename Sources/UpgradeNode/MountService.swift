@@ -181,7 +181,8 @@ struct Whiteboard {
                                           logger: logger)
         let fileSystem = self.fileSystem
         follower = WhiteboardFollower(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger,
-                                      holdersChanged: { fileSystem.holdersChanged($0, replacingAll: $1, revision: $2) })
+                                      holdersChanged: { fileSystem.holdersChanged($0, replacingAll: $1, revision: $2) },
+                                      filesChanged: { fileSystem.filesChanged($0) })
     }
 
     /// Starts delivering, following, and fencing uncertain lock acquisitions (on a thread of its own: it blocks

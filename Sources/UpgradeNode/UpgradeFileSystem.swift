@@ -36,7 +36,10 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
         await rebuild()
     }
 
-    func attach(_ fuseMount: FuseMount) { mount.withLock { $0 = fuseMount } }
+    func attach(_ fuseMount: FuseMount) {
+        mount.withLock { $0 = fuseMount }
+        whiteboard?.attach(fuseMount)
+    }
 
     /// Re-reads the trusted targets and tells the kernel which names changed.
     func rebuild() async {

@@ -88,9 +88,12 @@ enum Posix {
         let grep = try Harness.run("/bin/sh", ["-c", "grep -l upgrading \(fleet.operator.path("udb"))/nodes/*/state"])
         #expect(grep.output.contains("nodes/n1/state"))
 
-        // A deletion travels too.
+        // A deletion travels too; writing the name again on n2 right after (while n2's kernel may still know the
+        // name) makes the file again.
         #expect(Posix.unlink(n1.path("udb/shared/rollout-note")) == 0)
         #expect(Harness.waitUntil(10) { Posix.read(n2.path("udb/shared/rollout-note")) == nil })
+        #expect(Posix.write(n2.path("udb/shared/rollout-note"), "wave 2\n") == 0)
+        #expect(Harness.waitUntil(10) { Posix.read(n1.path("udb/shared/rollout-note")) == "wave 2\n" })
 
         // And the server's view says the same.
         let status = try Harness.run(Harness.binary, ["status", "--state", fleet.server.state.path])
@@ -195,9 +198,13 @@ enum Posix {
         #expect(Posix.mkdir(fleet["n2"].path("udb/locks/solo/n2")) == EBUSY)  // default capacity 1
         #expect(Posix.rmdir(fleet["n2"].path("udb/locks/solo/n1")) == EACCES)  // n1's holder, not n2's
         #expect(Posix.rmdir(fleet["n2"].path("udb/locks/solo/n2")) == ENOENT)
-        // The operator releases a stuck holder.
+        // The operator releases a stuck holder (n1 has just looked at its holder, so its kernel knew the name).
+        var info = stat()
+        #expect(stat(fleet["n1"].path("udb/locks/solo/n1"), &info) == 0)
         #expect(Posix.rmdir(fleet.operator.path("udb/locks/solo/n1")) == 0)
         #expect(Posix.mkdir(fleet["n2"].path("udb/locks/solo/n2")) == 0)
+        // n1 asks again at once: full — not "File exists", which an SF would take for "I hold it".
+        #expect(Posix.mkdir(fleet["n1"].path("udb/locks/solo/n1")) == EBUSY)
         // Acquire and release in a tight loop: the change feed's answers about earlier rounds, arriving late, never
         // hide the holder just acquired (each rmdir finds it).
         let tight = fleet["n3"].path("udb/locks/tight/n3")

@@ -11,8 +11,9 @@ import UpgradeCore
 /// made durable in the journal before it returns (one whiteboard update per write call: the file's whole new
 /// content); the sender delivers it. `mkdir`/`rmdir` of `locks/NAME/HOLDER` go to the server at once.
 ///
-/// Attributes and entries are never cached by the kernel (timeouts 0, direct I/O), so a read always shows the
-/// current view; the follower keeps that view within about a second of the server.
+/// File contents and attributes are never cached by the kernel (timeout 0, direct I/O), so a read always shows
+/// the current view; names and directory attributes are kept for a second. The follower keeps the view within
+/// about a second of the server.
 public final class WhiteboardFileSystem: Sendable {
     /// Inodes from here on are the whiteboard's (the bundle tree numbers from 1 upwards).
     public static let inodeBase: UInt64 = 1 << 40
@@ -35,6 +36,8 @@ public final class WhiteboardFileSystem: Sendable {
     private let files = Mutex(OpenFiles())
     /// Serializes read-modify-write of appends, so two descriptors appending to one file both land.
     private let appendLock = Mutex(())
+    /// The kernel mount, for dropping names another node deleted.
+    private let fuse = Mutex<FuseMount?>(nil)
 
     public init(node: String, journal: WhiteboardJournal, locks: WhiteboardLockClient,
                 wakeSender: @escaping @Sendable () -> Void, logger: Logger) {
@@ -52,6 +55,21 @@ public final class WhiteboardFileSystem: Sendable {
         holders.withLock { table in
             if replacingAll { table.forgetOlder(than: revision) }
             for holder in changed { table.record(holder.path, held: !holder.released, revision: holder.revision) }
+        }
+    }
+
+    func attach(_ fuseMount: FuseMount) { fuse.withLock { $0 = fuseMount } }
+
+    /// Files the follower saw change on the server: the kernel forgets the names of those now gone, so a
+    /// `stat` or a write right after another node's delete does not meet a name the kernel still keeps.
+    /// (Called from the follower's task, never from a FUSE request.)
+    public func filesChanged(_ paths: [String]) {
+        guard let fuse = fuse.withLock({ $0 }) else { return }
+        for path in paths where (try? view(path)) == nil {
+            let parent = path.split(separator: "/").dropLast().joined(separator: "/")
+            guard let parentIno = inodes.withLock({ $0.existingInode(for: parent) }),
+                  let name = path.split(separator: "/").last else { continue }
+            fuse.invalidateEntry(parent: parentIno, name: String(name))
         }
     }
 
@@ -175,9 +193,9 @@ public final class WhiteboardFileSystem: Sendable {
     }
 
     public func getattr(ino: UInt64) throws(FuseError) -> (FuseAttributes, timeout: Double) {
-        if ino == Self.selfInode { return (attributes(ino, .symlink), 0) }
+        if ino == Self.selfInode { return (attributes(ino, .symlink), Self.nameTimeout) }
         guard let path = inodes.withLock({ $0.path(of: ino) }), let item = try item(at: path) else { throw FuseError.noEntry }
-        return (attributes(ino, item), 0)
+        return (attributes(ino, item), Self.isHolderPath(path) ? 0 : Self.attributeTimeout(item))
     }
 
     public func readlink(ino: UInt64) throws(FuseError) -> String {
@@ -197,9 +215,21 @@ public final class WhiteboardFileSystem: Sendable {
 
     public func open(ino: UInt64, flags: Int32) throws(FuseError) -> FuseOpenResult {
         guard let path = inodes.withLock({ $0.path(of: ino) }) else { throw FuseError.noEntry }
-        guard let item = try item(at: path) else { throw FuseError.noEntry }
-        guard case .file = item else { throw FuseError.isDirectory }
         let writing = flags & O_ACCMODE != O_RDONLY
+        switch try item(at: path) {
+        case .file?: break
+        case nil where writing:
+            // Deleted by another node while the kernel still knew the name (names are kept a second): a write
+            // makes the file again, as it would have through create.
+            try authorize(.put, path)
+            let handle = files.withLock {
+                $0.open(OpenFile(ino: ino, path: path, content: [], writable: true, append: flags & O_APPEND != 0,
+                                 uncommittedTruncate: true))
+            }
+            return FuseOpenResult(fileHandle: handle, keepCache: false, directIO: true)
+        case nil: throw FuseError.noEntry
+        default: throw FuseError.isDirectory
+        }
         if writing { try authorize(.put, path) }
         let truncate = writing && flags & O_TRUNC != 0
         let content = truncate ? [] : (try view(path) ?? [])
@@ -387,7 +417,28 @@ public final class WhiteboardFileSystem: Sendable {
     }
 
     private func entry(_ ino: UInt64, _ item: Item) -> FuseEntry {
-        FuseEntry(attributes: attributes(ino, item), entryTimeout: 0, attributeTimeout: 0)
+        // A lock holder's name is never kept: after another node (or the TTL) released it, a kept name would make
+        // mkdir fail with EEXIST in the kernel, and an SF would take that for "I hold it".
+        let isHolder = inodes.withLock { $0.path(of: ino) }.map(Self.isHolderPath) ?? false
+        return FuseEntry(attributes: attributes(ino, item), entryTimeout: isHolder ? 0 : Self.nameTimeout,
+                         attributeTimeout: isHolder ? 0 : Self.attributeTimeout(item))
+    }
+
+    static func isHolderPath(_ path: String) -> Bool {
+        if case .lockHolder? = (try? WhiteboardPath(path))?.kind { return true }
+        return false
+    }
+
+    /// How long the kernel may keep a whiteboard name (dentry) or a directory's or link's attributes (lock holders
+    /// excepted). A name another node deleted may stay visible to `stat` that long (reading it fails at once,
+    /// writing it makes it again, listings are never cached); the path walk through `self -> udb/nodes/NODE`
+    /// then costs one request instead of six.
+    static let nameTimeout = 1.0
+
+    /// Files' attributes are never cached: their size changes with every write, from any node.
+    static func attributeTimeout(_ item: Item) -> Double {
+        if case .file = item { return 0 }
+        return nameTimeout
     }
 
     private func attributes(_ ino: UInt64, _ item: Item) -> FuseAttributes {
@@ -421,6 +472,9 @@ struct InodeTable {
     }
 
     func path(of ino: UInt64) -> String? { pathOfInode[ino] }
+
+    /// The inode of `path` if the kernel was ever told of it (nil: it cannot have a cached name).
+    func existingInode(for path: String) -> UInt64? { inodeOfPath[path] }
 }
 
 /// Lock holders as last known, with the server revision each fact is from: this node's own lock operations and the

@@ -25,17 +25,21 @@ public actor WhiteboardFollower {
     private let logger: Logger
     private var backoff: WhiteboardBackoff
     private let holdersChanged: @Sendable (_ changed: [WhiteboardHolder], _ replacingAll: Bool, _ revision: Int64) -> Void
+    private let filesChanged: @Sendable (_ paths: [String]) -> Void
 
     /// - Parameters:
     ///   - serverKey: the TUF root's timestamp key, which signs every whiteboard read.
     ///   - pollTimeout: the deadline of one long poll; longer than the server's (25 s by default).
     ///   - holdersChanged: told of every holder change (all holders, `replacingAll`, after a snapshot), with the
     ///     revision of the answer.
+    ///   - filesChanged: told of the paths each change-feed answer brought (written or deleted).
     public init(journal: WhiteboardJournal, baseURL: String, http: HTTPClient, serverKey: [UInt8],
                 pollTimeout: TimeAmount = .seconds(35), backoff: WhiteboardBackoff = WhiteboardBackoff(), logger: Logger,
                 holdersChanged: @escaping @Sendable (_ changed: [WhiteboardHolder], _ replacingAll: Bool, _ revision: Int64) -> Void
-                    = { _, _, _ in }) {
+                    = { _, _, _ in },
+                filesChanged: @escaping @Sendable (_ paths: [String]) -> Void = { _ in }) {
         self.holdersChanged = holdersChanged
+        self.filesChanged = filesChanged
         self.journal = journal
         self.baseURL = baseURL
         self.http = http
@@ -86,6 +90,7 @@ public actor WhiteboardFollower {
                 if holder.released { holders[holder.path] = nil } else { holders[holder.path] = holder }
             }
             if !view.holders.isEmpty { holdersChanged(view.holders, false, view.revision) }
+            if !view.files.isEmpty { filesChanged(view.files.map(\.path)) }
         }
         lastError = nil
     }
