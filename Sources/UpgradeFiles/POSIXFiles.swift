@@ -72,6 +72,14 @@ public enum POSIXFiles {
     }
 
     /// Reads a whole (small) file.
+    /// Reads a secret (a key file), with its permission bits when others may read or write it (the callers warn;
+    /// such a key still works).
+    public static func readSecret(_ path: String, limit: Int) throws(FileError) -> (bytes: [UInt8], looseMode: mode_t?) {
+        var st = stat()
+        guard stat(path, &st) == 0 else { throw FileError("stat", path) }
+        return (try readFile(path, limit: limit), st.st_mode & 0o077 != 0 ? st.st_mode & 0o7777 : nil)
+    }
+
     public static func readFile(_ path: String, limit: Int = 64 << 20) throws(FileError) -> [UInt8] {
         let fd = try open(path, O_RDONLY | O_NOFOLLOW)
         defer { close(fd) }
@@ -187,21 +195,7 @@ public enum POSIXFiles {
 
     /// Names in a directory, without `.` and `..`.
     public static func listDirectory(_ path: String) throws(FileError) -> [String] {
-        guard let dir = opendir(path) else { throw FileError("opendir", path) }
-        defer { closedir(dir) }
-        var names: [String] = []
-        errno = 0
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                let bytes = raw.bindMemory(to: UInt8.self)
-                let length = bytes.firstIndex(of: 0) ?? bytes.count
-                return Array(bytes[0..<length])
-            }
-            if name == [0x2E] || name == [0x2E, 0x2E] { continue }
-            names.append(String(decoding: name, as: UTF8.self))
-            errno = 0
-        }
-        return names
+        try listDirectoryBytes(path).map { String(decoding: $0, as: UTF8.self) }
     }
 
     /// Names in a directory as raw bytes (file names need not be UTF-8).

@@ -72,26 +72,21 @@ public struct NodeKeyFile: Sendable {
 
     /// Reads and checks a node key file. Permissions wider than 0600 are logged as a warning, not refused.
     public static func load(from path: String, logger: Logger? = nil) throws(NodeKeyFileError) -> NodeKeyFile {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
-            if errno == ENOENT {
-                throw NodeKeyFileError(path: path, problem: "does not exist (create one with `upgradefs keygen --node NAME --out \(path)`)")
-            }
-            throw NodeKeyFileError(path: path, problem: "cannot read: \(String(cString: strerror(errno)))")
-        }
-        if st.st_mode & 0o077 != 0 {
-            logger?.warning(
-                "node key file is readable or writable by others; it should be mode 0600",
-                metadata: ["key.path": .string(path), "key.mode": .string(String(st.st_mode & 0o7777, radix: 8))])
-        }
-        var bytes: [UInt8]
+        var secret: (bytes: [UInt8], looseMode: mode_t?)
         do {
-            bytes = try POSIXFiles.readFile(path, limit: 64 << 10)
+            secret = try POSIXFiles.readSecret(path, limit: 64 << 10)
+        } catch where error.isNotFound {
+            throw NodeKeyFileError(path: path, problem: "does not exist (create one with `upgradefs keygen --node NAME --out \(path)`)")
         } catch {
             throw NodeKeyFileError(path: path, problem: "cannot read: \(error)")
         }
-        defer { Sodium.wipe(&bytes) }
-        return try parse(bytes, path: path)
+        if let mode = secret.looseMode {
+            logger?.warning(
+                "node key file is readable or writable by others; it should be mode 0600",
+                metadata: ["key.path": .string(path), "key.mode": .string(String(mode, radix: 8))])
+        }
+        defer { Sodium.wipe(&secret.bytes) }
+        return try parse(secret.bytes, path: path)
     }
 
     /// Parses a node key file's bytes.

@@ -103,27 +103,22 @@ public struct ServerKeyFile: Sendable {
     }
 
     /// Reads and checks a key file. Permissions wider than 0600 are logged as a
-    /// warning (and returned in `warnings`), not refused.
+    /// warning, not refused.
     public static func load(from path: String, logger: Logger? = nil) throws(ServerKeyFileError) -> ServerKeyFile {
-        var st = stat()
-        guard stat(path, &st) == 0 else {
-            if errno == ENOENT {
-                throw ServerKeyFileError(path: path, problem: "does not exist (create one with `upgradefs keygen --out \(path)`)")
-            }
-            throw ServerKeyFileError(path: path, problem: "cannot read: \(String(cString: strerror(errno)))")
-        }
-        if st.st_mode & 0o077 != 0 {
-            logger?.warning(
-                "server key file is readable or writable by others; it should be mode 0600",
-                metadata: ["key.path": .string(path), "key.mode": .string(String(st.st_mode & 0o7777, radix: 8))])
-        }
-        let bytes: [UInt8]
+        let secret: (bytes: [UInt8], looseMode: mode_t?)
         do {
-            bytes = try POSIXFiles.readFile(path, limit: 1 << 20)
+            secret = try POSIXFiles.readSecret(path, limit: 1 << 20)
+        } catch where error.isNotFound {
+            throw ServerKeyFileError(path: path, problem: "does not exist (create one with `upgradefs keygen --out \(path)`)")
         } catch {
             throw ServerKeyFileError(path: path, problem: "cannot read: \(error)")
         }
-        return try parse(bytes, path: path)
+        if let mode = secret.looseMode {
+            logger?.warning(
+                "server key file is readable or writable by others; it should be mode 0600",
+                metadata: ["key.path": .string(path), "key.mode": .string(String(mode, radix: 8))])
+        }
+        return try parse(secret.bytes, path: path)
     }
 
     /// Parses a key file's bytes and checks that the initial root names exactly these keys.

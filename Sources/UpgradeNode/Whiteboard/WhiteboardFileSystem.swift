@@ -298,7 +298,7 @@ public final class WhiteboardFileSystem: Sendable {
 
     public func release(fileHandle: UInt64) {
         guard let file = files.withLock({ $0.close(fileHandle) }) else { return }
-        if file.uncommittedTruncate && files.withLock({ $0.isOpen(path: file.path) }) == false {
+        if file.uncommittedTruncate && !files.withLock({ $0.isOpen(path: file.path) }) {
             logger.notice("a truncation without content was not written: the file cannot be empty",
                           metadata: ["udb.path": "\(file.path)"])
         }

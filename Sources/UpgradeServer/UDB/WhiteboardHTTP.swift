@@ -120,11 +120,10 @@ struct WhiteboardHTTP: Sendable {
     }
 
     /// `GET /metrics` (Prometheus text format).
-    /// Releases holders whose node's heartbeat is older than the lock TTL (logged and counted by the observer).
+    /// Releases holders whose node's heartbeat is older than the lock TTL, logged and counted (the caller wakes
+    /// the long polls).
     func releaseExpiredHolders() async throws {
-        let released = try await store.releaseExpiredHolders()
-        Self.report(expired: released, counters: counters, logger: logger)
-        if !released.isEmpty { notifier.publish(Int(try await store.revision())) }
+        Self.report(expired: try await store.releaseExpiredHolders(), counters: counters, logger: logger)
     }
 
     static func report(expired released: [WhiteboardHolder], counters: WhiteboardCounters, logger: Logger) {
@@ -227,7 +226,7 @@ struct WhiteboardService: Service {
             try await Task.sleep(for: Self.checkInterval)
             do {
                 try await whiteboard.releaseExpiredHolders()
-                // Also wakes long polls for changes other processes made (`upgradefs enroll`).
+                // Wakes long polls for those releases and for changes other processes made (`upgradefs enroll`).
                 whiteboard.notifier.publish(Int(try await whiteboard.store.revision()))
             } catch is CancellationError {
                 return
