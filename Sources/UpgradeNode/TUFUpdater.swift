@@ -133,7 +133,6 @@ public actor TUFUpdater {
             throw TUFFetchError.missing("timestamp.json")
         }
         guard try acceptTimestamp(timestampBytes) else { return false }
-        try cache.storeMetadata("timestamp", timestampBytes)
 
         // 3. Snapshot, at the version (and hash/length, if given) the timestamp names.
         let snapshotMeta = trusted.timestamp!.snapshot
@@ -143,7 +142,6 @@ public actor TUFUpdater {
             throw TUFFetchError.missing("\(snapshotMeta.version).snapshot.json")
         }
         try trusted.updateSnapshot(snapshotBytes)
-        try cache.storeMetadata("snapshot", snapshotBytes)
 
         // 4. Targets, at the version the snapshot names.
         guard let targetsMeta = trusted.snapshot!.meta["targets.json"] else {
@@ -155,7 +153,12 @@ public actor TUFUpdater {
             throw TUFFetchError.missing("\(targetsMeta.version).targets.json")
         }
         try trusted.updateTargets(targetsBytes)
+        // Stored only once all three verified, timestamp last: a refresh that fails half way must not leave a
+        // timestamp on disk whose snapshot and targets are not there (after a restart with the server away,
+        // the node would show nothing instead of what it verified before).
+        try cache.storeMetadata("snapshot", snapshotBytes)
         try cache.storeMetadata("targets", targetsBytes)
+        try cache.storeMetadata("timestamp", timestampBytes)
         return true
     }
 

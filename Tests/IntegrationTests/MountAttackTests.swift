@@ -59,6 +59,34 @@ struct MountAttackTests {
         #expect(again.text("latest") == "1\n")
     }
 
+    /// Around item 1: a refresh that stops half way (the snapshot the new timestamp names cannot be had) must
+    /// leave the node's cache as it was, so that after a restart with the server away it shows what it verified.
+    @Test func restartWithTheServerAwayAfterAHalfFinishedRefreshShowsWhatWasVerified() throws {
+        guard Harness.canMount else { return }
+        let server = try TestServer()
+        let work = try Harness.temporaryDirectory("bundles")
+        defer { try? FileManager.default.removeItem(at: work) }
+        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        let first = try TestMount()
+        #expect(try first.start(server.source) == nil, "mount failed: \(first.log)")
+        first.unmount()
+        try server.publish(TestBundle(in: work, name: "v2", version: 2, files: ["payload/x": Array("y\n".utf8)]))
+        let halfMirror = try StaticMirror(copying: server.state.appending(path: "metadata")) { metadata in
+            let timestamp = try JSONValue.parse(Array(try Data(contentsOf: metadata.appending(path: "timestamp.json"))))
+            let named = try #require(timestamp["signed"]?["meta"]?["snapshot.json"]?["version"]?.intValue)
+            try FileManager.default.removeItem(at: metadata.appending(path: "\(named).snapshot.json"))
+        }
+        let second = try TestMount(cache: first.cache)
+        #expect(try second.start(halfMirror.source(id: server.id)) == nil, "mount from cache failed: \(second.log)")
+        #expect(second.text("latest") == "1\n")
+        second.unmount()
+
+        let third = try TestMount(cache: first.cache)
+        defer { third.unmount() }
+        #expect(try third.start("127.0.0.1:\(Harness.freePort()),\(server.id)") == nil, "mount from cache failed: \(third.log)")
+        #expect(third.text("latest") == "1\n", "\(third.log)")
+    }
+
     /// Item 3: a plain static mirror answers /v1/notify with 404; the mount used to retry about 70 times a
     /// second. It now polls the timestamp at a modest pace.
     @Test func staticMirrorWithoutNotifyIsPolledAtAModestRateNotHammered() throws {
