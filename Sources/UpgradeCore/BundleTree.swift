@@ -12,7 +12,7 @@ public struct BundleTree: Sendable {
         case file(path: String, target: TargetFile, mode: UInt32)
         /// A published symbolic link (target inside the bundle, checked by the server).
         case symlink(target: String)
-        /// A small generated text file (`server`, `latest`).
+        /// A small generated text file (`server`, `latest`, `stale`).
         case text(String)
     }
 
@@ -21,6 +21,8 @@ public struct BundleTree: Sendable {
     public private(set) var nodes: [UInt64: Node] = [:]
     /// Newest published system version, 0 when nothing is published yet.
     public private(set) var latestVersion: Int = 0
+    /// The content of `stale`: empty while the metadata on show is current, else why it is not.
+    public private(set) var staleText = ""
     private var inodeOfPath: [String: UInt64] = ["": BundleTree.rootInode]
     private var nextInode: UInt64 = 2
 
@@ -87,12 +89,23 @@ public struct BundleTree: Sendable {
         link("server")
         fresh[inode("latest")] = .text("\(latest)\n")
         link("latest")
+        fresh[inode("stale")] = .text(staleText)
+        link("stale")
 
         for (path, names) in children {
             fresh[inode(path)] = .directory(children: names)
         }
         nodes = fresh
         latestVersion = latest
+    }
+
+    /// Sets the content of `stale` (it exists once the tree was built); returns its inode.
+    @discardableResult
+    public mutating func setStale(_ text: String) -> UInt64? {
+        staleText = text
+        guard let ino = lookup(path: "stale") else { return nil }
+        nodes[ino] = .text(text)
+        return ino
     }
 
     /// The inode of a path relative to the mount root, if it exists.

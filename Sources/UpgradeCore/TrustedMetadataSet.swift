@@ -15,7 +15,9 @@ import Foundation
 ///     with previously verified files (expired ones accepted: they serve as
 ///     the rollback baseline and as what is known while the server is away;
 ///     if they no longer verify — keys rotated — skip them).
-///  4. `updateTimestamp(remote)`: `.equalVersion` means nothing changed.
+///  4. `updateTimestamp(remote)`: `.equalVersion` means nothing changed and everything trusted is current;
+///     `.expired` on an equal version means the server (or an attacker replaying it) offers nothing newer
+///     than metadata that has expired: a freeze, to be reported, not ignored.
 ///  5. `updateSnapshot(remote)`, 6. `updateTargets(remote)`.
 ///
 /// A set may also be kept across refreshes: `now` can be advanced and the
@@ -92,8 +94,9 @@ public struct TrustedMetadataSet: Sendable {
 
     /// Accepts a timestamp signed by the root's timestamp keys. Its version
     /// must be above the trusted one's (`.equalVersion` if equal — nothing
-    /// new, the trusted timestamp stays), and the snapshot version it names
-    /// must not be below the trusted one's. `trusted: true` is for a
+    /// new, the trusted timestamp stays — but `.expired` if it, or the
+    /// trusted snapshot or targets, has expired), and the snapshot version it
+    /// names must not be below the trusted one's. `trusted: true` is for a
     /// timestamp the client verified before and stored: it may have expired.
     @discardableResult
     public mutating func updateTimestamp(_ bytes: [UInt8], trusted: Bool = false) throws(TUFError) -> TimestampMetadata {
@@ -103,7 +106,18 @@ public struct TrustedMetadataSet: Sendable {
         let new = decoded.payload
         if let old = timestamp {
             if new.version < old.version { throw .rollback(role: .timestamp, trusted: old.version, new: new.version) }
-            if new.version == old.version { throw .equalVersion(role: .timestamp) }
+            if new.version == old.version, !trusted {
+                // Nothing new, but a replayed timestamp must not freeze the client (§5.4.4 onward): the offered
+                // timestamp and the snapshot and targets it leads to must still be current. A refresh that stopped
+                // half way (snapshot or targets not yet at the versions named) goes on instead.
+                if new.expires <= now { throw .expired(role: .timestamp, expires: new.expires) }
+                if isComplete {
+                    if let expired = firstExpired() { throw .expired(role: expired.role, expires: expired.expires) }
+                    throw .equalVersion(role: .timestamp)
+                }
+            } else if new.version == old.version {
+                throw .equalVersion(role: .timestamp)
+            }
             if new.snapshot.version < old.snapshot.version {
                 throw .rollback(role: .snapshot, trusted: old.snapshot.version, new: new.snapshot.version)
             }
@@ -175,6 +189,22 @@ public struct TrustedMetadataSet: Sendable {
         targets = new
         targetsBytes = bytes
         return new
+    }
+
+    /// True when the trusted snapshot is the one the trusted timestamp names and the trusted targets the one
+    /// that snapshot names: the last refresh went all the way.
+    public var isComplete: Bool {
+        guard let timestamp, let snapshot, let targets else { return false }
+        return snapshot.version == timestamp.snapshot.version && targets.version == snapshot.meta["targets.json"]?.version
+    }
+
+    /// The trusted role that expired first, if any has expired at `now` (root, timestamp, snapshot or targets):
+    /// what the client shows can no longer be confirmed current (a freeze, or a server that stopped signing).
+    public func firstExpired() -> (role: TUFRole, expires: Date)? {
+        let all: [(TUFRole, Date?)] = [(.root, root.expires), (.timestamp, timestamp?.expires),
+                                       (.snapshot, snapshot?.expires), (.targets, targets?.expires)]
+        return all.compactMap { role, expires in expires.flatMap { $0 <= now ? (role: role, expires: $0) : nil } }
+            .min { $0.expires < $1.expires }
     }
 
     /// The trusted description of a target path.

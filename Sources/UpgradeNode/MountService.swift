@@ -35,7 +35,8 @@ public struct MountConfiguration: Sendable {
 /// initial root must hash to the id in the source (or this node must have
 /// trusted the server before, from its cache). The first refresh's failure is
 /// fatal only when nothing is cached; later failures keep the last verified
-/// state on show and are logged.
+/// state on show and are logged (`MetadataWatcher`), and once that state has
+/// expired the mount's `stale` file says so.
 public final class MountService: Sendable {
     let configuration: MountConfiguration
     let logger: Logger
@@ -78,19 +79,22 @@ public final class MountService: Sendable {
         let nodeKey = try config.nodeKeyFile.map { path throws(MountError) in
             do { return try NodeKeyFile.load(from: path, logger: logger) } catch { throw MountError.nodeKey("\(error)") }
         }
-        let cache = try NodeCache(directory: URL(fileURLWithPath: config.cacheDirectory))
+        let cache = try NodeCache(directory: URL(fileURLWithPath: config.cacheDirectory), serverID: config.source.serverID)
         let updater = try await TUFUpdater(source: config.source, cache: cache, http: http,
                                            verifier: SodiumVerifier(), logger: logger)
+        var firstFailure: String?
         do {
             try await updater.refresh()
         } catch {
+            let reason = NetworkErrorText.describe(error, endpoint: config.source.endpoint)
             if await updater.targets.isEmpty && cache.metadata("targets") == nil {
                 if error is MountError { throw error }
                 if error is TUFError { throw MountError.verification("\(error)") }
-                throw MountError.unreachable(source: config.source.description, reason: "\(error)")
+                throw MountError.unreachable(source: config.source.description, reason: reason)
             }
+            firstFailure = reason
             logger.warning("server unavailable or its metadata refused; showing the last verified state",
-                           metadata: ["error": "\(error)"])
+                           metadata: ["error": "\(reason)"])
         }
 
         var whiteboard: Whiteboard?
@@ -103,6 +107,7 @@ public final class MountService: Sendable {
                                         serverKey: serverKey, logger: logger)
         }
         let fileSystem = await UpgradeFileSystem(updater: updater, whiteboard: whiteboard?.fileSystem, logger: logger)
+        await MetadataWatcher.showStaleness(updater: updater, fileSystem: fileSystem, lastFailure: firstFailure, logger: logger)
         let fuse: FuseMount
         do {
             fuse = try FuseMount(fileSystem: fileSystem, mountpoint: config.mountpoint,
@@ -116,7 +121,7 @@ public final class MountService: Sendable {
         logger.notice("mounted", metadata: ["mount.point": "\(config.mountpoint)",
                                              "upgrade.latest": "\(fileSystem.latestVersion)"])
 
-        let watcher = Task { await Self.watch(updater: updater, fileSystem: fileSystem, logger: logger) }
+        let watcher = Task { await MetadataWatcher(updater: updater, fileSystem: fileSystem, logger: logger).run() }
         defer { watcher.cancel() }
         let stopWhiteboard = whiteboard?.start()
         defer { stopWhiteboard?() }
@@ -129,30 +134,6 @@ public final class MountService: Sendable {
             thread.start()
         }
         logger.notice("unmounted", metadata: ["mount.point": "\(config.mountpoint)", "status": "\(status)"])
-    }
-
-    /// Follows the server: long-polls for change and refreshes, backing off
-    /// while the server is unreachable.
-    static func watch(updater: TUFUpdater, fileSystem: UpgradeFileSystem, logger: Logger) async {
-        var backoffMilliseconds = 250
-        while !Task.isCancelled {
-            do {
-                try await updater.waitForChange()
-                if try await updater.refresh() {
-                    await fileSystem.rebuild()
-                    logger.notice("new metadata verified", metadata: ["upgrade.latest": "\(fileSystem.latestVersion)"])
-                }
-                backoffMilliseconds = 250
-            } catch is CancellationError {
-                return
-            } catch {
-                logger.warning("update check failed; retrying", metadata: [
-                    "error": "\(error)", "retry.ms": "\(backoffMilliseconds)",
-                ])
-                try? await Task.sleep(for: .milliseconds(backoffMilliseconds))
-                backoffMilliseconds = min(backoffMilliseconds * 2, 10_000)
-            }
-        }
     }
 }
 

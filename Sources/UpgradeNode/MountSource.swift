@@ -31,13 +31,16 @@ public struct MountSource: Sendable, Equatable, CustomStringConvertible {
         self.serverID = id
     }
 
+    /// `HOST:PORT` (`[HOST]:PORT` for an IPv6 address), for messages.
+    public var endpoint: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
     public var baseURL: String {
         host.contains(":") ? "http://[\(host)]:\(port)" : "http://\(host):\(port)"
     }
 
-    public var description: String {
-        host.contains(":") ? "[\(host)]:\(port),\(serverID)" : "\(host):\(port),\(serverID)"
-    }
+    public var description: String { "\(endpoint),\(serverID)" }
 }
 
 /// Why a mount could not be made or kept up. Every message names the problem.
@@ -47,6 +50,9 @@ public enum MountError: Error, CustomStringConvertible, Sendable {
     case unreachable(source: String, reason: String)
     case verification(String)
     case cache(String)
+    /// The cache directory was filled for another server (`cachedID`; nil: an older cache whose trusted
+    /// root cannot be tied to `sourceID`).
+    case cacheOfAnotherServer(directory: String, cachedID: String?, sourceID: String)
     case mountFailed(String)
     case nodeKey(String)
 
@@ -56,9 +62,15 @@ public enum MountError: Error, CustomStringConvertible, Sendable {
         case .identityMismatch(let source, let actual):
             "server at \(source) is not the server named by the mount source: its initial root hashes to \(actual); refusing to mount"
         case .unreachable(let source, let reason):
-            "cannot reach the server at \(source) and nothing is cached for it yet: \(reason)"
+            "\(reason); nothing is cached for \(source) yet, so there is nothing to show"
         case .verification(let why): "server metadata failed verification: \(why)"
         case .cache(let why): "local cache: \(why)"
+        case .cacheOfAnotherServer(let directory, let cachedID, let sourceID):
+            (cachedID.map { "cache \(directory) holds what was verified for server \($0), but the mount source names server \(sourceID)" }
+                ?? "cache \(directory) was filled by an older upgradefs for a server it cannot tie to \(sourceID)")
+                + "; refusing to mix them. Give this mount its own cache (leave out --cache (cache=) for "
+                + "the default /var/cache/upgradefs/\(sourceID), or name an empty directory), or remove \(directory) if what it "
+                + "holds is no longer wanted (it is filled again from the server)"
         case .mountFailed(let why): "mount failed: \(why)"
         case .nodeKey(let why): "node key: \(why)"
         }

@@ -27,10 +27,10 @@ public actor TUFUpdater {
     let limits: Limits
     let logger: Logger
     private(set) var trusted: TrustedMetadataSet
-    /// Downloads in flight, by content hash, so concurrent opens share one.
-    private var inFlight: [String: Task<Void, any Error>] = [:]
-    /// Blobs whose bytes this process has hashed (downloaded or re-checked).
-    private var verifiedBlobs: Set<String> = []
+    /// Downloads and checks in flight, by content hash, so concurrent opens share one.
+    private var inFlight: [String: Task<BlobIdentity, any Error>] = [:]
+    /// Blobs whose bytes this process has hashed (downloaded or re-checked), with the identity their file had then.
+    private var verifiedBlobs: [String: BlobIdentity] = [:]
 
     /// Establishes trust: from the cache if this node has mounted the server
     /// before, otherwise from the server's `1.root.json`, which must hash to
@@ -52,13 +52,15 @@ public actor TUFUpdater {
             do {
                 guard let fetched = try await Self.fetch(http, "\(source.baseURL)/metadata/1.root.json",
                                                          limit: limits.rootBytes) else {
-                    throw MountError.unreachable(source: source.description, reason: "the server has no 1.root.json")
+                    throw MountError.unreachable(source: source.description,
+                                                 reason: "\(source.endpoint) has no /metadata/1.root.json (not an upgradefs server?)")
                 }
                 initial = fetched
             } catch let error as MountError {
                 throw error
             } catch {
-                throw MountError.unreachable(source: source.description, reason: "\(error)")
+                throw MountError.unreachable(source: source.description,
+                                             reason: NetworkErrorText.describe(error, endpoint: source.endpoint))
             }
             let actual = ServerID.of(initialRoot: initial)
             guard actual == source.serverID else {
@@ -102,6 +104,13 @@ public actor TUFUpdater {
     }
     public var timestampVersion: Int { trusted.timestamp?.version ?? 0 }
 
+    /// The trusted role that has expired first, if any has now: what the mount shows can no longer be
+    /// confirmed current (the server, or someone in its place, offers nothing newer).
+    public func expiredSince() -> (role: TUFRole, expires: Date)? {
+        trusted.now = Date()
+        return trusted.firstExpired()
+    }
+
     /// Runs the TUF client workflow once. Returns true when new targets were accepted.
     @discardableResult
     public func refresh() async throws -> Bool {
@@ -124,7 +133,6 @@ public actor TUFUpdater {
             throw TUFFetchError.missing("timestamp.json")
         }
         guard try acceptTimestamp(timestampBytes) else { return false }
-        try cache.storeMetadata("timestamp", timestampBytes)
 
         // 3. Snapshot, at the version (and hash/length, if given) the timestamp names.
         let snapshotMeta = trusted.timestamp!.snapshot
@@ -134,7 +142,6 @@ public actor TUFUpdater {
             throw TUFFetchError.missing("\(snapshotMeta.version).snapshot.json")
         }
         try trusted.updateSnapshot(snapshotBytes)
-        try cache.storeMetadata("snapshot", snapshotBytes)
 
         // 4. Targets, at the version the snapshot names.
         guard let targetsMeta = trusted.snapshot!.meta["targets.json"] else {
@@ -146,7 +153,12 @@ public actor TUFUpdater {
             throw TUFFetchError.missing("\(targetsMeta.version).targets.json")
         }
         try trusted.updateTargets(targetsBytes)
+        // Stored only once all three verified, timestamp last: a refresh that fails half way must not leave a
+        // timestamp on disk whose snapshot and targets are not there (after a restart with the server away,
+        // the node would show nothing instead of what it verified before).
+        try cache.storeMetadata("snapshot", snapshotBytes)
         try cache.storeMetadata("targets", targetsBytes)
+        try cache.storeMetadata("timestamp", timestampBytes)
         return true
     }
 
@@ -161,40 +173,60 @@ public actor TUFUpdater {
     }
 
     /// Waits (long poll) until the server's timestamp version exceeds what this
-    /// node trusts, or the server's wait runs out.
-    public func waitForChange() async throws {
+    /// node trusts, or the server's wait runs out. False when the server has no
+    /// change notification (`/v1/notify` answers 404: a plain static mirror).
+    public func waitForChange() async throws -> Bool {
         let url = "\(source.baseURL)/v1/notify?after=\(timestampVersion)"
-        _ = try await Self.fetch(http, url, limit: 64, timeout: .seconds(40))
+        return try await Self.fetch(http, url, limit: 64, timeout: .seconds(40)) != nil
     }
 
-    /// The path of the verified local copy of a target, downloading and
-    /// verifying it first if needed. No byte reaches the caller unverified.
-    public func verifiedBlob(path: String, target: TargetFile) async throws -> String {
+    /// Opens the verified local copy of a target for reading, downloading and verifying it first if needed;
+    /// returns the descriptor and the file's identity, which the caller checks before each read. No byte
+    /// reaches the caller unverified: a cached file whose identity changed since it was hashed (written,
+    /// replaced — by a crash, a tool or a user on the node) is hashed again, and fetched again if it is wrong.
+    public func openVerifiedBlob(path: String, target: TargetFile) async throws -> (fd: Int32, identity: BlobIdentity) {
         let hash = target.sha256
-        if verifiedBlobs.contains(hash) { return cache.blobPath(sha256: hash) }
-        if let running = inFlight[hash] {
-            try await running.value
-            return cache.blobPath(sha256: hash)
+        if let known = verifiedBlobs[hash] {
+            if let opened = cache.openBlob(sha256: hash) {
+                if opened.identity == known { return opened }
+                close(opened.fd)
+            }
+            verifiedBlobs[hash] = nil
+            logger.error("a cached file changed on disk after it was verified; checking it again",
+                         metadata: ["target.path": "\(path)", "cache.file": "\(cache.blobPath(sha256: hash))"])
         }
+        let identity = try await verify(path: path, target: target)
+        guard let opened = cache.openBlob(sha256: hash) else {
+            throw MountError.cache("\(cache.blobPath(sha256: hash)) vanished right after it was verified")
+        }
+        guard opened.identity == identity else {
+            close(opened.fd)
+            verifiedBlobs[hash] = nil
+            throw MountError.cache("\(cache.blobPath(sha256: hash)) changed while it was being verified")
+        }
+        return opened
+    }
+
+    /// Makes sure the cache holds the target's verified bytes (one check or download per hash at a time).
+    private func verify(path: String, target: TargetFile) async throws -> BlobIdentity {
+        let hash = target.sha256
+        if let running = inFlight[hash] { return try await running.value }
         let task = Task { try await self.obtain(path: path, target: target) }
         inFlight[hash] = task
         defer { inFlight[hash] = nil }
-        try await task.value
-        verifiedBlobs.insert(hash)
-        return cache.blobPath(sha256: hash)
+        let identity = try await task.value
+        verifiedBlobs[hash] = identity
+        return identity
     }
 
-    /// True if the blob is known good in this process without any I/O.
-    public func isVerified(_ sha256: String) -> Bool { verifiedBlobs.contains(sha256) }
-
-    private func obtain(path: String, target: TargetFile) async throws {
+    private func obtain(path: String, target: TargetFile) async throws -> BlobIdentity {
         let cacheRef = cache
-        let intact = await Task.detached { cacheRef.blobIsIntact(sha256: target.sha256, length: target.length) }.value
-        if intact { return }
-        try await download(path: path, target: target)
+        let intact = await Task.detached { cacheRef.verifiedIdentity(sha256: target.sha256, length: target.length) }.value
+        if let intact { return intact }
+        return try await download(path: path, target: target)
     }
 
-    private func download(path: String, target: TargetFile) async throws {
+    private func download(path: String, target: TargetFile) async throws -> BlobIdentity {
         var request = HTTPClientRequest(url: "\(source.baseURL)/targets/\(Self.consistentPath(path, sha256: target.sha256))")
         request.method = .GET
         let response = try await http.execute(request, timeout: .minutes(30), logger: logger)
@@ -215,10 +247,9 @@ public actor TUFUpdater {
             }
         }
         try verifier.finish()
-        guard rename(tmpPath, cache.blobPath(sha256: target.sha256)) == 0 else {
-            throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
-        }
+        let identity = try cache.install(temporary: tmpPath, fd: fd, sha256: target.sha256)
         keep = true
+        return identity
     }
 
     /// `2/payload/bin/app` → `2/payload/bin/<sha256>.app`, each component percent-encoded.

@@ -27,6 +27,9 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
     private let mountTime = Int64(Date().timeIntervalSince1970)
     /// Set once the kernel mount exists, for change notifications.
     private let mount = Mutex<FuseMount?>(nil)
+    /// Open bundle files, by descriptor: the identity their cache file had when it was verified, checked
+    /// before each read (a file changed on disk while open gives EIO, never its new bytes).
+    private let openBlobs = Mutex<[Int32: (identity: BlobIdentity, path: String)]>([:])
 
     public init(updater: TUFUpdater, whiteboard: WhiteboardFileSystem? = nil, logger: Logger) async {
         self.updater = updater
@@ -57,6 +60,14 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
     }
 
     var latestVersion: Int { tree.withLock { $0.latestVersion } }
+
+    /// Sets what `stale` says; true if that changed.
+    func setStale(_ text: String) -> Bool {
+        let changed: UInt64?? = tree.withLock { tree in tree.staleText == text ? .none : .some(tree.setStale(text)) }
+        guard case .some(let ino) = changed else { return false }
+        if let ino, let fuse = mount.withLock({ $0 }) { fuse.invalidateInode(ino) }
+        return true
+    }
 
     // MARK: FuseFileSystem
 
@@ -118,15 +129,16 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
         case .file(let path, let target, _)?:
             let updater = self.updater
             let logger = self.logger
-            Task {
+            Task { [self] in
                 do {
-                    let blob = try await updater.verifiedBlob(path: path, target: target)
-                    let fd = Glibc.open(blob, O_RDONLY | O_CLOEXEC)
-                    guard fd >= 0 else { throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO) }
+                    let (fd, identity) = try await updater.openVerifiedBlob(path: path, target: target)
+                    openBlobs.withLock { $0[fd] = (identity, path) }
                     reply(.success(FuseOpenResult(fileHandle: UInt64(fd), keepCache: true, directIO: false)))
                 } catch {
-                    logger.error("refusing to serve a file that could not be verified",
-                                 metadata: ["target.path": "\(path)", "error": "\(error)"])
+                    logger.error("refusing to serve a file that could not be verified", metadata: [
+                        "target.path": "\(path)",
+                        "error": "\(NetworkErrorText.describe(error, endpoint: updater.source.endpoint))",
+                    ])
                     reply(.failure(FuseError.io))
                 }
             }
@@ -146,7 +158,14 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
             let start = Int(offset)
             return .bytes(Array(bytes[start..<min(bytes.count, start + size)]))
         case .file?:
-            return .fileDescriptor(Int32(truncatingIfNeeded: fileHandle), offset: offset, count: size)
+            let fd = Int32(truncatingIfNeeded: fileHandle)
+            let opened = openBlobs.withLock { $0[fd] }
+            guard let opened, BlobIdentity(fd: fd) == opened.identity else {
+                logger.error("refusing to serve a file whose cached copy changed on disk after it was verified",
+                             metadata: ["target.path": "\(opened?.path ?? "?")"])
+                throw FuseError.io
+            }
+            return .fileDescriptor(fd, offset: offset, count: size)
         default:
             throw FuseError.invalid
         }
@@ -155,7 +174,9 @@ public final class UpgradeFileSystem: FuseFileSystem, @unchecked Sendable {
     public func release(ino: UInt64, fileHandle: UInt64) {
         if let whiteboard, whiteboard.owns(ino) { return whiteboard.release(fileHandle: fileHandle) }
         if case .file? = tree.withLock({ $0.node(ino) }) {
-            close(Int32(truncatingIfNeeded: fileHandle))
+            let fd = Int32(truncatingIfNeeded: fileHandle)
+            openBlobs.withLock { _ = $0.removeValue(forKey: fd) }
+            close(fd)
         }
     }
 

@@ -17,6 +17,7 @@ enum ExitCodes {
     static let cannotCreate = ExitCode(73)
     /// The server does not hold the initial root named by the mount source's id.
     static let identityMismatch = ExitCode(77)
-    /// A configuration file is wrong (the manager's node.toml): the message names the file and key.
+    /// A configuration file is wrong (the manager's node.toml): the message names the file and key. Also
+    /// mount: the cache directory was filled for another server.
     static let config = ExitCode(78)
 }

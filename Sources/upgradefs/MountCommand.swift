@@ -20,7 +20,7 @@ struct MountCommand: AsyncParsableCommand {
     @Argument(help: "An existing empty directory to mount on.")
     var mountpoint: String
 
-    @Option(help: "Where verified metadata and content are cached (default: /var/cache/upgradefs/ID).")
+    @Option(help: "Where verified metadata and content are cached, for this server only (default: /var/cache/upgradefs/ID).")
     var cache: String?
 
     @Option(name: .customLong("node-key"), help: ArgumentHelp(
@@ -52,6 +52,7 @@ struct MountCommand: AsyncParsableCommand {
             case .verification: throw ExitCodes.dataError
             case .badSource: throw ExitCodes.usage
             case .cache, .mountFailed: throw ExitCodes.osError
+            case .cacheOfAnotherServer: throw ExitCodes.config
             case .nodeKey: throw ExitCodes.noInput
             }
         }

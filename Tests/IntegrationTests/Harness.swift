@@ -445,7 +445,9 @@ final class StaticMirror {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["python3", "-m", "http.server", "--bind", "127.0.0.1", "--directory", root.path, String(port)]
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        let log = root.appending(path: "requests.log")
+        _ = FileManager.default.createFile(atPath: log.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: log)
         try process.run()
         guard Harness.waitUntil(20, { Harness.get("http://127.0.0.1:\(port)/metadata/1.root.json")?.status == 200 }) else {
             throw HarnessError("static mirror did not come up")
@@ -453,6 +455,14 @@ final class StaticMirror {
     }
 
     func source(id: String) -> String { "127.0.0.1:\(port),\(id)" }
+
+    /// The server's request log (one line per request).
+    var requestLog: URL { root.appending(path: "requests.log") }
+    /// The requests served so far, as logged: `"GET /metadata/timestamp.json HTTP/1.1" 200 -`.
+    var requests: [String] {
+        let text = (try? String(contentsOf: requestLog, encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").compactMap { line in line.firstIndex(of: "\"").map { String(line[$0...]) } }
+    }
 
     deinit {
         // SIGKILL: a child spawned from a Dispatch worker inherits its blocked signal mask, SIGTERM included.

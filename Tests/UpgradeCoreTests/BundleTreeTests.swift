@@ -61,3 +61,16 @@ struct BundleTreeTests {
         #expect(tree.node(tree.lookup(path: "versions")!) == .directory(children: [:]))
     }
 }
+
+extension BundleTreeTests {
+    @Test func staleIsEmptyUntilSetAndKeptAcrossRebuilds() throws {
+        var tree = BundleTree()
+        tree.rebuild(serverSource: "s", targets: [:])
+        let stale = try #require(tree.lookup(path: "stale"))
+        #expect(tree.node(stale) == .text(""))
+        #expect(tree.setStale("expired since T (timestamp metadata)\n") == stale)
+        tree.rebuild(serverSource: "s", targets: ["1/a": Self.target("x")])
+        #expect(tree.lookup(path: "stale") == stale)
+        #expect(tree.node(stale) == .text("expired since T (timestamp metadata)\n"))
+    }
+}

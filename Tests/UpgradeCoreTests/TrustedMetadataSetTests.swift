@@ -367,6 +367,81 @@ import UpgradeCore
         #expect(throws: TUFError.expired(role: .timestamp, expires: sim.timestamp.expires)) { try set.updateSnapshot(sim.snapshotBytes) }
     }
 
+    // MARK: Freeze by replaying what the client already trusts (an equal version is not "nothing new" once expired)
+
+    @Test func freezeByReplayingTheTrustedTimestampAfterItExpiredIsReported() throws {
+        var sim = Sim()
+        sim.addTarget("2/a", [1])
+        sim.publish()
+        var set = try sim.refreshedClient()
+        #expect(set.firstExpired() == nil)
+        // The attacker keeps answering with the node's own current timestamp after it expired.
+        set.now += 2 * Sim.day
+        #expect(throws: TUFError.expired(role: .timestamp, expires: sim.timestamp.expires)) { try sim.refresh(&set) }
+        // What was verified stays on show, and the client can say since when it is stale.
+        #expect(set.timestamp?.version == 2)
+        #expect(set.targets?.targets["2/a"] != nil)
+        #expect(set.firstExpired()?.role == .timestamp)
+        #expect(set.firstExpired()?.expires == sim.timestamp.expires)
+    }
+
+    @Test func freezeWithAFreshEqualTimestampOverAnExpiredSnapshotIsReported() throws {
+        var sim = Sim()
+        sim.timestamp.expires = Sim.start + 60 * Sim.day
+        var set = try sim.refreshedClient()
+        set.now += 31 * Sim.day  // the snapshot (30 d) expired, the timestamp (60 d) did not
+        #expect(throws: TUFError.expired(role: .snapshot, expires: sim.snapshot.expires)) { try set.updateTimestamp(sim.timestampBytes) }
+        #expect(set.firstExpired()?.role == .snapshot)
+    }
+
+    @Test func freezeWithAFreshEqualTimestampOverExpiredTargetsIsReported() throws {
+        var sim = Sim()
+        sim.timestamp.expires = Sim.start + 100 * Sim.day
+        sim.snapshot.expires = Sim.start + 100 * Sim.day
+        var set = try sim.refreshedClient()
+        set.now += 91 * Sim.day  // targets (90 d) expired
+        #expect(throws: TUFError.expired(role: .targets, expires: sim.targets.expires)) { try set.updateTimestamp(sim.timestampBytes) }
+    }
+
+    @Test func freezeWithANewTimestampNamingTheSameExpiredSnapshotAndTargetsIsRefused() throws {
+        // A newer timestamp that names the snapshot version already trusted: the snapshot is fetched and judged
+        // again, so its expiry (and then the targets') is checked like any other's.
+        var sim = Sim()
+        sim.timestamp.expires = Sim.start + 100 * Sim.day
+        var set = try sim.refreshedClient()
+        sim.timestamp.version += 1
+        set.now += 31 * Sim.day
+        #expect(throws: TUFError.expired(role: .snapshot, expires: sim.snapshot.expires)) { try sim.refresh(&set) }
+        sim.snapshot.expires = Sim.start + 100 * Sim.day
+        sim.snapshot.version += 1
+        sim.timestamp.version += 1
+        set.now += 60 * Sim.day
+        #expect(throws: TUFError.expired(role: .targets, expires: sim.targets.expires)) { try sim.refresh(&set) }
+    }
+
+    @Test func refreshThatStoppedHalfWayGoesOnWhenTheSameTimestampIsOfferedAgain() throws {
+        var sim = Sim()
+        var set = try sim.refreshedClient()
+        sim.addTarget("2/a", [1])
+        sim.publish()
+        try set.updateTimestamp(sim.timestampBytes)  // then the snapshot download failed
+        #expect(!set.isComplete)
+        try sim.refresh(&set)  // the same timestamp again: not "nothing new", the snapshot and targets follow
+        #expect(set.isComplete)
+        #expect(set.targets?.targets["2/a"] != nil)
+        #expect(throws: TUFError.equalVersion(role: .timestamp)) { try set.updateTimestamp(sim.timestampBytes) }
+    }
+
+    @Test func targetsKeyRotationRefetchesTargetsUnderAnUnchangedTimestamp() throws {
+        var sim = Sim()
+        sim.addTarget("1/a", [1])
+        sim.publish()
+        var set = try sim.refreshedClient()
+        sim.rotateKey(of: .targets)
+        try sim.refresh(&set)
+        #expect(set.targets?.targets["1/a"] != nil, "targets signed by the new key were fetched again")
+    }
+
     // MARK: Signatures
 
     @Test func tamperedMetadataIsRefused() throws {
