@@ -25,6 +25,13 @@ struct Hooks {
     let view: MountView
     let installer: Installer
     let reporter: WhiteboardReporter
+    /// `run-as`: programs run as this user; nil = as the manager.
+    var user: RunAsUser?
+    /// Where each program's process group is recorded while it runs (item: hooks outliving a killed manager).
+    var ldb: LocalDatabase?
+
+    /// The fixed `PATH` every program gets.
+    static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     static let tempFailStatus: Int32 = 75
     static let maxRetrySeconds = 3600.0
@@ -50,11 +57,39 @@ struct Hooks {
         ]
     }
 
+    /// The whole environment of a program (README, "The environment of SFs, TFs, checks, start and stop"):
+    /// a fixed base, the manager's variables node.toml's `pass-env` names, node.toml's `[env]`, then
+    /// `upgradefs` (the UPGRADEFS_ variables). Nothing else of the manager's environment.
+    func environment(_ upgradefs: [String: String]) -> [String: String] {
+        let identity = user ?? RunAsUser.current()
+        var environment = ["PATH": Self.defaultPath, "LANG": "C.UTF-8", "HOME": identity.home,
+                           "USER": identity.name, "LOGNAME": identity.name]
+        let own = ProcessRunner.currentEnvironment()
+        for name in config.passEnvironment { if let value = own[name] { environment[name] = value } }
+        environment.merge(config.environment) { $1 }
+        environment.merge(upgradefs) { $1 }
+        return environment
+    }
+
+    /// Hands a directory (and what is in it) to the `run-as` user; nothing to do without one.
+    func giveToUser(_ path: String) {
+        guard let user else { return }
+        func walk(_ path: String) {
+            guard let st = try? POSIXFiles.lstatOrNil(path) else { return }
+            _ = lchown(path, user.uid, user.gid)
+            if POSIXFiles.isDirectory(st) { for name in (try? POSIXFiles.listDirectory(path)) ?? [] { walk(path + "/" + name) } }
+        }
+        walk(path)
+    }
+
     /// Runs `executable` in the bundle directory and appends its output to the log as `label: …`.
     func runBundleProgram(_ executable: String, label: String, version: Int64, environment: [String: String],
                           timeout: Double, shouldStop: () -> Bool = { false }) -> CommandResult {
-        let command = Command(executable: executable, environment: environment, workingDirectory: view.bundle(version),
+        var command = Command(executable: executable, environment: self.environment(environment),
+                              workingDirectory: view.bundle(version),
                               outputPath: outputDirectory + "/\(label.replacingSpaces()).out", timeoutSeconds: timeout)
+        command.inheritsEnvironment = false
+        command.user = user
         return run(command, label: label, shouldStop: shouldStop)
     }
 
@@ -62,13 +97,13 @@ struct Hooks {
         do {
             let result: CommandResult
             do {
-                result = try ProcessRunner.run(command, shouldStop: shouldStop)
+                result = try runRecorded(command, label: label, shouldStop: shouldStop)
             } catch where error.code == ENOEXEC {
                 // A script without a #! line: run it as `sh -c ./sf` would, with /bin/sh.
                 var script = command
                 script.executable = "/bin/sh"
                 script.arguments = [command.executable] + command.arguments
-                result = try ProcessRunner.run(script, shouldStop: shouldStop)
+                result = try runRecorded(script, label: label, shouldStop: shouldStop)
             }
             reporter.log(String(decoding: result.output, as: UTF8.self), prefix: label + ": ")
             return result
@@ -78,13 +113,36 @@ struct Hooks {
         }
     }
 
+    /// Runs the command with its process group recorded in the LDB from its start to its end, so that a
+    /// manager killed meanwhile ends it at its next start (`NodeManager.endLeftoverPrograms`).
+    private func runRecorded(_ command: Command, label: String, shouldStop: () -> Bool) throws(ProcessRunnerError) -> CommandResult {
+        var spawned: pid_t?
+        defer {
+            if let pid = spawned, let ldb {
+                do { try ldb.forgetHook(pid) } catch { reporter.log("cannot forget process \(pid): \(error)", prefix: label + ": ") }
+            }
+        }
+        return try ProcessRunner.run(command, shouldStop: shouldStop) { pid in
+            spawned = pid
+            guard let ldb, let record = ProcessTable.record(pid: pid, label: label, isAppStart: label.hasPrefix("start ")) else { return }
+            do { try ldb.recordHook(record) } catch { reporter.log("cannot record process \(pid): \(error)", prefix: label + ": ") }
+        }
+    }
+
     // MARK: SF
 
     func askScheduler(_ sf: String, version: Int64, environment: [String: String], shouldStop: () -> Bool) -> SchedulingAnswer {
         try? POSIXFiles.makeDirectories(sfScratch(version))
+        giveToUser(sfScratch(version))
         try? POSIXFiles.makeDirectories(outputDirectory)
         let retry = retryFile(version)
         unlink(retry)
+        if user != nil {
+            // The SF may write its wish here; ldb/out itself stays the manager's.
+            let fd = open(retry, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600)
+            if fd >= 0 { close(fd) }
+            giveToUser(retry)
+        }
         var env = environment
         env["UPGRADEFS_PHASE"] = "before"
         env["UPGRADEFS_RETRY_FILE"] = retry
@@ -125,17 +183,19 @@ struct Hooks {
     /// `start` or `stop` of generation `version`, as `/bin/sh -c` in the generation's directory.
     func app(_ which: String, version: Int64) -> CommandResult {
         let script = which == "start" ? config.start : config.stop
-        let environment = [
+        let env = environment([
             "UPGRADEFS_NODE": config.node,
             "UPGRADEFS_CLASS": config.class,
             "UPGRADEFS_VERSION": String(version),
             "UPGRADEFS_RELEASE": installer.release(version),
             "UPGRADEFS_STATE": installer.state(version),
-        ]
+        ])
         try? POSIXFiles.makeDirectories(outputDirectory)
-        let command = Command.shell(script, environment: environment, workingDirectory: installer.generation(version),
+        var command = Command.shell(script, environment: env, workingDirectory: installer.generation(version),
                                     outputPath: outputDirectory + "/\(which)-\(version).out",
                                     timeoutSeconds: which == "start" ? config.startTimeoutSeconds : config.stopTimeoutSeconds)
+        command.inheritsEnvironment = false
+        command.user = user
         return run(command, label: "\(which) \(version)", shouldStop: { false })
     }
 }

@@ -42,7 +42,14 @@ public final class NodeManager: @unchecked Sendable {
         self.view = MountView(mount: mount)
         self.installer = Installer(root: config.root)
         self.reporter = WhiteboardReporter(selfDirectory: view.selfDirectory, logger: logger)
-        self.hooks = Hooks(config: config, view: view, installer: installer, reporter: reporter)
+        var hooks = Hooks(config: config, view: view, installer: installer, reporter: reporter)
+        if let name = config.runAs {
+            guard let user = RunAsUser.lookup(name) else { throw ManagerError("run-as: there is no user \"\(name)\"") }
+            guard user.uid == geteuid() || ProcessRunner.setpriv != nil else {
+                throw ManagerError("run-as: setpriv (util-linux) is needed to run programs as \(name), and was not found")
+            }
+            hooks.user = user
+        }
         self.logger = logger
         self.crashAt = crashAt
         self.shouldStop = shouldStop
@@ -73,6 +80,8 @@ public final class NodeManager: @unchecked Sendable {
             close(lockDescriptor)
             throw ManagerError("\(error)")
         }
+        hooks.ldb = ldb
+        self.hooks = hooks
     }
 
     deinit {
@@ -118,6 +127,8 @@ public final class NodeManager: @unchecked Sendable {
     public func recover() throws(LocalDatabaseError) {
         // Who counts this node under an upgrade: its class, as the whiteboard's summaries read it.
         reporter.report(class: config.class)
+        // Programs a manager killed with -9 left running would go on changing what is recovered here.
+        try endLeftoverPrograms()
         if let intent = try ldb.intent() {
             if intent.step != .committed {
                 let f = intent.fromGeneration
@@ -131,6 +142,16 @@ public final class NodeManager: @unchecked Sendable {
         if installed > 0 {
             let result = hooks.app("start", version: installed)
             if !result.succeeded { event("start of version \(installed) failed: \(result.endingDescription)", level: .error) }
+        }
+    }
+
+    /// Ends the process groups of SFs, TFs, checks, start and stop that the previous run recorded and did
+    /// not see end (it was killed), each only while it is still that program's group; waits until they are
+    /// gone. The running app is never one of them (a `start` that returned is left alone).
+    func endLeftoverPrograms() throws(LocalDatabaseError) {
+        for hook in try ldb.hooks() {
+            if let done = ProcessTable.end(hook) { event(done, level: .warning) }
+            try ldb.forgetHook(hook.pgid)
         }
     }
 
@@ -348,6 +369,7 @@ public final class NodeManager: @unchecked Sendable {
             guard linkProblems.isEmpty else {
                 throw StepFailure(reason: "refusing to install release \(n): " + linkProblems.joined(separator: "; "))
             }
+            hooks.giveToUser(installer.staging(n) + "/state") // run-as: the TF and the app write the state
             try mark(.staged, upgrade: n)
 
             if let tf = view.hook(manifest.tf, default: "tf", in: n) {
