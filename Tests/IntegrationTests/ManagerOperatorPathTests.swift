@@ -39,4 +39,20 @@ import UpgradeCore
         #expect(fleet.whiteboard("n2", "log")?.contains("upgrade 4 is from version 1 but version 2 of class counter is installed") == true)
         #expect(fleet.appStatus("n2")?["version"] == "2")
     }
+
+    @Test func aManagerOnAMountWithoutANodeKeyRefusesToStart() throws {
+        guard Harness.canMount else { return }
+        let server = try TestServer()
+        let mount = try TestMount()
+        defer { mount.unmount() }
+        #expect(try mount.start(server.source) == nil, "mount failed: \(mount.log)")
+        let work = try Harness.temporaryDirectory("manager-no-key")
+        defer { try? FileManager.default.removeItem(at: work) }
+        let config = work.appending(path: "node.toml").path
+        try "node = \"n1\"\nclass = \"counter\"\nroot = \"\(work.appending(path: "root").path)\"\n"
+            .write(toFile: config, atomically: true, encoding: .utf8)
+        let result = try Harness.run(Harness.binary, ["manager", "--mount", mount.mountpoint.path, "--config", config])
+        #expect(result.status == 69, "\(result.output)")
+        #expect(result.output.contains("has no whiteboard (no self/ in it): the mount needs the node's key"), "\(result.output)")
+    }
 }
