@@ -27,7 +27,8 @@ struct Hooks {
     let reporter: WhiteboardReporter
     /// `run-as`: programs run as this user; nil = as the manager.
     var user: RunAsUser?
-    /// Where each program's process group is recorded while it runs (item: hooks outliving a killed manager).
+    /// Where each program's process group is recorded while it runs, so that a manager killed with -9 can end
+    /// it at its next start.
     var ldb: LocalDatabase?
 
     /// The fixed `PATH` every program gets.
@@ -71,15 +72,17 @@ struct Hooks {
         return environment
     }
 
-    /// Hands a directory (and what is in it) to the `run-as` user; nothing to do without one.
-    func giveToUser(_ path: String) {
+    /// Hands `path` to the `run-as` user (nothing to do without one); with `tree`, what is in it too. Only for
+    /// paths whose parent the user cannot write. A tree is handed over children first: a directory becomes the
+    /// user's only once everything under it has, so the user can never swap a directory the walk is yet to enter
+    /// for a link (links themselves are never followed).
+    func giveToUser(_ path: String, tree: Bool = false) {
         guard let user else { return }
-        func walk(_ path: String) {
-            guard let st = try? POSIXFiles.lstatOrNil(path) else { return }
-            _ = lchown(path, user.uid, user.gid)
-            if POSIXFiles.isDirectory(st) { for name in (try? POSIXFiles.listDirectory(path)) ?? [] { walk(path + "/" + name) } }
+        guard let st = try? POSIXFiles.lstatOrNil(path) else { return }
+        if tree && POSIXFiles.isDirectory(st) {
+            for name in (try? POSIXFiles.listDirectory(path)) ?? [] { giveToUser(path + "/" + name, tree: true) }
         }
-        walk(path)
+        _ = lchown(path, user.uid, user.gid)
     }
 
     /// Runs `executable` in the bundle directory and appends its output to the log as `label: …`.
@@ -93,17 +96,17 @@ struct Hooks {
         return run(command, label: label, shouldStop: shouldStop)
     }
 
-    private func run(_ command: Command, label: String, shouldStop: () -> Bool) -> CommandResult {
+    private func run(_ command: Command, label: String, isAppStart: Bool = false, shouldStop: () -> Bool) -> CommandResult {
         do {
             let result: CommandResult
             do {
-                result = try runRecorded(command, label: label, shouldStop: shouldStop)
+                result = try runRecorded(command, label: label, isAppStart: isAppStart, shouldStop: shouldStop)
             } catch where error.code == ENOEXEC {
                 // A script without a #! line: run it as `sh -c ./sf` would, with /bin/sh.
                 var script = command
                 script.executable = "/bin/sh"
                 script.arguments = [command.executable] + command.arguments
-                result = try runRecorded(script, label: label, shouldStop: shouldStop)
+                result = try runRecorded(script, label: label, isAppStart: isAppStart, shouldStop: shouldStop)
             }
             reporter.log(String(decoding: result.output, as: UTF8.self), prefix: label + ": ")
             return result
@@ -115,7 +118,8 @@ struct Hooks {
 
     /// Runs the command with its process group recorded in the LDB from its start to its end, so that a
     /// manager killed meanwhile ends it at its next start (`NodeManager.endLeftoverPrograms`).
-    private func runRecorded(_ command: Command, label: String, shouldStop: () -> Bool) throws(ProcessRunnerError) -> CommandResult {
+    private func runRecorded(_ command: Command, label: String, isAppStart: Bool,
+                             shouldStop: () -> Bool) throws(ProcessRunnerError) -> CommandResult {
         var spawned: pid_t?
         defer {
             if let pid = spawned, let ldb {
@@ -124,7 +128,7 @@ struct Hooks {
         }
         return try ProcessRunner.run(command, shouldStop: shouldStop) { pid in
             spawned = pid
-            guard let ldb, let record = ProcessTable.record(pid: pid, label: label, isAppStart: label.hasPrefix("start ")) else { return }
+            guard let ldb, let record = ProcessTable.record(pid: pid, label: label, isAppStart: isAppStart) else { return }
             do { try ldb.recordHook(record) } catch { reporter.log("cannot record process \(pid): \(error)", prefix: label + ": ") }
         }
     }
@@ -137,11 +141,13 @@ struct Hooks {
         try? POSIXFiles.makeDirectories(outputDirectory)
         let retry = retryFile(version)
         unlink(retry)
-        if user != nil {
+        if let user {
             // The SF may write its wish here; ldb/out itself stays the manager's.
             let fd = open(retry, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600)
-            if fd >= 0 { close(fd) }
-            giveToUser(retry)
+            if fd >= 0 {
+                _ = fchown(fd, user.uid, user.gid)
+                close(fd)
+            }
         }
         var env = environment
         env["UPGRADEFS_PHASE"] = "before"
@@ -196,7 +202,7 @@ struct Hooks {
                                     timeoutSeconds: which == "start" ? config.startTimeoutSeconds : config.stopTimeoutSeconds)
         command.inheritsEnvironment = false
         command.user = user
-        return run(command, label: "\(which) \(version)", shouldStop: { false })
+        return run(command, label: "\(which) \(version)", isAppStart: which == "start", shouldStop: { false })
     }
 }
 

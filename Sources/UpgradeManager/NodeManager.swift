@@ -369,7 +369,7 @@ public final class NodeManager: @unchecked Sendable {
             guard linkProblems.isEmpty else {
                 throw StepFailure(reason: "refusing to install release \(n): " + linkProblems.joined(separator: "; "))
             }
-            hooks.giveToUser(installer.staging(n) + "/state") // run-as: the TF and the app write the state
+            hooks.giveToUser(installer.staging(n) + "/state", tree: true) // run-as: the TF and the app write it
             try mark(.staged, upgrade: n)
 
             if let tf = view.hook(manifest.tf, default: "tf", in: n) {

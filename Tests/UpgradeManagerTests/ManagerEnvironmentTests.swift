@@ -14,8 +14,11 @@ struct ManagerEnvironmentTests {
         defer { node.remove() }
         guard let nobody = RunAsUser.lookup("nobody"), geteuid() == 0, ProcessRunner.setpriv != nil else { return }
         chmod(node.directory, 0o1777) // the app's pid file lives there; nobody must reach the bundle
+        let outside = node.directory + "/outside"
+        try node.write("root's\n", to: outside)
         try node.publish(1, sf: "#!/bin/sh\nid -u > \"$UPGRADEFS_LDB/uid\"\nid -G > \"$UPGRADEFS_LDB/groups\"\necho $HOME > \"$UPGRADEFS_LDB/home\"\n",
-                         tf: "#!/bin/sh\nid -u > \"$UPGRADEFS_STATE/tf-uid\"\n" + TestNode.counterTF.replacingOccurrences(of: "#!/bin/sh\n", with: ""))
+                         tf: "#!/bin/sh\nid -u > \"$UPGRADEFS_STATE/tf-uid\"\nln -sf \(outside) \"$UPGRADEFS_STATE/link\"\n"
+                             + TestNode.counterTF.replacingOccurrences(of: "#!/bin/sh\n", with: ""))
         let manager = try node.manager("run-as = \"nobody\"")
         #expect(try manager.tick() == .running, "\(node.log)")
         let scratch = node.root + "/ldb/sf/1/"
@@ -28,6 +31,13 @@ struct ManagerEnvironmentTests {
         // The app's pid file was written by its start, run as nobody.
         #expect(stat(node.pidFile, &st) == 0 && st.st_uid == nobody.uid)
         #expect(node.appVersion == 1)
+
+        // The next staged state (with the link the TF left) is handed over without following the link.
+        try node.publish(2, from: 1)
+        #expect(try manager.tick() == .running, "\(node.log)")
+        #expect(stat(node.root + "/gen/2/state/data", &st) == 0 && st.st_uid == nobody.uid)
+        #expect(lstat(node.root + "/gen/2/state/link", &st) == 0 && st.st_uid == nobody.uid)
+        #expect(stat(outside, &st) == 0 && st.st_uid == 0, "a link in the state gave its target away")
     }
 
     @Test func nodeTomlEnvAndPassEnvAreCheckedAndParsed() throws {
