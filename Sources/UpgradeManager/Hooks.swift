@@ -91,6 +91,7 @@ struct Hooks {
         var command = Command(executable: executable, environment: self.environment(environment),
                               workingDirectory: view.bundle(version),
                               outputPath: outputDirectory + "/\(label.replacingSpaces()).out", timeoutSeconds: timeout)
+        command.environment[ProcessTable.markerName] = config.root
         command.inheritsEnvironment = false
         command.user = user
         return run(command, label: label, shouldStop: shouldStop)
@@ -200,6 +201,8 @@ struct Hooks {
         var command = Command.shell(script, environment: env, workingDirectory: installer.generation(version),
                                     outputPath: outputDirectory + "/\(which)-\(version).out",
                                     timeoutSeconds: which == "start" ? config.startTimeoutSeconds : config.stopTimeoutSeconds)
+        // Not for start: what it starts (the app) inherits its environment, and must keep running.
+        if which != "start" { command.environment[ProcessTable.markerName] = config.root }
         command.inheritsEnvironment = false
         command.user = user
         return run(command, label: "\(which) \(version)", isAppStart: which == "start", shouldStop: { false })

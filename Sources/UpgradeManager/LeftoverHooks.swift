@@ -92,6 +92,39 @@ enum ProcessTable {
         return (leaderAlive, members)
     }
 
+    /// The name of the variable that marks programs the manager runs (`NAME=root`), so that one left between
+    /// its spawn and its record (a kill -9 of the manager in that window) is still found.
+    static let markerName = "UPGRADEFS_MANAGER_ROOT"
+
+    /// Process groups (other than the caller's) that hold a live process whose environment carries the marker
+    /// of `root`.
+    static func markedGroups(root: String) -> Set<pid_t> {
+        let marker = Array((markerName + "=" + root).utf8)
+        let own = getpgrp()
+        var groups = Set<pid_t>()
+        for stat in all() where !stat.hasEnded && stat.pgrp != own {
+            guard let environ = try? POSIXFiles.readFile("/proc/\(stat.pid)/environ", limit: 1 << 20) else { continue }
+            if environ.split(separator: 0).contains(where: { $0.elementsEqual(marker) }) { groups.insert(stat.pgrp) }
+        }
+        return groups
+    }
+
+    /// Ends (SIGKILL) every group `markedGroups` finds, and waits (up to `seconds`) until none is left.
+    static func endMarked(root: String, seconds: Double = 10) -> String? {
+        var groups = markedGroups(root: root)
+        guard !groups.isEmpty else { return nil }
+        let ended = groups.sorted()
+        let deadline = monotonicSeconds() + seconds
+        while !groups.isEmpty && monotonicSeconds() < deadline {
+            for group in groups { kill(-group, SIGKILL) }
+            usleep(20_000)
+            groups = markedGroups(root: root)
+        }
+        let list = ended.map(String.init).joined(separator: ", ")
+        return groups.isEmpty ? "ended process groups \(list) (unrecorded programs of the previous manager)"
+                              : "process groups \(list) of the previous manager did not end within \(formatSeconds(seconds)) s of SIGKILL"
+    }
+
     /// Ends the group if it is still the recorded one: SIGKILL to the whole group, then waits (up to
     /// `seconds`) until none of it is left. An app `start` that has returned is left alone (its group is the
     /// app). Returns what was done, for the log; nil when nothing was left.

@@ -153,6 +153,8 @@ public final class NodeManager: @unchecked Sendable {
             if let done = ProcessTable.end(hook) { event(done, level: .warning) }
             try ldb.forgetHook(hook.pgid)
         }
+        // One spawned just before the kill may not have been recorded yet: found by its environment's marker.
+        if let done = ProcessTable.endMarked(root: config.root) { event(done, level: .warning) }
     }
 
     // MARK: One pass

@@ -124,6 +124,32 @@ struct ManagerProcessDefenceTests {
         try manager.stop()
         #expect(node.appProcess()?.0 == app)
     }
+
+    /// A program spawned just before a kill -9, not yet recorded, is found by the marker in its environment;
+    /// one marked for another root is not touched.
+    @Test func anUnrecordedProgramOfThisRootIsEndedAndAnotherRootsIsNot() throws {
+        let node = try TestNode()
+        defer { node.remove() }
+        func spawn(root: String) throws -> pid_t {
+            try ProcessRunner.start(Command(executable: "/bin/sleep", arguments: ["1000"],
+                                            environment: [ProcessTable.markerName: root],
+                                            outputPath: node.directory + "/sleep-\(UInt32.random(in: 0...UInt32.max)).out",
+                                            timeoutSeconds: .infinity))
+        }
+        let ours = try spawn(root: node.root), theirs = try spawn(root: node.root + "-other")
+        defer {
+            kill(-theirs, SIGKILL)
+            kill(-ours, SIGKILL)
+            var status: Int32 = 0
+            waitpid(theirs, &status, 0)
+            waitpid(ours, &status, 0)
+        }
+        let manager = try node.manager()
+        try manager.recover()
+        #expect(TestNode.waitUntil(5) { !TestNode.isAlive(ours) }, "the unrecorded program still runs")
+        #expect(TestNode.isAlive(theirs), "another root's program was killed")
+        #expect(node.log.contains("ended process groups \(ours) (unrecorded programs of the previous manager)"), "\(node.log)")
+    }
 }
 
 extension ManagerProcess {
