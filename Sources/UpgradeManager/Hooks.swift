@@ -25,6 +25,14 @@ struct Hooks {
     let view: MountView
     let installer: Installer
     let reporter: WhiteboardReporter
+    /// `run-as`: programs run as this user; nil = as the manager.
+    var user: RunAsUser?
+    /// Where each program's process group is recorded while it runs, so that a manager killed with -9 can end
+    /// it at its next start.
+    var ldb: LocalDatabase?
+
+    /// The fixed `PATH` every program gets.
+    static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     static let tempFailStatus: Int32 = 75
     static let maxRetrySeconds = 3600.0
@@ -50,25 +58,56 @@ struct Hooks {
         ]
     }
 
+    /// The whole environment of a program (README, "The environment of SFs, TFs, checks, start and stop"):
+    /// a fixed base, the manager's variables node.toml's `pass-env` names, node.toml's `[env]`, then
+    /// `upgradefs` (the UPGRADEFS_ variables). Nothing else of the manager's environment.
+    func environment(_ upgradefs: [String: String]) -> [String: String] {
+        let identity = user ?? RunAsUser.current()
+        var environment = ["PATH": Self.defaultPath, "LANG": "C.UTF-8", "HOME": identity.home,
+                           "USER": identity.name, "LOGNAME": identity.name]
+        let own = ProcessRunner.currentEnvironment()
+        for name in config.passEnvironment { if let value = own[name] { environment[name] = value } }
+        environment.merge(config.environment) { $1 }
+        environment.merge(upgradefs) { $1 }
+        return environment
+    }
+
+    /// Hands `path` to the `run-as` user (nothing to do without one); with `tree`, what is in it too. Only for
+    /// paths whose parent the user cannot write. A tree is handed over children first: a directory becomes the
+    /// user's only once everything under it has, so the user can never swap a directory the walk is yet to enter
+    /// for a link (links themselves are never followed).
+    func giveToUser(_ path: String, tree: Bool = false) {
+        guard let user else { return }
+        guard let st = try? POSIXFiles.lstatOrNil(path) else { return }
+        if tree && POSIXFiles.isDirectory(st) {
+            for name in (try? POSIXFiles.listDirectory(path)) ?? [] { giveToUser(path + "/" + name, tree: true) }
+        }
+        _ = lchown(path, user.uid, user.gid)
+    }
+
     /// Runs `executable` in the bundle directory and appends its output to the log as `label: …`.
     func runBundleProgram(_ executable: String, label: String, version: Int64, environment: [String: String],
                           timeout: Double, shouldStop: () -> Bool = { false }) -> CommandResult {
-        let command = Command(executable: executable, environment: environment, workingDirectory: view.bundle(version),
+        var command = Command(executable: executable, environment: self.environment(environment),
+                              workingDirectory: view.bundle(version),
                               outputPath: outputDirectory + "/\(label.replacingSpaces()).out", timeoutSeconds: timeout)
+        command.environment[ProcessTable.markerName] = config.root
+        command.inheritsEnvironment = false
+        command.user = user
         return run(command, label: label, shouldStop: shouldStop)
     }
 
-    private func run(_ command: Command, label: String, shouldStop: () -> Bool) -> CommandResult {
+    private func run(_ command: Command, label: String, isAppStart: Bool = false, shouldStop: () -> Bool) -> CommandResult {
         do {
             let result: CommandResult
             do {
-                result = try ProcessRunner.run(command, shouldStop: shouldStop)
+                result = try runRecorded(command, label: label, isAppStart: isAppStart, shouldStop: shouldStop)
             } catch where error.code == ENOEXEC {
                 // A script without a #! line: run it as `sh -c ./sf` would, with /bin/sh.
                 var script = command
                 script.executable = "/bin/sh"
                 script.arguments = [command.executable] + command.arguments
-                result = try ProcessRunner.run(script, shouldStop: shouldStop)
+                result = try runRecorded(script, label: label, isAppStart: isAppStart, shouldStop: shouldStop)
             }
             reporter.log(String(decoding: result.output, as: UTF8.self), prefix: label + ": ")
             return result
@@ -78,13 +117,39 @@ struct Hooks {
         }
     }
 
+    /// Runs the command with its process group recorded in the LDB from its start to its end, so that a
+    /// manager killed meanwhile ends it at its next start (`NodeManager.endLeftoverPrograms`).
+    private func runRecorded(_ command: Command, label: String, isAppStart: Bool,
+                             shouldStop: () -> Bool) throws(ProcessRunnerError) -> CommandResult {
+        var spawned: pid_t?
+        defer {
+            if let pid = spawned, let ldb {
+                do { try ldb.forgetHook(pid) } catch { reporter.log("cannot forget process \(pid): \(error)", prefix: label + ": ") }
+            }
+        }
+        return try ProcessRunner.run(command, shouldStop: shouldStop) { pid in
+            spawned = pid
+            guard let ldb, let record = ProcessTable.record(pid: pid, label: label, isAppStart: isAppStart) else { return }
+            do { try ldb.recordHook(record) } catch { reporter.log("cannot record process \(pid): \(error)", prefix: label + ": ") }
+        }
+    }
+
     // MARK: SF
 
     func askScheduler(_ sf: String, version: Int64, environment: [String: String], shouldStop: () -> Bool) -> SchedulingAnswer {
         try? POSIXFiles.makeDirectories(sfScratch(version))
+        giveToUser(sfScratch(version))
         try? POSIXFiles.makeDirectories(outputDirectory)
         let retry = retryFile(version)
         unlink(retry)
+        if let user {
+            // The SF may write its wish here; ldb/out itself stays the manager's.
+            let fd = open(retry, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600)
+            if fd >= 0 {
+                _ = fchown(fd, user.uid, user.gid)
+                close(fd)
+            }
+        }
         var env = environment
         env["UPGRADEFS_PHASE"] = "before"
         env["UPGRADEFS_RETRY_FILE"] = retry
@@ -125,18 +190,22 @@ struct Hooks {
     /// `start` or `stop` of generation `version`, as `/bin/sh -c` in the generation's directory.
     func app(_ which: String, version: Int64) -> CommandResult {
         let script = which == "start" ? config.start : config.stop
-        let environment = [
+        let env = environment([
             "UPGRADEFS_NODE": config.node,
             "UPGRADEFS_CLASS": config.class,
             "UPGRADEFS_VERSION": String(version),
             "UPGRADEFS_RELEASE": installer.release(version),
             "UPGRADEFS_STATE": installer.state(version),
-        ]
+        ])
         try? POSIXFiles.makeDirectories(outputDirectory)
-        let command = Command.shell(script, environment: environment, workingDirectory: installer.generation(version),
+        var command = Command.shell(script, environment: env, workingDirectory: installer.generation(version),
                                     outputPath: outputDirectory + "/\(which)-\(version).out",
                                     timeoutSeconds: which == "start" ? config.startTimeoutSeconds : config.stopTimeoutSeconds)
-        return run(command, label: "\(which) \(version)", shouldStop: { false })
+        // Not for start: what it starts (the app) inherits its environment, and must keep running.
+        if which != "start" { command.environment[ProcessTable.markerName] = config.root }
+        command.inheritsEnvironment = false
+        command.user = user
+        return run(command, label: "\(which) \(version)", isAppStart: which == "start", shouldStop: { false })
     }
 }
 

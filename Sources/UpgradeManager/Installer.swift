@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import UpgradeCore
 import UpgradeFiles
 
 /// The node's generations under `root` (docs/DESIGN.md, "Node layout"):
@@ -43,6 +44,24 @@ public struct Installer: Sendable {
             try copyTree(from: state(from), to: staged + "/state")
         } else if mkdir(staged + "/state", 0o755) != 0 {
             throw FileError("mkdir", staged + "/state")
+        }
+    }
+
+    /// The staged release's symbolic links that leave it (`ReleaseLinks`), one line each; empty when all stay.
+    public func stagedLinkProblems(version: Int64) throws(FileError) -> [String] {
+        var links: [ReleaseLinks.Link] = []
+        try collectLinks(staging(version) + "/release", relative: "", into: &links)
+        return ReleaseLinks.problems(links)
+    }
+
+    private func collectLinks(_ path: String, relative: String, into links: inout [ReleaseLinks.Link]) throws(FileError) {
+        guard let st = try POSIXFiles.lstatOrNil(path) else { return }
+        if st.st_mode & S_IFMT == S_IFLNK {
+            links.append(.init(path: relative, target: String(decoding: try POSIXFiles.readLink(path), as: UTF8.self)))
+        } else if POSIXFiles.isDirectory(st) {
+            for name in try POSIXFiles.listDirectory(path).sorted() {
+                try collectLinks(path + "/" + name, relative: relative.isEmpty ? name : relative + "/" + name, into: &links)
+            }
         }
     }
 

@@ -87,6 +87,17 @@ public final class LocalDatabase: Sendable {
                     step TEXT NOT NULL);
                 """)
         }
+        migrator.registerMigration("v2-hooks") { db in
+            try db.execute(sql: """
+                CREATE TABLE hooks(
+                    pgid INTEGER PRIMARY KEY,
+                    start_ticks INTEGER NOT NULL,
+                    boot_id TEXT NOT NULL,
+                    session INTEGER NOT NULL,
+                    label TEXT NOT NULL,
+                    is_app_start INTEGER NOT NULL);
+                """)
+        }
         return migrator
     }
 
@@ -215,6 +226,42 @@ public final class LocalDatabase: Sendable {
             try database.write { db in
                 if let record { try Self.save(db, record) }
                 try db.execute(sql: "DELETE FROM intent")
+            }
+        }
+    }
+
+    // MARK: Programs running
+
+    /// A program started in its own process group, recorded before the manager waits for it.
+    public func recordHook(_ hook: HookProcess) throws(LocalDatabaseError) {
+        try run("record process \(hook.pgid)") {
+            try database.write { db in
+                try db.execute(sql: """
+                    INSERT OR REPLACE INTO hooks(pgid, start_ticks, boot_id, session, label, is_app_start) VALUES (?, ?, ?, ?, ?, ?)
+                    """, arguments: StatementArguments([hook.pgid, hook.startTicks, hook.bootID, hook.session, hook.label,
+                                                            hook.isAppStart] as [any DatabaseValueConvertible]))
+            }
+        }
+    }
+
+    private static func hook(_ row: Row) -> HookProcess {
+        let pgid: pid_t = row["pgid"], session: pid_t = row["session"]
+        let startTicks: Int64 = row["start_ticks"], bootID: String = row["boot_id"], label: String = row["label"]
+        let isAppStart: Bool = row["is_app_start"]
+        return HookProcess(pgid: pgid, startTicks: startTicks, bootID: bootID, session: session, label: label, isAppStart: isAppStart)
+    }
+
+    public func forgetHook(_ pgid: pid_t) throws(LocalDatabaseError) {
+        try run("forget process \(pgid)") {
+            try database.write { db in try db.execute(sql: "DELETE FROM hooks WHERE pgid = ?", arguments: [pgid]) }
+        }
+    }
+
+    /// The programs recorded as running (after a kill -9 of the manager: the ones it left behind).
+    public func hooks() throws(LocalDatabaseError) -> [HookProcess] {
+        try run("read processes") {
+            try database.read { db in
+                try Row.fetchAll(db, sql: "SELECT * FROM hooks ORDER BY pgid").map(Self.hook)
             }
         }
     }

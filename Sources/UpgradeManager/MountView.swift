@@ -34,6 +34,31 @@ public final class MountView: @unchecked Sendable {
         return version
     }
 
+    /// Why the directory is not an upgradefs mount with a whiteboard, or nil when it is: it must hold
+    /// `latest` and `versions/` (the published upgrades) and `self/` (the node's whiteboard directory, shown
+    /// when the mount has a node key).
+    public func whiteboardProblem() -> String? {
+        var st = stat()
+        guard stat(mount + "/latest", &st) == 0, POSIXFiles.isRegular(st),
+              stat(mount + "/versions", &st) == 0, POSIXFiles.isDirectory(st) else {
+            return "\(mount) is not an upgradefs mount (no latest and versions/ in it): mount the server there first (upgradefs mount SOURCE \(mount) --node-key FILE)"
+        }
+        guard stat(selfDirectory, &st) == 0, POSIXFiles.isDirectory(st) else {
+            return "\(mount) has no whiteboard (no self/ in it): the mount needs the node's key (upgradefs mount … --node-key FILE)"
+        }
+        return nil
+    }
+
+    /// The version numbers `versions/` lists (what the mount's signed metadata holds).
+    public func publishedVersions() throws(MountReadError) -> Set<Int64> {
+        let path = mount + "/versions"
+        do {
+            return Set(try POSIXFiles.listDirectory(path).compactMap { Int64($0) })
+        } catch {
+            throw MountReadError(path: path, problem: error.description)
+        }
+    }
+
     public func manifest(_ version: Int64) throws(MountReadError) -> UpgradeManifest {
         if let cached = manifests[version] { return cached }
         let path = bundle(version) + "/" + UpgradeManifest.fileName

@@ -25,12 +25,18 @@ public struct NodeConfig: Sendable, Equatable {
     public var tfTimeoutSeconds: Double
     public var checkTimeoutSeconds: Double
     public var stopTimeoutSeconds: Double
+    /// `[env]`: variables given to SFs, TFs, checks, start and stop besides the documented ones.
+    public var environment: [String: String]
+    /// `pass-env`: names of the manager's own variables passed on to them (when set).
+    public var passEnvironment: [String]
+    /// `run-as`: the user they run as (its uid, primary gid, no supplementary groups); nil = the manager's.
+    public var runAs: String?
     /// Not in the file: how long `start` may take before it counts as failed (it must return once the app runs).
     public var startTimeoutSeconds: Double { stopTimeoutSeconds }
 
     public static let knownKeys: [String] = [
         "node", "class", "root", "start", "stop", "heartbeat-interval", "poll-interval",
-        "sf-timeout", "tf-timeout", "check-timeout", "stop-timeout",
+        "sf-timeout", "tf-timeout", "check-timeout", "stop-timeout", "env", "pass-env", "run-as",
     ]
 
     public init(
@@ -38,8 +44,12 @@ public struct NodeConfig: Sendable, Equatable {
         start: String = NodeConfig.defaultStart, stop: String = NodeConfig.defaultStop,
         heartbeatIntervalSeconds: Double = 5, pollIntervalSeconds: Double = 1,
         sfTimeoutSeconds: Double = 60, tfTimeoutSeconds: Double = 300,
-        checkTimeoutSeconds: Double = 60, stopTimeoutSeconds: Double = 30
+        checkTimeoutSeconds: Double = 60, stopTimeoutSeconds: Double = 30,
+        environment: [String: String] = [:], passEnvironment: [String] = [], runAs: String? = nil
     ) {
+        self.environment = environment
+        self.passEnvironment = passEnvironment
+        self.runAs = runAs
         self.node = node
         self.class = `class`
         self.root = root
@@ -59,7 +69,7 @@ public struct NodeConfig: Sendable, Equatable {
         do {
             bytes = try POSIXFiles.readFile(path, limit: 1 << 20)
         } catch {
-            throw NodeConfigError(file: path, key: nil, problem: "cannot be read: \(error)")
+            throw NodeConfigError(file: path, key: nil, problem: "cannot be read: \(error)", isMissing: error.isNotFound)
         }
         return try parse(String(decoding: bytes, as: UTF8.self), file: path)
     }
@@ -112,6 +122,35 @@ public struct NodeConfig: Sendable, Equatable {
         let root = try string("root") ?? defaultRoot
         guard root.hasPrefix("/") else { throw fail("root", "must be an absolute path, got \"\(root)\"") }
 
+        func variableName(_ key: String, _ name: String) throws(NodeConfigError) -> String {
+            guard isVariableName(name) else {
+                throw fail(key, "\"\(BundlePath.printable(name))\" is not a variable name: expected [A-Za-z_][A-Za-z0-9_]*")
+            }
+            guard !name.hasPrefix("UPGRADEFS_") else { throw fail(key, "may not set \(name): UPGRADEFS_ variables are the manager's") }
+            return name
+        }
+        var environment: [String: String] = [:]
+        if let raw = table["env"] {
+            guard let env = raw.table else { throw fail("env", "must be a table of NAME = \"value\"") }
+            for name in env.keys.sorted() {
+                guard let value = env[name]?.string else { throw fail("env", "\(name) must be a string") }
+                guard !value.utf8.contains(0) else { throw fail("env", "\(name) must not contain a NUL byte") }
+                environment[try variableName("env", name)] = value
+            }
+        }
+        var passEnvironment: [String] = []
+        if let raw = table["pass-env"] {
+            guard let names = raw.array else { throw fail("pass-env", "must be an array of variable names") }
+            for element in names {
+                guard let name = element.string else { throw fail("pass-env", "must be an array of variable names") }
+                passEnvironment.append(try variableName("pass-env", name))
+            }
+        }
+        let runAs = try string("run-as")
+        if let runAs, !isUserName(runAs) {
+            throw fail("run-as", "\"\(BundlePath.printable(runAs))\" is not a user name")
+        }
+
         return NodeConfig(
             node: node, class: className, root: root,
             start: try string("start") ?? defaultStart, stop: try string("stop") ?? defaultStop,
@@ -120,8 +159,19 @@ public struct NodeConfig: Sendable, Equatable {
             sfTimeoutSeconds: try seconds("sf-timeout", default: 60),
             tfTimeoutSeconds: try seconds("tf-timeout", default: 300),
             checkTimeoutSeconds: try seconds("check-timeout", default: 60),
-            stopTimeoutSeconds: try seconds("stop-timeout", default: 30)
+            stopTimeoutSeconds: try seconds("stop-timeout", default: 30),
+            environment: environment, passEnvironment: passEnvironment, runAs: runAs
         )
+    }
+
+    static func isVariableName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, first == "_" || (first.isASCII && first.properties.isAlphabetic) else { return false }
+        return name.unicodeScalars.allSatisfy { $0 == "_" || ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) }
+    }
+
+    static func isUserName(_ name: String) -> Bool {
+        name.utf8.count <= 32 && !name.hasPrefix("-")
+            && name.unicodeScalars.allSatisfy { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || "._-".unicodeScalars.contains($0)) }
     }
 }
 
@@ -130,6 +180,8 @@ public struct NodeConfigError: Error, CustomStringConvertible, Sendable, Equatab
     public let file: String
     public let key: String?
     public let problem: String
+    /// The file does not exist (exit 66, not 78).
+    public var isMissing = false
 
     public var description: String {
         if let key { return "\(file): key \"\(key)\" \(problem)" }

@@ -33,6 +33,8 @@ public final class NodeManager: @unchecked Sendable {
     private let lockDescriptor: Int32
     /// The last problem reading the mount, so one outage is logged once.
     private var lastProblem: String?
+    /// Whether the warning that no published upgrade is of the node's class was given (once per run).
+    private var warnedAboutClass = false
 
     public init(config: NodeConfig, mount: String, logger: Logger, crashAt: UpgradeStep? = nil,
                 shouldStop: @escaping @Sendable () -> Bool = { false }) throws(ManagerError) {
@@ -40,7 +42,14 @@ public final class NodeManager: @unchecked Sendable {
         self.view = MountView(mount: mount)
         self.installer = Installer(root: config.root)
         self.reporter = WhiteboardReporter(selfDirectory: view.selfDirectory, logger: logger)
-        self.hooks = Hooks(config: config, view: view, installer: installer, reporter: reporter)
+        var hooks = Hooks(config: config, view: view, installer: installer, reporter: reporter)
+        if let name = config.runAs {
+            guard let user = RunAsUser.lookup(name) else { throw ManagerError("run-as: there is no user \"\(name)\"") }
+            guard user.uid == geteuid() || ProcessRunner.setpriv != nil else {
+                throw ManagerError("run-as: setpriv (util-linux) is needed to run programs as \(name), and was not found")
+            }
+            hooks.user = user
+        }
         self.logger = logger
         self.crashAt = crashAt
         self.shouldStop = shouldStop
@@ -71,6 +80,8 @@ public final class NodeManager: @unchecked Sendable {
             close(lockDescriptor)
             throw ManagerError("\(error)")
         }
+        hooks.ldb = ldb
+        self.hooks = hooks
     }
 
     deinit {
@@ -114,6 +125,10 @@ public final class NodeManager: @unchecked Sendable {
     /// On start: an upgrade found in flight is rolled back (which starts the old app) or, when committed,
     /// finished; then the app of `current` is started (start is idempotent; the machine may have rebooted).
     public func recover() throws(LocalDatabaseError) {
+        // Who counts this node under an upgrade: its class, as the whiteboard's summaries read it.
+        reporter.report(class: config.class)
+        // Programs a manager killed with -9 left running would go on changing what is recovered here.
+        try endLeftoverPrograms()
         if let intent = try ldb.intent() {
             if intent.step != .committed {
                 let f = intent.fromGeneration
@@ -128,6 +143,18 @@ public final class NodeManager: @unchecked Sendable {
             let result = hooks.app("start", version: installed)
             if !result.succeeded { event("start of version \(installed) failed: \(result.endingDescription)", level: .error) }
         }
+    }
+
+    /// Ends the process groups of SFs, TFs, checks, start and stop that the previous run recorded and did
+    /// not see end (it was killed), each only while it is still that program's group; waits until they are
+    /// gone. The running app is never one of them (a `start` that returned is left alone).
+    func endLeftoverPrograms() throws(LocalDatabaseError) {
+        for hook in try ldb.hooks() {
+            if let done = ProcessTable.end(hook) { event(done, level: .warning) }
+            try ldb.forgetHook(hook.pgid)
+        }
+        // One spawned just before the kill may not have been recorded yet: found by its environment's marker.
+        if let done = ProcessTable.endMarked(root: config.root) { event(done, level: .warning) }
     }
 
     // MARK: One pass
@@ -164,11 +191,19 @@ public final class NodeManager: @unchecked Sendable {
             return []
         }
         guard latest > nodeVersion else { return [] }
+        var listed: Set<Int64>?? // versions/ as listed once in this pass (nil inside: it could not be listed)
         for version in (nodeVersion + 1)...latest {
             let manifest: UpgradeManifest
             do {
                 manifest = try view.manifest(version)
             } catch {
+                // Never published (versions/ lists newer ones but not this one) is a gap to step over; anything
+                // else (an unreadable bundle, versions/ not listable) may pass, and stops here.
+                if listed == nil { listed = .some(try? view.publishedVersions()) }
+                if let versions = listed ?? nil, !versions.contains(version), versions.contains(where: { $0 > version }) {
+                    upgrades.append(.unpublished(version))
+                    continue
+                }
                 problem = "cannot read upgrade \(version): \(error)"
                 break
             }
@@ -184,6 +219,18 @@ public final class NodeManager: @unchecked Sendable {
         return upgrades
     }
 
+    /// A mistyped `class` passes over every upgrade and looks idle: say so once when upgrades were published
+    /// and none has ever been of the node's class.
+    private func warnIfNoUpgradeIsOfTheClass(nodeVersion: Int64) throws(LocalDatabaseError) {
+        guard !warnedAboutClass, try ldb.records().allSatisfy({ $0.status == .skipped }) else { return }
+        warnedAboutClass = true
+        let recent = max(1, nodeVersion - 9)...nodeVersion
+        let classes = Set(recent.compactMap { try? view.manifest($0).class }).sorted()
+        let seen = classes.isEmpty ? "" : " (\(Int64(recent.count) == nodeVersion ? "they are" : "the last \(recent.count) are") of class \(classes.joined(separator: ", ")))"
+        event("no published upgrade (versions 1 to \(nodeVersion)) is of class \"\(config.class)\"\(seen): is class in node.toml right?",
+              level: .warning)
+    }
+
     private func noteProblem(_ problem: String?) {
         if problem != lastProblem, let problem { event(problem, level: .warning) }
         lastProblem = problem
@@ -195,11 +242,17 @@ public final class NodeManager: @unchecked Sendable {
         switch decision {
         case .rest(let state, let upgrade):
             reporter.report(state: state, version: nodeVersion, upgrade: upgrade)
+            if state == .idle && nodeVersion > 0 { try warnIfNoUpgradeIsOfTheClass(nodeVersion: nodeVersion) }
             return state
 
         case .skip(let n):
             try ldb.skip(version: n)
             event("upgrade \(n) is for another class: passed over, now at version \(n)")
+            return nil
+
+        case .skipUnpublished(let n):
+            try ldb.skip(version: n)
+            event("version \(n) was never published (versions/ has newer ones but not \(n)): passed over, now at version \(n)")
             return nil
 
         case .abort(let n):
@@ -312,6 +365,13 @@ public final class NodeManager: @unchecked Sendable {
             try step("stage") { () throws(FileError) in
                 try installer.stage(version: n, payload: view.bundle(n) + "/" + manifest.payload, from: f)
             }
+            // What is installed is judged, not the bundle: a link may stay in the bundle and leave the payload.
+            var linkProblems: [String] = []
+            try step("stage") { () throws(FileError) in linkProblems = try installer.stagedLinkProblems(version: n) }
+            guard linkProblems.isEmpty else {
+                throw StepFailure(reason: "refusing to install release \(n): " + linkProblems.joined(separator: "; "))
+            }
+            hooks.giveToUser(installer.staging(n) + "/state", tree: true) // run-as: the TF and the app write it
             try mark(.staged, upgrade: n)
 
             if let tf = view.hook(manifest.tf, default: "tf", in: n) {

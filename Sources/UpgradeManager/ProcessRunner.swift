@@ -9,8 +9,12 @@ import UpgradeFiles
 public struct Command: Sendable {
     public var executable: String
     public var arguments: [String]
-    /// Added to (and overriding) the manager's own environment.
+    /// Added to (and overriding) the manager's own environment, or the whole environment when
+    /// `inheritsEnvironment` is false.
     public var environment: [String: String]
+    public var inheritsEnvironment = true
+    /// Run as this user (through util-linux's `setpriv`: its uid and primary gid, no supplementary groups).
+    public var user: RunAsUser?
     public var workingDirectory: String?
     /// stdout and stderr both go to this file (truncated first).
     public var outputPath: String
@@ -31,6 +35,42 @@ public struct Command: Sendable {
                              outputPath: String, timeoutSeconds: Double) -> Command {
         Command(executable: "/bin/sh", arguments: ["-c", script], environment: environment,
                 workingDirectory: workingDirectory, outputPath: outputPath, timeoutSeconds: timeoutSeconds)
+    }
+}
+
+/// The user `run-as` names, as the password database has it.
+public struct RunAsUser: Sendable, Equatable {
+    public let name: String
+    public let uid: uid_t
+    public let gid: gid_t
+    public let home: String
+
+    public init(name: String, uid: uid_t, gid: gid_t, home: String) {
+        self.name = name
+        self.uid = uid
+        self.gid = gid
+        self.home = home
+    }
+
+    /// `getpwnam`; nil when there is no such user.
+    public static func lookup(_ name: String) -> RunAsUser? {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16 << 10)
+        guard getpwnam_r(name, &entry, &buffer, buffer.count, &result) == 0, let found = result?.pointee else { return nil }
+        return RunAsUser(name: name, uid: found.pw_uid, gid: found.pw_gid, home: String(cString: found.pw_dir))
+    }
+
+    /// The user the manager runs as.
+    public static func current() -> RunAsUser {
+        var entry = passwd()
+        var result: UnsafeMutablePointer<passwd>?
+        var buffer = [CChar](repeating: 0, count: 16 << 10)
+        let uid = geteuid()
+        guard getpwuid_r(uid, &entry, &buffer, buffer.count, &result) == 0, let found = result?.pointee else {
+            return RunAsUser(name: String(uid), uid: uid, gid: getegid(), home: "/")
+        }
+        return RunAsUser(name: String(cString: found.pw_name), uid: uid, gid: found.pw_gid, home: String(cString: found.pw_dir))
     }
 }
 
@@ -89,8 +129,11 @@ public enum ProcessRunner {
     static let outputTailBytes = 64 << 10
 
     /// Runs `command` to its end. `shouldStop` is polled while it runs; when it says so, the group is killed.
-    public static func run(_ command: Command, shouldStop: () -> Bool = { false }) throws(ProcessRunnerError) -> CommandResult {
+    /// `started` is called with the pid (= the group's id) right after the spawn, before anything waits.
+    public static func run(_ command: Command, shouldStop: () -> Bool = { false },
+                           started: (pid_t) -> Void = { _ in }) throws(ProcessRunnerError) -> CommandResult {
         let pid = try spawn(command)
+        started(pid)
         let start = monotonicSeconds()
         var status: Int32 = 0
         while true {
@@ -162,6 +205,27 @@ public enum ProcessRunner {
         posix_spawnattr_setpgroup(&attributes, 0)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
+        var environment = command.inheritsEnvironment ? currentEnvironment() : [:]
+        environment.merge(command.environment) { $1 }
+        var executable = command.executable
+        var arguments = [command.executable] + command.arguments
+        if let user = command.user {
+            guard let setpriv = Self.setpriv else { throw fail("run as \(user.name): setpriv (util-linux) not found", ENOENT) }
+            executable = setpriv
+            arguments = [setpriv, "--reuid=\(user.uid)", "--regid=\(user.gid)", "--clear-groups", "--"] + arguments
+        }
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup("\($0)=\($1)") } + [nil]
+        defer { (argv + envp).forEach { free($0) } }
+
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        guard rc == 0 else { throw fail("posix_spawn", rc) }
+        return pid
+    }
+
+    /// The manager's own environment.
+    public static func currentEnvironment() -> [String: String] {
         var environment: [String: String] = [:]
         var entry = environ
         while let pointer = entry.pointee {
@@ -171,16 +235,11 @@ public enum ProcessRunner {
             }
             entry += 1
         }
-        environment.merge(command.environment) { $1 }
-        let argv = ([command.executable] + command.arguments).map { strdup($0) } + [nil]
-        let envp = environment.map { strdup("\($0)=\($1)") } + [nil]
-        defer { (argv + envp).forEach { free($0) } }
-
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, command.executable, &actions, &attributes, argv, envp)
-        guard rc == 0 else { throw fail("posix_spawn", rc) }
-        return pid
+        return environment
     }
+
+    /// util-linux's `setpriv`, which changes the user between exec and the program (posix_spawn cannot).
+    static let setpriv: String? = ["/usr/bin/setpriv", "/bin/setpriv"].first { access($0, X_OK) == 0 }
 
     /// glibc's `posix_spawn_file_actions_addchdir_np` (2.29+), which Swift's Glibc module does not show
     /// (it is declared only under _GNU_SOURCE): the child changes directory between fork and exec.

@@ -57,12 +57,21 @@ public struct PublishedUpgrade: Sendable, Equatable {
     public var `class`: String
     public var fromVersion: Int64?
     public var control: ControlWord
+    /// False for a version number that was never published (a gap: 6, then 8); it is passed over like
+    /// another class's upgrade.
+    public var isPublished: Bool
 
-    public init(version: Int64, class: String, fromVersion: Int64? = nil, control: ControlWord = .go) {
+    public init(version: Int64, class: String, fromVersion: Int64? = nil, control: ControlWord = .go, isPublished: Bool = true) {
         self.version = version
         self.class = `class`
         self.fromVersion = fromVersion
         self.control = control
+        self.isPublished = isPublished
+    }
+
+    /// A version number below `latest` that the mount's `versions/` does not have.
+    public static func unpublished(_ version: Int64) -> PublishedUpgrade {
+        PublishedUpgrade(version: version, class: "", isPublished: false)
     }
 }
 
@@ -70,6 +79,8 @@ public struct PublishedUpgrade: Sendable, Equatable {
 public enum Decision: Sendable, Equatable {
     /// Upgrade N belongs to another class: the node's version advances to N, nothing else happens.
     case skip(Int64)
+    /// Version N was never published: passed over as `skip` is.
+    case skipUnpublished(Int64)
     /// Nothing to do now; report this state (with the upgrade it concerns, if any).
     case rest(NodeState, upgrade: Int64?)
     /// The operator aborted N (first seen now): record it.
@@ -85,8 +96,8 @@ public enum Decision: Sendable, Equatable {
 }
 
 /// The pure core of the state machine: from what the node knows, the next thing to do.
-/// Upgrades are taken one at a time in version order; another class's are passed over; a failed one holds
-/// back newer ones of the class until `retry`; an aborted one is stepped over (a newer one of the class may
+/// Upgrades are taken one at a time in version order; another class's (and version numbers never published)
+/// are passed over; a failed one holds back newer ones of the class until `retry` or `abort`; an aborted one is stepped over (a newer one of the class may
 /// be applied, and the node's version then moves past it).
 public enum UpgradePlanner {
     /// - Parameters:
@@ -99,6 +110,10 @@ public enum UpgradePlanner {
         var steppedOverAbort: Int64?
         for upgrade in upgrades {
             let n = upgrade.version
+            if !upgrade.isPublished {
+                if steppedOverAbort == nil { return .skipUnpublished(n) }
+                continue
+            }
             if upgrade.class != nodeClass {
                 // Behind an aborted upgrade the node's version cannot move: it does not run that version.
                 if steppedOverAbort == nil { return .skip(n) }
@@ -109,6 +124,8 @@ public enum UpgradePlanner {
             case .done, .skipped:
                 continue
             case .failed:
+                // The operator gives the failed upgrade up: the node stays at its version and may move on.
+                if upgrade.control == .abort { return .abort(n) }
                 if upgrade.control == .retry && record.controlAtFailure != ControlWord.retry.rawValue { return .retry(n) }
                 return .rest(.failed, upgrade: n)
             case .aborted:

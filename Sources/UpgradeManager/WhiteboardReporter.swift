@@ -47,6 +47,12 @@ public final class WhiteboardReporter: Sendable {
         flush()
     }
 
+    /// `class`: the node's class (node.toml), one line; written when the manager starts.
+    public func report(class name: String) {
+        pending.withLock { $0.files["class"] = name + "\n" }
+        flush()
+    }
+
     public func heartbeat(now: Double = Date().timeIntervalSince1970) {
         pending.withLock { $0.files["heartbeat"] = "\(Int64(now))\n" }
         flush()

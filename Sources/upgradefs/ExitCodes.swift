@@ -9,7 +9,8 @@ enum ExitCodes {
     static let dataError = ExitCode(65)
     /// A file named on the command line does not exist or cannot be read.
     static let noInput = ExitCode(66)
-    /// The server could not be reached and nothing is cached for it.
+    /// The server could not be reached and nothing is cached for it; manager: the mount has no whiteboard
+    /// (not an upgradefs mount, or one without a node key).
     static let unavailable = ExitCode(69)
     /// An operating-system error: the kernel mount failed, a directory could not be created.
     static let osError = ExitCode(71)

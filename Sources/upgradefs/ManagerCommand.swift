@@ -12,7 +12,9 @@ struct ManagerCommand: AsyncParsableCommand {
         Reads the mount's latest/ and versions/, asks each pending upgrade's SF when, and installs it under \
         the config's root (docs in README, "The manager"). Reports on the whiteboard through MOUNT/self/. \
         Runs in the foreground until SIGTERM or SIGINT; an upgrade in flight is finished first. Exit status \
-        78 for a bad config file, 71 when the manager cannot keep its local database.
+        66 when the config file does not exist, 78 for a bad config file, 69 when --mount is not an upgradefs \
+        mount with a whiteboard (latest, versions/ and self/, i.e. mounted with --node-key), 71 when the \
+        manager cannot keep its local database.
         """
     )
 
@@ -25,17 +27,28 @@ struct ManagerCommand: AsyncParsableCommand {
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
+        // Resolved once: the manager runs programs from other working directories.
+        let config = Self.absolute(self.config)
+        let mount = Self.absolute(self.mount)
         let nodeConfig: NodeConfig
         do {
             nodeConfig = try NodeConfig.load(path: config)
         } catch {
             printError("upgradefs manager: \(error)")
+            throw error.isMissing ? ExitCodes.noInput : ExitCodes.config
+        }
+        if let name = nodeConfig.runAs, RunAsUser.lookup(name) == nil {
+            printError("upgradefs manager: \(config): key \"run-as\" names no user on this machine: \"\(name)\"")
             throw ExitCodes.config
         }
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: mount, isDirectory: &isDirectory), isDirectory.boolValue else {
             printError("upgradefs manager: --mount \(mount) is not a directory")
             throw ExitCodes.noInput
+        }
+        if let problem = MountView(mount: mount).whiteboardProblem() {
+            printError("upgradefs manager: \(problem)")
+            throw ExitCodes.unavailable
         }
         var logger = logging.makeLogger("upgradefs.manager")
         logger[metadataKey: "node.id"] = "\(nodeConfig.node)"
@@ -82,5 +95,13 @@ struct ManagerCommand: AsyncParsableCommand {
             printError("upgradefs manager: \(failure)")
             throw ExitCodes.osError
         }
+    }
+
+    /// `path` made absolute against the working directory at start (`.` and `..` kept: they are resolved by
+    /// the kernel as the path is used, like any other component).
+    static func absolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        let directory = FileManager.default.currentDirectoryPath
+        return (directory.hasSuffix("/") ? directory : directory + "/") + path
     }
 }

@@ -12,6 +12,12 @@ struct UpgradeFS: AsyncParsableCommand {
             StatusCommand.self, ManagerCommand.self,
         ]
     )
+
+    /// No subcommand: the usage on stderr and exit 64 (bad usage), not the help as a success.
+    func run() async throws {
+        printError(Self.helpMessage())
+        throw ExitCodes.usage
+    }
 }
 
 /// Options every long-running command shares.

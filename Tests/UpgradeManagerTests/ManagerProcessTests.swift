@@ -141,16 +141,8 @@ struct ManagerProcess {
 
     /// Starts the manager; unless told otherwise, waits for its first heartbeat (by then it handles SIGTERM).
     init(_ node: TestNode, config: String, environment: [String: String] = [:], waitForHeartbeat: Bool = true) throws {
-        let heartbeat = node.selfDirectory + "/heartbeat"
-        unlink(heartbeat)
-        outputPath = node.directory + "/manager-\(UInt32.random(in: 0...UInt32.max)).log"
-        pid = try ProcessRunner.start(Command(
-            executable: Self.binary, arguments: ["manager", "--mount", node.mount, "--config", config],
-            environment: environment, outputPath: outputPath, timeoutSeconds: .infinity))
-        if waitForHeartbeat {
-            let output = outputPath
-            #expect(TestNode.waitUntil(30) { POSIXFiles.exists(heartbeat) }, "no heartbeat from the manager: \(String(decoding: (try? POSIXFiles.readFile(output)) ?? [], as: UTF8.self))")
-        }
+        try self.init(node, arguments: ["manager", "--mount", node.mount, "--config", config], environment: environment,
+                      waitForHeartbeat: waitForHeartbeat)
     }
 
     var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }

@@ -47,10 +47,13 @@ section() { echo "== $*"; }
 # gen/N/state; the app's runtime files land in gen/N/run.
 node=$work/node
 gen() { echo "$node/gen/$1"; }
+# The environment the manager builds for what it runs (README, "The environment of SFs, TFs, checks, start
+# and stop"): nothing of the caller's but these, plus the UPGRADEFS_ variables and node.toml's settings.
+menv="env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=${HOME:-/} USER=$(id -un) LOGNAME=$(id -un)"
 # appcmd V PROGRAM [ARGS]: run release V's bin/PROGRAM with the manager's env
 appcmd() {
     v=$1; shift; p=$1; shift
-    env UPGRADEFS_NODE=n1 UPGRADEFS_CLASS=counter UPGRADEFS_VERSION="$v" \
+    $menv UPGRADEFS_NODE=n1 UPGRADEFS_CLASS=counter UPGRADEFS_VERSION="$v" \
         UPGRADEFS_RELEASE="$(gen "$v")/release" UPGRADEFS_STATE="$(gen "$v")/state" \
         COUNTER_TIMEOUT=5 "$(gen "$v")/release/bin/$p" "$@"
 }
@@ -58,7 +61,7 @@ appcmd() {
 # does (cwd = the bundle, staged state and release of V, old state read-only)
 bundlecmd() {
     old=${3:-}
-    (cd "$app/counter-v$1" && env UPGRADEFS_NODE=n1 UPGRADEFS_CLASS=counter \
+    (cd "$app/counter-v$1" && $menv UPGRADEFS_NODE=n1 UPGRADEFS_CLASS=counter \
         UPGRADEFS_FROM="${old:-0}" UPGRADEFS_TO="$1" \
         UPGRADEFS_RELEASE="$(gen "$1")/release" UPGRADEFS_STATE="$(gen "$1")/state" \
         ${old:+UPGRADEFS_OLD_STATE="$(gen "$old")/state"} COUNTER_TIMEOUT=5 "./$2")
@@ -269,7 +272,7 @@ fleet() {
 # runsf SF NODE [NAME=VALUE...]: run an SF as the manager would for NODE, upgrade 2 -> 3
 runsf() {
     s=$1 n=$2; shift 2
-    (cd "$work" && env UPGRADEFS_NODE="$n" UPGRADEFS_CLASS=counter UPGRADEFS_FROM=2 UPGRADEFS_TO=3 \
+    (cd "$work" && $menv UPGRADEFS_NODE="$n" UPGRADEFS_CLASS=counter UPGRADEFS_FROM=2 UPGRADEFS_TO=3 \
         UPGRADEFS_MOUNT="$work" UPGRADEFS_UDB="$udb" UPGRADEFS_SELF="$udb/nodes/$n" \
         UPGRADEFS_BUNDLE="$work" UPGRADEFS_LDB="$work/ldb/$n" UPGRADEFS_ATTEMPT=1 \
         UPGRADEFS_CONTROL="$(cat "$udb/upgrades/3/control" 2>/dev/null)" \
