@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import UpgradeCore
+import UpgradeNode
 
 /// What a new operator runs into (issue 8, items 18, 21, 24), with the real binary and real mounts.
 @Suite(.serialized) struct WhiteboardOperatorTests {
@@ -59,6 +60,28 @@ import UpgradeCore
         #expect(Posix.write(second.path("self/state"), "waiting\n") == 0)
         #expect(Harness.waitUntil(20) { Posix.read(fleet.operator.path("udb/nodes/n1/state")) == "waiting\n" })
         second.unmount()
+    }
+
+    /// Items 18 and 12 on a real mount: the operator removes n1 while it is mounted; its writes are answered 401 and
+    /// wait (retried with back-off, shown by `status` as a name not enrolled); once n1 is enrolled again with its key
+    /// they are delivered by themselves, without a remount, and its journal's seqs go on above the old ones.
+    @Test func writesRefusedAsNotEnrolledAreDeliveredOnceTheNodeIsEnrolledAgainWithoutRemount() throws {
+        guard Harness.canMount else { return }
+        let fleet = try WhiteboardFleet(nodes: ["n1"])
+        let state = fleet.server.state.path
+        #expect(Posix.write(fleet["n1"].path("self/state"), "idle\n") == 0)
+        #expect(Harness.waitUntil(20) { Posix.read(fleet.operator.path("udb/nodes/n1/state")) == "idle\n" })
+        #expect(try Harness.run(Harness.binary, ["enroll", "--remove", "--state", state, "n1"]).status == 0)
+        #expect(Posix.write(fleet["n1"].path("self/state"), "running\n") == 0)
+        #expect(Harness.waitUntil(20) {
+            let status = try? Harness.run(Harness.binary, ["status", "--state", state])
+            return status?.output.contains("NOT ENROLLED") == true && status?.output.contains("unknown node n1") == true
+        })
+        #expect(Posix.read(fleet.operator.path("udb/nodes/n1/state")) == "idle\n")
+        let key = try NodeKeyFile.load(from: try #require(fleet.keys["n1"]))
+        #expect(try Harness.run(Harness.binary, ["enroll", "--state", state, "n1", Hex.encode(key.key.publicKey)]).status == 0)
+        #expect(Harness.waitUntil(30) { Posix.read(fleet.operator.path("udb/nodes/n1/state")) == "running\n" })
+        #expect(!fleet["n1"].log.contains("refused the write"), "\(fleet["n1"].log)")
     }
 
     /// Items 13, 18 and 24 on real mounts: n1 and n3 write `shared/a` as a file and `shared/a/b` while the server is
