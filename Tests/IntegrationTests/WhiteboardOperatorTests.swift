@@ -117,5 +117,12 @@ import UpgradeNode
         let row = json["nodes"]?.arrayValue?.first { $0["name"]?.stringValue == loser }
         #expect(row?["refused_writes"]?.intValue == 1, "\(status.output)")
         #expect(fleet.server.metric("upgradefs_udb_node_refused_total{node=\"\(loser)\"}") == 1)
+        // The loser's mount is killed and started again on its cache: nothing it sends is taken as a replay.
+        fleet[loser].kill9()
+        #expect(try fleet[loser].start(fleet.server.source, nodeKey: fleet.keys[loser]) == nil, "\(fleet[loser].log)")
+        #expect(Posix.write(fleet[loser].path("self/state"), "waiting\n") == 0)
+        #expect(Harness.waitUntil(30) { Posix.read(fleet.operator.path("udb/nodes/\(loser)/state")) == "waiting\n" })
+        #expect(fleet.server.metric("upgradefs_udb_node_refused_total{node=\"\(loser)\"}") == 1)
+        #expect(fleet.server.metric("upgradefs_udb_refused_total{reason=\"replayed\"}") == nil)
     }
 }
