@@ -19,6 +19,8 @@ struct WhiteboardSenderTests {
 
     let serverKey = Ed25519KeyPair.generate()
     let nonce = Sodium.randomBytes(16)
+    /// The signed request body the answers below answer.
+    let sent = Array(#"{"request":{},"signature":"00"}"#.utf8)
 
     func answer(_ result: WhiteboardResponse.Result, nonce: [UInt8]? = nil, key: Ed25519KeyPair? = nil) -> [UInt8] {
         WhiteboardResponse(revision: 42, result: result, nonce: nonce ?? self.nonce).signed(by: key ?? serverKey).encoded()
@@ -26,13 +28,16 @@ struct WhiteboardSenderTests {
 
     func classify(_ status: Int, _ body: [UInt8], signatureHeader: String? = nil) -> WhiteboardDeliveryOutcome {
         WhiteboardDeliveryOutcome.classify(
-            WhiteboardHTTPAnswer(status: status, body: body, signatureHeader: signatureHeader), nonce: nonce, serverKey: serverKey.publicKey)
+            WhiteboardHTTPAnswer(status: status, body: body, signatureHeader: signatureHeader), sent: sent, nonce: nonce,
+            serverKey: serverKey.publicKey)
     }
 
     /// A refusal as the server sends it: the body with the request's nonce and the status, signed by `key`.
-    func refusal(_ code: WhiteboardErrorBody.Code, _ message: String, nonce: [UInt8]? = nil, key: Ed25519KeyPair? = nil)
-        -> (body: [UInt8], header: String) {
-        let body = WhiteboardErrorBody(error: message, code: code, nonce: Hex.encode(nonce ?? self.nonce)).encoded()
+    func refusal(_ code: WhiteboardErrorBody.Code, _ message: String, nonce: [UInt8]? = nil, key: Ed25519KeyPair? = nil,
+                 sent: [UInt8]? = nil) -> (body: [UInt8], header: String) {
+        let body = WhiteboardErrorBody(
+            error: message, code: code, nonce: Hex.encode(nonce ?? self.nonce), request: WhiteboardErrorBody.requestHash(sent ?? self.sent)
+        ).encoded()
         let signature = WhiteboardServerSignature.sign(canonicalBody: body, key: key ?? serverKey)
         return (body, WhiteboardServerSignature.header(keyID: "k", signature: signature))
     }
@@ -81,8 +86,11 @@ struct WhiteboardSenderTests {
         let otherKey = refusal(code, "forged", key: Ed25519KeyPair.generate())
         let otherRequest = refusal(code, "an old verdict", nonce: Sodium.randomBytes(16))
         let otherStatus = refusal(code == .forbidden ? .conflict : .forbidden, "another status")
+        // The server's genuine verdict on a request altered on the way (same nonce, another body or signature).
+        let altered = refusal(code, "a verdict on an altered request", sent: sent + [0x20])
         for (body, header) in [(unsigned, nil), (otherKey.body, otherKey.header), (otherRequest.body, otherRequest.header),
-                               (otherStatus.body, otherStatus.header), (Array("plain text\n".utf8), nil)] as [([UInt8], String?)] {
+                               (otherStatus.body, otherStatus.header), (altered.body, altered.header),
+                               (Array("plain text\n".utf8), nil)] as [([UInt8], String?)] {
             guard case .retry = classify(status, body, signatureHeader: header) else {
                 Issue.record("HTTP \(status) \(String(decoding: body, as: UTF8.self)) was taken as a verdict")
                 continue

@@ -101,17 +101,25 @@ final class WhiteboardServer: Sendable {
         let request = wb["n1"].request(.put, "upgrades/3/control", "go")
         let result = try await wb.apply(request)
         #expect(result.status == 403)
-        let verdict = WhiteboardErrorBody.verifiedRefusal(
-            status: 403, body: result.body, signatureHeader: result.headers["upgradefs-signature"], nonce: request.request.nonce,
-            publicKey: wb.fixture.keys.timestamp.publicKey, verifier: SodiumVerifier())
-        #expect((try? verdict.get())?.code == .forbidden)
+        func verdict(_ result: HTTPResult, status: Int = 403, sent: SignedWhiteboardRequest = request, nonce: [UInt8]? = nil)
+            -> WhiteboardErrorBody? {
+            try? WhiteboardErrorBody.verifiedRefusal(
+                status: status, body: result.body, signatureHeader: result.headers["upgradefs-signature"], sent: sent.encoded(),
+                nonce: nonce ?? sent.request.nonce, publicKey: wb.fixture.keys.timestamp.publicKey, verifier: SodiumVerifier()).get()
+        }
+        #expect(verdict(result)?.code == .forbidden)
         // The same body does not pass as the verdict on another request, or with another status.
-        #expect((try? WhiteboardErrorBody.verifiedRefusal(
-            status: 403, body: result.body, signatureHeader: result.headers["upgradefs-signature"], nonce: Sodium.randomBytes(16),
-            publicKey: wb.fixture.keys.timestamp.publicKey, verifier: SodiumVerifier()).get()) == nil)
-        #expect((try? WhiteboardErrorBody.verifiedRefusal(
-            status: 409, body: result.body, signatureHeader: result.headers["upgradefs-signature"], nonce: request.request.nonce,
-            publicKey: wb.fixture.keys.timestamp.publicKey, verifier: SodiumVerifier()).get()) == nil)
+        #expect(verdict(result, nonce: Sodium.randomBytes(16)) == nil)
+        #expect(verdict(result, status: 409) == nil)
+        // On the path, someone flips a bit of the node's signature: the server's signed 401 is not a verdict on what
+        // the node sent (else an on-path attacker could make a mount believe its key is not enrolled).
+        var tampered = wb["n1"].request(.put, "nodes/n1/state", "idle")
+        let original = tampered
+        tampered.signature[0] ^= 1
+        let unauthenticated = try await wb.apply(tampered)
+        #expect(unauthenticated.status == 401)
+        #expect(verdict(unauthenticated, status: 401, sent: tampered)?.code == .unauthenticated)
+        #expect(verdict(unauthenticated, status: 401, sent: original) == nil)
         await wb.stop()
     }
 

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// Signatures the server puts on whiteboard answers: Ed25519 by the server's
@@ -94,9 +95,11 @@ public struct SignedWhiteboardResponse: Sendable, Hashable {
     }
 }
 
-/// A refused request: `{"error": "<message for people>", "code": "<kind>"}`. A refusal of an apply request also
-/// carries the request's `nonce` and the HTTP `status`, and the whole body is signed by the server's timestamp key
-/// (header `Upgradefs-Signature`, as read answers are), so that nobody on the path can fake a verdict.
+/// A refused request: `{"error": "<message for people>", "code": "<kind>"}`. A refusal of an apply request whose body
+/// parsed also carries the request's `nonce`, the SHA-256 of the signed body received (`request`, hex: whatever was
+/// changed on the way, request or signature, the node does not recognise it) and the HTTP `status`, and the whole body
+/// is signed by the server's timestamp key (header `Upgradefs-Signature`, as read answers are), so that nobody on the
+/// path can fake a verdict or obtain one for a request the node did not send.
 public struct WhiteboardErrorBody: Sendable, Hashable {
     /// Machine-readable kinds, so the node can pick an errno without parsing the message.
     public enum Code: String, Sendable, Hashable {
@@ -116,12 +119,18 @@ public struct WhiteboardErrorBody: Sendable, Hashable {
     public var code: Code
     /// The refused request's nonce (hex); nil in unsigned error answers.
     public var nonce: String?
+    /// SHA-256 (hex) of the signed request body refused; nil in unsigned error answers.
+    public var request: String?
 
-    public init(error: String, code: Code, nonce: String? = nil) {
+    public init(error: String, code: Code, nonce: String? = nil, request: String? = nil) {
         self.error = error
         self.code = code
         self.nonce = nonce
+        self.request = request
     }
+
+    /// What `request` holds for a signed request body: SHA-256 of its bytes, hex.
+    public static func requestHash(_ signedBody: [UInt8]) -> String { Hex.encode(Array(SHA256.hash(data: signedBody))) }
 
     public var httpStatus: Int {
         switch code {
@@ -141,6 +150,7 @@ public struct WhiteboardErrorBody: Sendable, Hashable {
             members["nonce"] = .string(nonce)
             members["status"] = .int(Int64(httpStatus))
         }
+        if let request { members["request"] = .string(request) }
         return .object(members)
     }
 
@@ -151,14 +161,15 @@ public struct WhiteboardErrorBody: Sendable, Hashable {
         guard let json = try? JSONValue.parse(bytes), let error = json["error"]?.stringValue else { return nil }
         return WhiteboardErrorBody(
             error: error, code: json["code"]?.stringValue.flatMap(Code.init(rawValue:)) ?? .internalError,
-            nonce: json["nonce"]?.stringValue)
+            nonce: json["nonce"]?.stringValue, request: json["request"]?.stringValue)
     }
 
-    /// A refusal of the request with `nonce`, or why it cannot be trusted as the server's verdict: the body must be
-    /// signed by `publicKey` (nil: the signature is not checked, only the nonce), echo the nonce, and name the HTTP
-    /// status it came with.
+    /// A refusal of the request `sent` (the signed body, with `nonce`), or why it cannot be trusted as the server's
+    /// verdict: the body must be signed by `publicKey` (nil: the signature is not checked), echo the nonce, name the
+    /// SHA-256 of exactly `sent`, and name the HTTP status it came with.
     public static func verifiedRefusal(
-        status: Int, body: [UInt8], signatureHeader: String?, nonce: [UInt8], publicKey: [UInt8]?, verifier: some Ed25519Verifying
+        status: Int, body: [UInt8], signatureHeader: String?, sent: [UInt8], nonce: [UInt8], publicKey: [UInt8]?,
+        verifier: some Ed25519Verifying
     ) -> Result<WhiteboardErrorBody, WhiteboardProtocolError> {
         guard let json = try? JSONValue.parse(body), let refusal = decode(body) else {
             return .failure(WhiteboardProtocolError("the refusal is not a whiteboard error body"))
@@ -170,6 +181,9 @@ public struct WhiteboardErrorBody: Sendable, Hashable {
         }
         guard refusal.nonce == Hex.encode(nonce) else {
             return .failure(WhiteboardProtocolError("the refusal does not echo the request's nonce"))
+        }
+        guard refusal.request == requestHash(sent) else {
+            return .failure(WhiteboardProtocolError("the refusal is for another request than the one sent (altered on the way?)"))
         }
         guard json["status"]?.intValue == Int64(status), refusal.httpStatus == status else {
             return .failure(WhiteboardProtocolError("the refusal names another status than HTTP \(status)"))

@@ -102,12 +102,12 @@ public final class WhiteboardLockClient: Sendable {
         }
         if answer.status == 401,
            case .success(let refusal) = WhiteboardErrorBody.verifiedRefusal(
-               status: 401, body: answer.body, signatureHeader: answer.signatureHeader, nonce: signed.nonce,
+               status: 401, body: answer.body, signatureHeader: answer.signatureHeader, sent: signed.body, nonce: signed.nonce,
                publicKey: serverKey, verifier: SodiumVerifier())
         {
             return .notEnrolled(refusal.error)
         }
-        switch WhiteboardDeliveryOutcome.classify(answer, nonce: signed.nonce, serverKey: serverKey) {
+        switch WhiteboardDeliveryOutcome.classify(answer, sent: signed.body, nonce: signed.nonce, serverKey: serverKey) {
         case .delivered: return .granted
         case .retry(let reason): return .unknown(reason)
         case .refused(let status, let reason):
@@ -150,7 +150,7 @@ public final class WhiteboardLockClient: Sendable {
         } catch {
             return .failure(Failure(errno: EHOSTUNREACH, message: WhiteboardClientError.describe(error, url: url)))
         }
-        return Self.interpret(answer, nonce: signed.nonce, serverKey: serverKey, op: op, path: path, logger: logger)
+        return Self.interpret(answer, sent: signed.body, nonce: signed.nonce, serverKey: serverKey, op: op, path: path, logger: logger)
     }
 
     private func blocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
@@ -164,10 +164,10 @@ public final class WhiteboardLockClient: Sendable {
         return box.value!
     }
 
-    static func interpret(_ answer: WhiteboardHTTPAnswer, nonce: [UInt8], serverKey: [UInt8], op: WhiteboardOp,
+    static func interpret(_ answer: WhiteboardHTTPAnswer, sent: [UInt8], nonce: [UInt8], serverKey: [UInt8], op: WhiteboardOp,
                           path: String, logger: Logger) -> Result<Int64, Failure> {
         let status = answer.status, body = answer.body
-        switch WhiteboardDeliveryOutcome.classify(answer, nonce: nonce, serverKey: serverKey) {
+        switch WhiteboardDeliveryOutcome.classify(answer, sent: sent, nonce: nonce, serverKey: serverKey) {
         case .delivered(let revision, _):
             return .success(revision)
         case .retry(let reason):

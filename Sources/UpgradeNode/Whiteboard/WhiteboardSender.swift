@@ -149,7 +149,7 @@ public actor WhiteboardSender {
         } catch {
             return .retry(WhiteboardClientError.describe(error, url: url))
         }
-        return WhiteboardDeliveryOutcome.classify(answer, nonce: entry.nonce, serverKey: serverKey)
+        return WhiteboardDeliveryOutcome.classify(answer, sent: entry.body, nonce: entry.nonce, serverKey: serverKey)
     }
 }
 
@@ -191,7 +191,10 @@ public enum WhiteboardDeliveryOutcome: Sendable, Equatable {
     /// Refused by the server with a signed verdict (400, 403, 409, other 4xx): sending the same bytes again cannot help.
     case refused(status: Int, reason: String)
 
-    public static func classify(_ answer: WhiteboardHTTPAnswer, nonce: [UInt8], serverKey: [UInt8]?) -> WhiteboardDeliveryOutcome {
+    /// - Parameters:
+    ///   - sent: the signed request body sent (a refusal must name its hash); `nonce`: its nonce.
+    public static func classify(_ answer: WhiteboardHTTPAnswer, sent: [UInt8], nonce: [UInt8], serverKey: [UInt8]?)
+        -> WhiteboardDeliveryOutcome {
         let status = answer.status, body = answer.body
         switch status {
         case 200:
@@ -212,8 +215,8 @@ public enum WhiteboardDeliveryOutcome: Sendable, Equatable {
             return .retry("HTTP \(status)" + (WhiteboardErrorBody.decode(body).map { ": \($0.error)" } ?? ""))
         default:
             switch WhiteboardErrorBody.verifiedRefusal(
-                status: status, body: body, signatureHeader: answer.signatureHeader, nonce: nonce, publicKey: serverKey,
-                verifier: SodiumVerifier())
+                status: status, body: body, signatureHeader: answer.signatureHeader, sent: sent, nonce: nonce,
+                publicKey: serverKey, verifier: SodiumVerifier())
             {
             case .success(let refusal):
                 return .refused(status: status, reason: refusal.error)

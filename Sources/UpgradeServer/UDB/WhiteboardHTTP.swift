@@ -68,10 +68,8 @@ struct WhiteboardHTTP: Sendable {
         } catch {
             logger.warning("whiteboard write refused: malformed request", metadata: ["udb.reason": .string(error.description)])
             counters.refused(.malformed)
-            let body = WhiteboardErrorBody(error: error.description, code: .malformed)
-            // Signed when the request's nonce can be read, so the node can take the verdict as the server's.
-            guard let nonce = Self.requestNonce(Array(buffer.readableBytesView)) else { return Self.error(body) }
-            return signedError(body, nonce: nonce)
+            // Unsigned: a body that does not parse may have been altered on the way; no verdict binds the node.
+            return Self.error(WhiteboardErrorBody(error: error.description, code: .malformed))
         }
         let outcome = try await store.apply(signed)
         let r = signed.request
@@ -93,7 +91,7 @@ struct WhiteboardHTTP: Sendable {
                 metadata: ["node.name": .string(r.node), "udb.op": .string(r.op.rawValue), "udb.path": .string(HTTPHandler.clean(r.path)),
                            "udb.channel": .string(r.channel.rawValue), "udb.seq": .stringConvertible(r.seq),
                            "udb.code": .string(body.code.rawValue)])
-            return signedError(body, nonce: r.nonce)
+            return signedError(body, for: signed)
         }
     }
 
@@ -180,19 +178,13 @@ struct WhiteboardHTTP: Sendable {
         return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 
-    /// A refusal of the request with `nonce`, signed like a read answer (the node takes only signed refusals as verdicts).
-    private func signedError(_ body: WhiteboardErrorBody, nonce: [UInt8]) -> Response {
+    /// A refusal of `request`, bound to its nonce and to the hash of its signed body (re-encoded canonically, as the
+    /// node sends it) and signed like a read answer: the node takes only such refusals as verdicts.
+    private func signedError(_ body: WhiteboardErrorBody, for request: SignedWhiteboardRequest) -> Response {
         var body = body
-        body.nonce = Hex.encode(nonce)
+        body.nonce = Hex.encode(request.request.nonce)
+        body.request = WhiteboardErrorBody.requestHash(request.encoded())
         return signedResponse(HTTPResponse.Status(code: body.httpStatus), body: body.encoded())
-    }
-
-    /// The nonce of a request body that did not pass `SignedWhiteboardRequest.decode`, if it has a well-formed one.
-    private static func requestNonce(_ bytes: [UInt8]) -> [UInt8]? {
-        guard let hex = (try? JSONValue.parse(bytes))?["request"]?["nonce"]?.stringValue, let nonce = Hex.decode(hex),
-              nonce.count == WhiteboardRequest.nonceBytes, Hex.encode(nonce) == hex
-        else { return nil }
-        return nonce
     }
 
     static func error(_ body: WhiteboardErrorBody) -> Response {
