@@ -154,6 +154,18 @@ public enum WhiteboardRules {
         }
     }
 
+    /// What a node of upgrade N's class counts as in N's summary, from what it reports: `done` at a version ≥ N;
+    /// else, when its `upgrade` file names the upgrade its state concerns (the manager writes it, empty when none),
+    /// its state word under that upgrade and `pending` under every other one (a failure of upgrade 1 is not a
+    /// failure of upgrade 2); without an `upgrade` file, its state word; `unknown` without a state.
+    public static func summaryState(upgrade: Int64, state: [UInt8]?, version: [UInt8]?, reportedUpgrade: [UInt8]?) -> String {
+        if let version = version.flatMap(parseCount), version >= upgrade { return "done" }
+        if let reportedUpgrade, parseCount(reportedUpgrade) != upgrade { return "pending" }
+        guard var word = state else { return "unknown" }
+        if word.last == 0x0A { word.removeLast() }
+        return isWord(word) ? String(decoding: word, as: UTF8.self) : "unknown"
+    }
+
     /// A non-negative decimal integer (no sign, no leading zeros, ≤ 18 digits),
     /// optionally followed by one newline.
     public static func parseCount(_ bytes: [UInt8]) -> Int64? {

@@ -426,7 +426,7 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
 
     private static func affectsSummaries(_ path: WhiteboardPath) -> Bool {
         switch path.kind {
-        case .nodeFile(_, "state"), .nodeFile(_, "version"), .nodeFile(_, "class"): true
+        case .nodeFile(_, "state"), .nodeFile(_, "version"), .nodeFile(_, "class"), .nodeFile(_, "upgrade"): true
         default: false
         }
     }
@@ -446,25 +446,25 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
     }
 
     /// `STATE COUNT` lines, sorted by state, over the enrolled nodes (not the operator) whose `class` file names
-    /// `upgradeClass` (one trailing newline allowed), by what they report: a node whose version is ≥ N counts as
-    /// `done`, one without a state as `unknown`. A node that never reported a class is counted under no upgrade.
+    /// `upgradeClass` (one trailing newline allowed), each counted as `WhiteboardRules.summaryState` says. A node that
+    /// never reported a class is counted under no upgrade.
     static func summary(_ db: Database, version: Int64, class upgradeClass: String) throws -> [UInt8] {
         var counts: [String: Int] = [:]
         let rows = try Row.fetchAll(
             db,
             sql: """
-                SELECT n.name, s.content AS state, v.content AS version FROM nodes n
+                SELECT n.name, s.content AS state, v.content AS version, u.content AS upgrade FROM nodes n
                 JOIN files c ON c.path = 'nodes/' || n.name || '/class' AND c.content IN (?, ?)
                 LEFT JOIN files s ON s.path = 'nodes/' || n.name || '/state'
                 LEFT JOIN files v ON v.path = 'nodes/' || n.name || '/version'
+                LEFT JOIN files u ON u.path = 'nodes/' || n.name || '/upgrade'
                 WHERE n.name != ?
                 """,
             arguments: [Data(upgradeClass.utf8), Data((upgradeClass + "\n").utf8), WhiteboardRules.operatorName])
         for row in rows {
-            let nodeVersion = (row["version"] as Data?).flatMap { WhiteboardRules.parseCount(Array($0)) }
-            var state = (row["state"] as Data?).map { String(decoding: $0, as: UTF8.self) } ?? "unknown"
-            if state.hasSuffix("\n") { state.removeLast() }
-            if let nodeVersion, nodeVersion >= version { state = "done" }
+            let state = WhiteboardRules.summaryState(
+                upgrade: version, state: (row["state"] as Data?).map(Array.init), version: (row["version"] as Data?).map(Array.init),
+                reportedUpgrade: (row["upgrade"] as Data?).map(Array.init))
             counts[state, default: 0] += 1
         }
         return Array(counts.keys.sorted().map { "\($0) \(counts[$0]!)\n" }.joined().utf8)
