@@ -18,8 +18,8 @@ public enum WhiteboardOp: String, Sendable, Hashable, CaseIterable {
 /// less than `leaseSeconds` ago, a claim is refused (`in-use`). A restarted mount on the same cache is the same
 /// instance. A clean unmount ends its session.
 public enum WhiteboardSession {
-    public static let leaseSeconds: Double = 30
-    public static let renewSeconds: Double = 10
+    public static let leaseSeconds: Double = 60
+    public static let renewSeconds: Double = 20
 
     public enum Action: Sendable, Equatable {
         case claim(instance: String)
