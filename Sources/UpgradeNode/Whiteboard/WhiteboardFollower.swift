@@ -103,7 +103,7 @@ public actor WhiteboardFollower {
         } catch is CancellationError {
             throw CancellationError()
         } catch {
-            throw WhiteboardProtocolError(WhiteboardClientError.describe(error, url: url))
+            throw WhiteboardProtocolError(NetworkErrorText.describe(error, url: url))
         }
         let body = Array(try await response.body.collect(upTo: 64 << 20).readableBytesView)
         guard response.status == .ok else {

@@ -98,7 +98,7 @@ public final class WhiteboardLockClient: Sendable {
         do {
             answer = try await http.postWhiteboardRequest(signed.body, to: url, timeout: timeout, logger: logger)
         } catch {
-            return .unknown(WhiteboardClientError.describe(error, url: url))
+            return .unknown(NetworkErrorText.describe(error, url: url))
         }
         if answer.status == 401,
            case .success(let refusal) = WhiteboardErrorBody.verifiedRefusal(
@@ -148,7 +148,7 @@ public final class WhiteboardLockClient: Sendable {
         do {
             answer = try await http.postWhiteboardRequest(signed.body, to: url, timeout: timeout, logger: logger)
         } catch {
-            return .failure(Failure(errno: EHOSTUNREACH, message: WhiteboardClientError.describe(error, url: url)))
+            return .failure(Failure(errno: EHOSTUNREACH, message: NetworkErrorText.describe(error, url: url)))
         }
         return Self.interpret(answer, sent: signed.body, nonce: signed.nonce, serverKey: serverKey, op: op, path: path, logger: logger)
     }

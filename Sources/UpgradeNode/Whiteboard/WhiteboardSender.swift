@@ -147,7 +147,7 @@ public actor WhiteboardSender {
         do {
             answer = try await http.postWhiteboardRequest(entry.body, to: url, timeout: requestTimeout, logger: logger)
         } catch {
-            return .retry(WhiteboardClientError.describe(error, url: url))
+            return .retry(NetworkErrorText.describe(error, url: url))
         }
         return WhiteboardDeliveryOutcome.classify(answer, sent: entry.body, nonce: entry.nonce, serverKey: serverKey)
     }
