@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Sodium
 import Synchronization
 import Testing
@@ -318,6 +319,32 @@ extension WhiteboardApplyOutcome {
         // Only the node itself claims its session.
         #expect(try await store.apply(n2.request(.session, "nodes/n1/session", "claim a1")).code == .malformed)
         #expect(try await store.apply(n1.request(.session, "nodes/n1/session", "take it")).code == .malformed)
+    }
+
+    /// Issue 8, item 23, for a database the previous release left: its summaries (one for a mistyped control file's
+    /// upgrade 22 among them) are dropped when it is opened; only published upgrades get theirs again.
+    @Test func summariesOfAnOlderDatabaseAreMadeAgainOnlyForPublishedUpgrades() async throws {
+        defer { directory.remove() }
+        do {
+            let pool = try DatabasePool(path: directory.path + "/" + SQLiteWhiteboardStore.fileName)
+            try SQLiteWhiteboardStore.migrator.migrate(pool, upTo: "v1")
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO files(path, content, revision, modified_at, writer) VALUES
+                        ('upgrades/2/summary', x'', 1, 0, 'server'), ('upgrades/22/summary', x'', 1, 0, 'server'),
+                        ('upgrades/22/control', CAST('go' AS BLOB), 1, 0, 'operator')
+                    """)
+            }
+            try pool.close()
+        }
+        let store = try open()
+        var snapshot = try await store.snapshot()
+        #expect(snapshot.content("upgrades/22/summary") == nil && snapshot.content("upgrades/2/summary") == nil)
+        #expect(snapshot.content("upgrades/22/control") == "go")
+        try await store.registerUpgrade(2, class: "app")
+        snapshot = try await store.snapshot()
+        #expect(snapshot.content("upgrades/2/summary") == "")
+        #expect(WhiteboardStatus(enrolled: [], view: snapshot).upgrades.map(\.version) == [2])
     }
 
     @Test func everythingCommittedSurvivesReopeningWithoutCheckpoint() async throws {

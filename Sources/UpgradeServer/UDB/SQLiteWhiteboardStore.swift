@@ -72,6 +72,15 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
                     CREATE TABLE upgrades(version INTEGER PRIMARY KEY, class TEXT NOT NULL);
                     CREATE TABLE sessions(node TEXT PRIMARY KEY, instance TEXT NOT NULL, renewed_at REAL NOT NULL);
                     """)
+            // Summaries made before (also for control files of versions never published) become tombstones; the
+            // server's start registers every published upgrade again, which makes its summary.
+            if try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM files WHERE path LIKE 'upgrades/%/summary' AND content IS NOT NULL") ?? 0 > 0 {
+                try db.execute(sql: "UPDATE meta SET value = value + 1 WHERE key = 'revision'")
+                try db.execute(sql: """
+                    UPDATE files SET content = NULL, revision = (SELECT value FROM meta WHERE key = 'revision')
+                    WHERE path LIKE 'upgrades/%/summary' AND content IS NOT NULL
+                    """)
+            }
         }
         return migrator
     }
