@@ -102,9 +102,11 @@ public final class MountService: Sendable {
             guard let serverKey = await updater.timestampKey else {
                 throw MountError.verification("the trusted root names no timestamp key to check whiteboard answers with")
             }
-            whiteboard = try Whiteboard(node: nodeKey, cacheDirectory: config.cacheDirectory,
-                                        baseURL: config.source.baseURL, http: whiteboardHTTP,
-                                        serverKey: serverKey, logger: logger)
+            let board = try Whiteboard(node: nodeKey, cacheDirectory: config.cacheDirectory,
+                                       baseURL: config.source.baseURL, http: whiteboardHTTP,
+                                       serverKey: serverKey, logger: logger)
+            try await board.claimSession(logger: logger)
+            whiteboard = board
         }
         let fileSystem = await UpgradeFileSystem(updater: updater, whiteboard: whiteboard?.fileSystem, logger: logger)
         await MetadataWatcher.showStaleness(updater: updater, fileSystem: fileSystem, lastFailure: firstFailure, logger: logger)
@@ -145,11 +147,13 @@ struct Whiteboard {
     let follower: WhiteboardFollower
     let fileSystem: WhiteboardFileSystem
     let locks: WhiteboardLockClient
+    let logger: Logger
 
     init(node: NodeKeyFile, cacheDirectory: String, baseURL: String, http: HTTPClient, serverKey: [UInt8],
          logger: Logger) throws(MountError) {
         var logger = logger
         logger[metadataKey: "udb.node"] = "\(node.node)"
+        self.logger = logger
         do {
             journal = try WhiteboardJournal(cacheDirectory: cacheDirectory, node: node.node, key: node.key)
         } catch {
@@ -166,16 +170,42 @@ struct Whiteboard {
                                       filesChanged: { fileSystem.filesChanged($0) })
     }
 
+    /// Claims the node's mount session (`WhiteboardSession`): fails the mount when the server says (signed) that the
+    /// node key is not enrolled or is mounted elsewhere; when it cannot say, the mount starts anyway (offline work goes
+    /// on; the sender retries until the node is enrolled, the session is claimed at the next renewal).
+    func claimSession(logger: Logger) async throws(MountError) {
+        switch await locks.claimSession() {
+        case .granted:
+            break
+        case .notEnrolled(let reason):
+            throw MountError.notEnrolled(node: journal.node, reason: reason)
+        case .inUse(let reason):
+            throw MountError.nodeInUse(reason)
+        case .unknown(let reason):
+            logger.warning("cannot check the node's enrolment now; mounting anyway", metadata: ["error": "\(reason)"])
+        }
+    }
+
     /// Starts delivering, following, and fencing uncertain lock acquisitions (on a thread of its own: it blocks
     /// while a lock request is out); call the returned closure to stop.
     func start() -> @Sendable () -> Void {
         let sender = self.sender, follower = self.follower, locks = self.locks
         let tasks = [Task { await sender.run() }, Task { await follower.run() }]
         let stopped = Atomic<Bool>(false)
+        let logger = self.logger
         let fencing = Thread {
+            var sinceRenewal = 0
+            var lastAnswer = WhiteboardLockClient.SessionAnswer.granted
             while !stopped.load(ordering: .relaxed) {
                 sleep(1)
                 locks.fenceUncertainAcquires()
+                sinceRenewal += 1
+                if sinceRenewal >= Int(WhiteboardSession.renewSeconds), !stopped.load(ordering: .relaxed) {
+                    sinceRenewal = 0
+                    let answer = locks.renewSession()
+                    if answer != lastAnswer { Self.report(session: answer, logger: logger) }
+                    lastAnswer = answer
+                }
             }
         }
         fencing.name = "udb-lock-fencing"
@@ -183,6 +213,20 @@ struct Whiteboard {
         return {
             tasks.forEach { $0.cancel() }
             stopped.store(true, ordering: .relaxed)
+            locks.endSession()
+        }
+    }
+
+    private static func report(session answer: WhiteboardLockClient.SessionAnswer, logger: Logger) {
+        switch answer {
+        case .granted: logger.notice("the node's mount session is renewed again")
+        case .inUse(let reason):
+            logger.error("another mount of this node key holds the node's session; this mount's writes may be refused",
+                         metadata: ["error": "\(reason)"])
+        case .notEnrolled(let reason):
+            logger.error("the server no longer knows this node key; writes wait until it is enrolled", metadata: ["error": "\(reason)"])
+        case .unknown(let reason):
+            logger.debug("cannot renew the node's mount session now", metadata: ["error": "\(reason)"])
         }
     }
 }

@@ -55,6 +55,10 @@ public enum MountError: Error, CustomStringConvertible, Sendable {
     case cacheOfAnotherServer(directory: String, cachedID: String?, sourceID: String)
     case mountFailed(String)
     case nodeKey(String)
+    /// The server says (signed) that the node key is not enrolled.
+    case notEnrolled(node: String, reason: String)
+    /// The server says (signed) that the node key is mounted elsewhere right now.
+    case nodeInUse(String)
 
     public var description: String {
         switch self {
@@ -73,6 +77,10 @@ public enum MountError: Error, CustomStringConvertible, Sendable {
                 + "holds is no longer wanted (it is filled again from the server)"
         case .mountFailed(let why): "mount failed: \(why)"
         case .nodeKey(let why): "node key: \(why)"
+        case .notEnrolled(let node, let reason):
+            "node \(node) is not enrolled on the server with this key (\(reason)); on the server run "
+                + "`upgradefs enroll --state DIR \(node) PUBLICKEYHEX` (printed by `upgradefs keygen --node \(node)`)"
+        case .nodeInUse(let reason): "refusing a second live mount of the node key: \(reason)"
         }
     }
 }

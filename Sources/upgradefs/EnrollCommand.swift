@@ -36,8 +36,11 @@ struct EnrollCommand: AsyncParsableCommand {
         Writes the server's upgrade database (STATE/udb.sqlite) directly; a running server sees \
         the change at its next request. NAME and PUBLICKEYHEX are what `upgradefs keygen --node NAME` \
         printed. The name `operator` gives the key the operator's rights (control files, lock \
-        capacities, releasing any holder). Enrolling a name again with another key replaces the key \
-        and resets its replay counters. --remove revokes NAME: its files stay, its lock holders are released.
+        capacities, releasing any holder). Enrolling a name again with another key replaces the key; \
+        its replay counters are kept (also across --remove), so a write captured earlier stays refused. \
+        --remove revokes NAME: its files stay, its lock holders are released. The database must exist \
+        (`upgradefs serve` creates it at its first start; exit 66 otherwise, so a mistyped --state \
+        creates nothing) unless --create is given.
         """
     )
 
@@ -52,12 +55,16 @@ struct EnrollCommand: AsyncParsableCommand {
     @Flag(help: "Revoke NAME instead of admitting it.")
     var remove = false
 
+    @Flag(help: "Create the upgrade database if the state directory has none yet (before the server's first start).")
+    var create = false
+
     func validate() throws {
         guard WhiteboardPath.isNodeName(name) else {
             throw ValidationError("'\(name)' is not a node name: expected [a-z0-9][a-z0-9._-]{0,62}")
         }
         if remove {
             if publicKeyHex != nil { throw ValidationError("--remove takes only NAME") }
+            if create { throw ValidationError("--create goes with enrolling, not with --remove") }
         } else {
             guard let publicKeyHex else { throw ValidationError("missing PUBLICKEYHEX (printed by `upgradefs keygen --node \(name)`)") }
             guard publicKeyHex.utf8.count == 64, Hex.decode(publicKeyHex) != nil else {
@@ -67,7 +74,7 @@ struct EnrollCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let store = try stateOptions.openStore(create: !remove, command: "enroll")
+        let store = try stateOptions.openStore(create: create, command: "enroll")
         if remove {
             if try await store.remove(node: name) {
                 print("removed \(name)")

@@ -9,12 +9,14 @@ enum ExitCodes {
     static let dataError = ExitCode(65)
     /// A file named on the command line does not exist or cannot be read.
     static let noInput = ExitCode(66)
+    /// mount: the server says the node key is not enrolled (EX_NOUSER).
+    static let notEnrolled = ExitCode(67)
     /// The server could not be reached and nothing is cached for it; manager: the mount has no whiteboard
     /// (not an upgradefs mount, or one without a node key).
     static let unavailable = ExitCode(69)
     /// An operating-system error: the kernel mount failed, a directory could not be created.
     static let osError = ExitCode(71)
-    /// A file to be created exists already (keygen without --force).
+    /// A file to be created exists already (keygen without --force); mount: the node key is mounted elsewhere.
     static let cannotCreate = ExitCode(73)
     /// The server does not hold the initial root named by the mount source's id.
     static let identityMismatch = ExitCode(77)

@@ -54,6 +54,8 @@ struct MountCommand: AsyncParsableCommand {
             case .cache, .mountFailed: throw ExitCodes.osError
             case .cacheOfAnotherServer: throw ExitCodes.config
             case .nodeKey: throw ExitCodes.noInput
+            case .notEnrolled: throw ExitCodes.notEnrolled
+            case .nodeInUse: throw ExitCodes.cannotCreate
             }
         }
     }

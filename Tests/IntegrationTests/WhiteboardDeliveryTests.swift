@@ -105,29 +105,34 @@ import UpgradeServer
         await fixture.stopServer()
     }
 
-    @Test func aRefusedWriteIsParkedNotDroppedAndLaterWritesWait() async throws {
-        let fixture = try await WhiteboardFixture.start("udb-park")
+    /// Issue 8, item 18: a mount whose key is not enrolled yet keeps its writes (the server's 401 is retried with
+    /// back-off, never a verdict) and delivers them by itself once the operator enrolls the node, with no remount.
+    @Test func writesOfANodeNotYetEnrolledAreDeliveredOnceItIsEnrolled() async throws {
+        let fixture = try await WhiteboardFixture.start("udb-unenrolled")
         defer { fixture.remove() }
         // n1 is not enrolled yet: the server answers 401.
         let node = try NodeKeyFile.generate(node: "n1")
         let journal = try WhiteboardJournal(path: fixture.path + "/udb.sqlite", node: "n1", key: node.key)
-        let sender = fixture.sender(for: journal)
+        let sender = fixture.sender(for: journal, backoff: WhiteboardBackoff(initial: .milliseconds(20), maximum: .milliseconds(200)))
         let task = Task { await sender.run() }
         let first = try journal.enqueue(op: .put, path: "nodes/n1/state", content: Array("idle".utf8))
         let second = try journal.enqueue(op: .put, path: "nodes/n1/version", content: Array("1".utf8))
         sender.wake()
         #expect(await WhiteboardFixture.waitFor(30) {
-            if case .parked(first, 401, _) = await sender.state { return true }
+            if case .retrying(first, let attempt, let reason) = await sender.state { return attempt >= 3 && reason.contains("401") }
             return false
         })
         #expect(try journal.pending().map(\.seq) == [first, second])
+        #expect(try journal.refused().isEmpty)
+        // The server shows the name whose writes it refuses.
+        #expect(try await fixture.store.refusals().first { $0.node == "n1" }?.enrolled == false)
 
-        // The operator enrolls the node; the parked write is resumed and everything arrives.
+        // The operator enrolls the node; delivery resumes by itself.
         try await fixture.enroll(node)
-        await sender.resumeParked()
         #expect(try await WhiteboardFixture.waitFor(30) { try journal.pending().isEmpty })
         let view = try await fixture.store.snapshot()
         #expect(view.files.first { $0.path == "nodes/n1/version" }?.content == Array("1".utf8))
+        #expect(try journal.refused().isEmpty)
         task.cancel()
         await task.value
         await fixture.stopServer()

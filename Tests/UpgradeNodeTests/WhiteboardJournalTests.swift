@@ -12,6 +12,35 @@ struct WhiteboardJournalTests {
         try WhiteboardJournal(path: dir.path + "/udb.sqlite", node: "n1", key: key, firstSeq: firstSeq)
     }
 
+    /// Issue 8, item 13: a write the server refused is moved aside (kept, with the verdict), the writes behind it stay
+    /// in order, and the node's log gets a line after its current content; a refused log write adds no log line (no
+    /// loop of refused log lines). The instance id survives reopening (a remount is the same mount session).
+    @Test func aRefusedWriteIsSetAsideWithALogLineAndTheRestStaysInOrder() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        var journal = try open(dir)
+        try journal.enqueue(op: .put, path: "nodes/n1/log", content: Array("started\n".utf8))
+        let refused = try journal.enqueue(op: .put, path: "shared/a/b", content: Array("x".utf8))
+        let behind = try journal.enqueue(op: .put, path: "nodes/n1/heartbeat", content: Array("1".utf8))
+        try journal.setAside(seq: refused, status: 409, reason: "shared/a is a file, so shared/a/b cannot be created")
+        #expect(try journal.refused().map(\.seq) == [refused])
+        #expect(try journal.refused().first?.reason.contains("shared/a is a file") == true)
+        let pending = try journal.pending()
+        #expect(pending.map(\.path) == ["nodes/n1/log", "nodes/n1/heartbeat", "nodes/n1/log"])
+        #expect(pending[1].seq == behind && pending[2].seq > behind)
+        let log = String(decoding: try journal.view(path: "nodes/n1/log") ?? [], as: UTF8.self)
+        #expect(log.hasPrefix("started\nupgradefs mount: the server refused the write of shared/a/b"), "\(log)")
+        #expect(try journal.view(path: "shared/a/b") == nil)
+
+        try journal.setAside(seq: pending[2].seq, status: 400, reason: "refused log")
+        #expect(try journal.pending().map(\.path) == ["nodes/n1/log", "nodes/n1/heartbeat"])
+        let instance = journal.instance
+        try journal.close()
+        journal = try open(dir)
+        #expect(journal.instance == instance)
+        #expect(try journal.refused().count == 2)
+    }
+
     @Test func pendingWritesSurviveAMountRestartInOrderAndSeqsAreNeverReused() throws {
         let dir = TemporaryDirectory()
         defer { dir.remove() }

@@ -19,13 +19,27 @@ struct WhiteboardSenderTests {
 
     let serverKey = Ed25519KeyPair.generate()
     let nonce = Sodium.randomBytes(16)
+    /// The signed request body the answers below answer.
+    let sent = Array(#"{"request":{},"signature":"00"}"#.utf8)
 
     func answer(_ result: WhiteboardResponse.Result, nonce: [UInt8]? = nil, key: Ed25519KeyPair? = nil) -> [UInt8] {
         WhiteboardResponse(revision: 42, result: result, nonce: nonce ?? self.nonce).signed(by: key ?? serverKey).encoded()
     }
 
-    func classify(_ status: Int, _ body: [UInt8]) -> WhiteboardDeliveryOutcome {
-        WhiteboardDeliveryOutcome.classify(status: status, body: body, nonce: nonce, serverKey: serverKey.publicKey)
+    func classify(_ status: Int, _ body: [UInt8], signatureHeader: String? = nil) -> WhiteboardDeliveryOutcome {
+        WhiteboardDeliveryOutcome.classify(
+            WhiteboardHTTPAnswer(status: status, body: body, signatureHeader: signatureHeader), sent: sent, nonce: nonce,
+            serverKey: serverKey.publicKey)
+    }
+
+    /// A refusal as the server sends it: the body with the request's nonce and the status, signed by `key`.
+    func refusal(_ code: WhiteboardErrorBody.Code, _ message: String, nonce: [UInt8]? = nil, key: Ed25519KeyPair? = nil,
+                 sent: [UInt8]? = nil) -> (body: [UInt8], header: String) {
+        let body = WhiteboardErrorBody(
+            error: message, code: code, nonce: Hex.encode(nonce ?? self.nonce), request: WhiteboardErrorBody.requestHash(sent ?? self.sent)
+        ).encoded()
+        let signature = WhiteboardServerSignature.sign(canonicalBody: body, key: key ?? serverKey)
+        return (body, WhiteboardServerSignature.header(keyID: "k", signature: signature))
     }
 
     @Test func okAndDuplicateAnswersDeliverTheEntry() {
@@ -49,19 +63,39 @@ struct WhiteboardSenderTests {
         }
     }
 
-    @Test(arguments: [500, 502, 503, 504, 408, 429])
-    func serverTroubleIsRetried(status: Int) {
+    @Test(arguments: [500, 502, 503, 504, 408, 429, 401])
+    func serverTroubleAndAnUnenrolledKeyAreRetried(status: Int) {
         guard case .retry = classify(status, WhiteboardErrorBody(error: "busy", code: .internalError).encoded()) else {
             Issue.record("HTTP \(status) was not retried")
             return
         }
     }
 
-    @Test(arguments: [(400, WhiteboardErrorBody.Code.malformed), (401, .unauthenticated), (403, .forbidden), (409, .replayed)])
-    func refusalsParkTheEntryWithTheServersReason(status: Int, code: WhiteboardErrorBody.Code) {
-        let body = WhiteboardErrorBody(error: "n1 may not write upgrades/3/control", code: code).encoded()
-        #expect(classify(status, body) == .refused(status: status, reason: "n1 may not write upgrades/3/control"))
-        #expect(classify(status, Array("plain text reason\n".utf8)) == .refused(status: status, reason: "plain text reason"))
+    @Test(arguments: [(400, WhiteboardErrorBody.Code.malformed), (403, .forbidden), (409, .replayed), (409, .conflict)])
+    func signedRefusalsAreVerdictsWithTheServersReason(status: Int, code: WhiteboardErrorBody.Code) {
+        let signed = refusal(code, "n1 may not write upgrades/3/control")
+        #expect(classify(status, signed.body, signatureHeader: signed.header)
+            == .refused(status: status, reason: "n1 may not write upgrades/3/control"))
+    }
+
+    /// Anybody on the path can answer 403 or 409: only a refusal signed by the server's key over this request's
+    /// nonce and this status is a verdict; anything else is retried, so nobody else can set a write aside.
+    @Test(arguments: [(403, WhiteboardErrorBody.Code.forbidden), (409, .conflict), (400, .malformed)])
+    func forgedOrReplayedRefusalsAreRetriedNotVerdicts(status: Int, code: WhiteboardErrorBody.Code) {
+        let unsigned = WhiteboardErrorBody(error: "forged", code: code, nonce: Hex.encode(nonce)).encoded()
+        let otherKey = refusal(code, "forged", key: Ed25519KeyPair.generate())
+        let otherRequest = refusal(code, "an old verdict", nonce: Sodium.randomBytes(16))
+        let otherStatus = refusal(code == .forbidden ? .conflict : .forbidden, "another status")
+        // The server's genuine verdict on a request altered on the way (same nonce, another body or signature).
+        let altered = refusal(code, "a verdict on an altered request", sent: sent + [0x20])
+        for (body, header) in [(unsigned, nil), (otherKey.body, otherKey.header), (otherRequest.body, otherRequest.header),
+                               (otherStatus.body, otherStatus.header), (altered.body, altered.header),
+                               (Array("plain text\n".utf8), nil)] as [([UInt8], String?)] {
+            guard case .retry = classify(status, body, signatureHeader: header) else {
+                Issue.record("HTTP \(status) \(String(decoding: body, as: UTF8.self)) was taken as a verdict")
+                continue
+            }
+        }
     }
 
     @Test func whileTheServerIsUnreachableEverythingStaysInTheOutboxInOrder() async throws {
@@ -69,7 +103,10 @@ struct WhiteboardSenderTests {
         defer { dir.remove() }
         let journal = try WhiteboardJournal(path: dir.path + "/udb.sqlite", node: "n1", key: Ed25519KeyPair.generate(), firstSeq: 1)
         let seqs = try ["idle", "waiting", "running"].map { try journal.enqueue(op: .put, path: "nodes/n1/state", content: Array($0.utf8)) }
-        let http = HTTPClient.shared
+        // As the mount's whiteboard client: a refused connection is reported at once, not retried until the deadline.
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         // Nothing listens on port 1 of the loopback address: every attempt is refused at once.
         let sender = WhiteboardSender(journal: journal, baseURL: "http://127.0.0.1:1", http: http,
                                       backoff: WhiteboardBackoff(initial: .milliseconds(10), maximum: .milliseconds(40)),
@@ -84,6 +121,7 @@ struct WhiteboardSenderTests {
         }
         task.cancel()
         await task.value
+        try await http.shutdown()
         guard case .retrying(let seq, let attempt, let reason) = state else {
             Issue.record("sender state \(state)")
             return
@@ -91,7 +129,8 @@ struct WhiteboardSenderTests {
         // It keeps trying the oldest entry, and only that one.
         #expect(seq == seqs[0])
         #expect(attempt >= 4)
-        #expect(reason.contains("unreachable"), "\(reason)")
+        // Said for people, naming the address (not the HTTP library's internals).
+        #expect(reason == "cannot reach 127.0.0.1:1: connection refused", "\(reason)")
         #expect(try journal.pending().map(\.seq) == seqs)
         #expect(await sender.deliveredCount == 0)
     }

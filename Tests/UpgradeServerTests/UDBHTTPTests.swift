@@ -94,6 +94,35 @@ final class WhiteboardServer: Sendable {
         await wb.stop()
     }
 
+    /// Issue 8, item 13: a refusal is signed by the server's timestamp key over the request's nonce and the status,
+    /// so the node can tell the server's verdict from an on-path forgery.
+    @Test func refusalsAreSignedOverTheRequestsNonceAndStatus() async throws {
+        let wb = try await WhiteboardServer.start()
+        let request = wb["n1"].request(.put, "upgrades/3/control", "go")
+        let result = try await wb.apply(request)
+        #expect(result.status == 403)
+        func verdict(_ result: HTTPResult, status: Int = 403, sent: SignedWhiteboardRequest = request, nonce: [UInt8]? = nil)
+            -> WhiteboardErrorBody? {
+            try? WhiteboardErrorBody.verifiedRefusal(
+                status: status, body: result.body, signatureHeader: result.headers["upgradefs-signature"], sent: sent.encoded(),
+                nonce: nonce ?? sent.request.nonce, publicKey: wb.fixture.keys.timestamp.publicKey, verifier: SodiumVerifier()).get()
+        }
+        #expect(verdict(result)?.code == .forbidden)
+        // The same body does not pass as the verdict on another request, or with another status.
+        #expect(verdict(result, nonce: Sodium.randomBytes(16)) == nil)
+        #expect(verdict(result, status: 409) == nil)
+        // On the path, someone flips a bit of the node's signature: the server's signed 401 is not a verdict on what
+        // the node sent (else an on-path attacker could make a mount believe its key is not enrolled).
+        var tampered = wb["n1"].request(.put, "nodes/n1/state", "idle")
+        let original = tampered
+        tampered.signature[0] ^= 1
+        let unauthenticated = try await wb.apply(tampered)
+        #expect(unauthenticated.status == 401)
+        #expect(verdict(unauthenticated, status: 401, sent: tampered)?.code == .unauthenticated)
+        #expect(verdict(unauthenticated, status: 401, sent: original) == nil)
+        await wb.stop()
+    }
+
     @Test func unknownNodeAndBadSignatureAre401() async throws {
         let wb = try await WhiteboardServer.start()
         let stranger = try await wb.apply(WhiteboardWriter("n9").request(.put, "nodes/n9/state", "idle"))
@@ -239,6 +268,8 @@ final class WhiteboardServer: Sendable {
 @Suite(.serialized) struct UDBMetricsTests {
     @Test func publishedUpgradeGetsASummaryAndMetricsCountNodesAndWrites() async throws {
         let wb = try await WhiteboardServer.start()
+        _ = try await wb.applyOK(wb["n1"].request(.put, "nodes/n1/class", "kvstore\n"))
+        _ = try await wb.applyOK(wb["n2"].request(.put, "nodes/n2/class", "kvstore\n"))
         _ = try await wb.applyOK(wb["n1"].request(.put, "nodes/n1/state", "running"))
         _ = try await wb.applyOK(wb["n2"].request(.put, "nodes/n2/state", "waiting"))
         _ = try await wb.applyOK(wb["n2"].request(.put, "nodes/n2/version", "1"))
@@ -263,8 +294,12 @@ final class WhiteboardServer: Sendable {
         #expect(text.contains("upgradefs_nodes 2\n"))
         #expect(text.contains("upgradefs_nodes_by_state{state=\"running\"} 1\n"))
         #expect(text.contains("upgradefs_nodes_by_version{version=\"1\"} 1\n"))
-        #expect(text.contains("upgradefs_udb_writes_total{op=\"put\"} 3\n"))
+        #expect(text.contains("upgradefs_udb_writes_total{op=\"put\"} 5\n"))
         #expect(text.contains("upgradefs_udb_refused_total{reason=\"forbidden\"} 1\n"))
+        // n1's latest write was refused: flagged per node until one of its writes is applied.
+        #expect(text.contains("upgradefs_udb_node_refused{node=\"n1\"} 1\n"))
+        #expect(text.contains("upgradefs_udb_node_refused{node=\"n2\"} 0\n"))
+        #expect(text.contains("upgradefs_udb_node_refused_total{node=\"n1\"} 1\n"))
         await wb.stop()
     }
 }

@@ -12,6 +12,8 @@ import UpgradeCore
         let store = try SQLiteWhiteboardStore(directory: directory.path, verifier: SodiumVerifier(), now: { clock.now })
         let n1 = WhiteboardWriter("n1"), n2 = WhiteboardWriter("n2"), op = WhiteboardWriter("operator")
         for writer in [n1, n2, op] { try await store.enroll(node: writer.name, publicKey: writer.key.publicKey) }
+        _ = try await store.apply(n1.request(.put, "nodes/n1/class", "app\n"))
+        try await store.registerUpgrade(3, class: "app")
         _ = try await store.apply(n1.request(.put, "nodes/n1/state", "running\n"))
         _ = try await store.apply(n1.request(.put, "nodes/n1/version", "3"))
         _ = try await store.apply(n1.request(.put, "nodes/n1/heartbeat", "1"))
@@ -25,12 +27,14 @@ import UpgradeCore
         #expect(status.nodes[1].state == nil && status.nodes[1].heartbeatAgeSeconds == nil)
         #expect(status.locks.map(\.name) == ["roll"] && status.locks[0].capacity == 2 && status.locks[0].holders.map(\.holder) == ["n1"])
         #expect(status.upgrades.map(\.version) == [3] && status.upgrades[0].control == "go")
-        #expect(status.upgrades[0].summary == ["done": 1, "unknown": 1])
+        // n2 never reported a class: it is not counted under upgrade 3.
+        #expect(status.upgrades[0].summary == ["done": 1])
         let text = status.text()
-        #expect(text.contains("n1    running  3        12s ago"))
+        #expect(text.contains("n1    app           running  3        12s ago    -"))
+        #expect(text.contains("n2    unclassified  -"))
         #expect(text.contains("roll  1/2   n1"))
-        #expect(text.contains("3        go       done 1, unknown 1"))
+        #expect(text.contains("3        go       done 1"))
         let json = String(decoding: status.toJSON().canonicalBytes(), as: UTF8.self)
-        #expect(json.contains(#"{"heartbeat_age_seconds":12,"name":"n1","state":"running","version":3}"#))
+        #expect(json.contains(#"{"class":"app","heartbeat_age_seconds":12,"last_refusal":null,"name":"n1","refused":false,"refused_writes":0,"state":"running","version":3}"#))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import Sodium
 import Synchronization
 import Testing
@@ -172,15 +173,15 @@ extension WhiteboardApplyOutcome {
     @Test func summaryCountsEnrolledNodesByState() async throws {
         defer { directory.remove() }
         let store = try await enrolled()
-        try await store.registerUpgrade(2)
+        _ = try await store.apply(n1.request(.put, "nodes/n1/class", "app\n"))
+        _ = try await store.apply(n2.request(.put, "nodes/n2/class", "app\n"))
+        try await store.registerUpgrade(2, class: "app")
         #expect(try await store.snapshot().content("upgrades/2/summary") == "unknown 2\n")
         _ = try await store.apply(n1.request(.put, "nodes/n1/state", "upgrading\n"))
         _ = try await store.apply(n2.request(.put, "nodes/n2/state", "waiting"))
         _ = try await store.apply(n2.request(.put, "nodes/n2/version", "2"))
         #expect(try await store.snapshot().content("upgrades/2/summary") == "done 1\nupgrading 1\n")
         #expect(try await store.apply(op.request(.put, "upgrades/2/summary", "x")).code == .forbidden)
-        #expect(try await store.apply(op.request(.put, "upgrades/3/control", "go")).result == .ok)
-        #expect(try await store.snapshot().content("upgrades/3/summary") == "upgrading 1\nwaiting 1\n")
     }
 
     @Test func deletionsAreReportedAsTombstones() async throws {
@@ -213,6 +214,137 @@ extension WhiteboardApplyOutcome {
         #expect(try await store.snapshot().holders.isEmpty)
         #expect(try await store.apply(n1.request(.put, "nodes/n1/state", "idle")).code == .unauthenticated)
         #expect(try await !store.remove(node: "n1"))
+    }
+
+    /// Issue 8, item 12: a signed write captured before `enroll --remove` (seq 100, state running) must stay a replay
+    /// after the same key is enrolled again (or after another key came and went), and not turn `failed` back into `running`.
+    @Test func replayOfAWriteCapturedBeforeRemovalAndReEnrolmentIsRefused() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        let captured = n1.request(.put, "nodes/n1/state", "running", seq: 100)
+        #expect(try await store.apply(captured).result == .ok)
+        #expect(try await store.apply(n1.request(.put, "nodes/n1/state", "failed", seq: 101)).result == .ok)
+        #expect(try await store.remove(node: "n1"))
+        #expect(try await store.enroll(node: "n1", publicKey: n1.key.publicKey))
+        #expect(try await store.apply(captured).code == .replayed)
+        // Another key in between does not reset the counters either.
+        #expect(try await store.enroll(node: "n1", publicKey: Ed25519KeyPair.generate().publicKey))
+        #expect(try await store.enroll(node: "n1", publicKey: n1.key.publicKey))
+        #expect(try await store.apply(captured).code == .replayed)
+        #expect(try await store.snapshot().content("nodes/n1/state") == "failed")
+        // The re-enrolled node's journal goes on above the old seqs.
+        #expect(try await store.apply(n1.request(.put, "nodes/n1/state", "idle", seq: 102)).result == .ok)
+    }
+
+    /// Issue 8, item 13: the server keeps a refused write's verdict with its seq, so the node's retry (its answer was
+    /// lost, or the mount restarted) hears the same verdict instead of "replayed", and the node's next write applies.
+    @Test func aRetryOfARefusedWriteHearsTheSameVerdictNotReplayed() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        #expect(try await store.apply(n1.request(.put, "shared/a", "file")).result == .ok)
+        let blocked = n2.request(.put, "shared/a/b", "x")
+        #expect(try await store.apply(blocked).code == .conflict)
+        #expect(try await store.apply(blocked).code == .conflict)
+        let refusals = try await store.refusals()
+        #expect(refusals.map(\.node) == ["n2"] && refusals.first?.refusing == true && refusals.first?.enrolled == true)
+        #expect(try await store.apply(n2.request(.put, "nodes/n2/heartbeat", "1")).result == .ok)
+        #expect(try await store.refusals().first?.refusing == false)
+        #expect(try await store.refusals().first?.total == 2)
+        // Writes of a name nobody enrolled are counted too (a mount started before `enroll`).
+        _ = try await store.apply(WhiteboardWriter("n9").request(.put, "nodes/n9/state", "idle"))
+        #expect(try await store.refusals().first { $0.node == "n9" }?.enrolled == false)
+    }
+
+    /// Issue 8, item 23: an upgrade's summary counts only nodes of its class, by what they report; nodes that never
+    /// reported a class count nowhere, and a control file for an upgrade never published adds no summary.
+    @Test func summariesCountOnlyNodesOfTheUpgradesClass() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        let n3 = WhiteboardWriter("n3")
+        try await store.enroll(node: "n3", publicKey: n3.key.publicKey)
+        try await store.registerUpgrade(1, class: "counter")
+        try await store.registerUpgrade(2, class: "web")
+        _ = try await store.apply(n1.request(.put, "nodes/n1/class", "counter\n"))
+        _ = try await store.apply(n1.request(.put, "nodes/n1/state", "failed\n"))
+        _ = try await store.apply(n1.request(.put, "nodes/n1/version", "0"))
+        _ = try await store.apply(n1.request(.put, "nodes/n1/upgrade", "1\n"))
+        _ = try await store.apply(n2.request(.put, "nodes/n2/class", "web"))
+        _ = try await store.apply(n2.request(.put, "nodes/n2/state", "running"))
+        _ = try await store.apply(n2.request(.put, "nodes/n2/version", "2"))
+        // n3 has no manager: it wrote a state but never a class.
+        _ = try await store.apply(n3.request(.put, "nodes/n3/state", "running"))
+        var snapshot = try await store.snapshot()
+        #expect(snapshot.content("upgrades/1/summary") == "failed 1\n")
+        #expect(snapshot.content("upgrades/2/summary") == "done 1\n")
+        // n1's failure of upgrade 1 is not a failure of the next upgrade of its class.
+        try await store.registerUpgrade(3, class: "counter")
+        #expect(try await store.snapshot().content("upgrades/3/summary") == "pending 1\n")
+        _ = try await store.apply(n1.request(.put, "nodes/n1/upgrade", "3\n"))
+        _ = try await store.apply(n1.request(.put, "nodes/n1/state", "waiting\n"))
+        #expect(try await store.snapshot().content("upgrades/1/summary") == "pending 1\n")
+        #expect(try await store.snapshot().content("upgrades/3/summary") == "waiting 1\n")
+        #expect(try await store.apply(op.request(.put, "upgrades/7/control", "go")).result == .ok)
+        snapshot = try await store.snapshot()
+        #expect(snapshot.content("upgrades/7/summary") == nil)
+        let status = WhiteboardStatus(enrolled: try await store.enrolledNodes(), view: snapshot)
+        #expect(status.upgrades.map(\.version) == [1, 2, 3])
+        #expect(status.nodes.first { $0.name == "n3" }?.class == nil)
+        #expect(status.text().contains("unclassified"))
+    }
+
+    /// Issue 8, item 18: the same node key mounted twice (two caches, two journals) would interleave two seq
+    /// streams, and the first mount's writes would be refused as replays. The second live mount's claim of the
+    /// node's session is refused; a restart of the same mount (same instance) is not; a lapsed or ended session frees it.
+    @Test func aSecondLiveMountOfOneNodeKeyIsRefusedTheSession() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        func claim(_ instance: String) -> SignedWhiteboardRequest {
+            n1.request(.session, "nodes/n1/session", String(decoding: WhiteboardSession.content(.claim(instance: instance)), as: UTF8.self))
+        }
+        let revision = try await store.revision()
+        #expect(try await store.apply(claim("a1")).result == .ok)
+        #expect(try await store.revision() == revision)
+        // The second mount's journal is newer, so its seqs are higher: its refused claim must not use up the live
+        // mount's direct seqs (its next lock operation still applies).
+        let second = n1.request(.session, "nodes/n1/session", "claim b2", seq: 1_000_000)
+        #expect(try await store.apply(second).code == .inUse)
+        #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).result == .ok)
+        #expect(try await store.apply(claim("a1")).result == .ok)
+        clock.advance(WhiteboardSession.leaseSeconds + 1)
+        #expect(try await store.apply(claim("b2")).result == .ok)
+        #expect(try await store.apply(claim("a1")).code == .inUse)
+        let end = n1.request(.session, "nodes/n1/session", "end b2")
+        #expect(try await store.apply(end).result == .ok)
+        #expect(try await store.apply(claim("a1")).result == .ok)
+        // Only the node itself claims its session.
+        #expect(try await store.apply(n2.request(.session, "nodes/n1/session", "claim a1")).code == .malformed)
+        #expect(try await store.apply(n1.request(.session, "nodes/n1/session", "take it")).code == .malformed)
+    }
+
+    /// Issue 8, item 23, for a database the previous release left: its summaries (one for a mistyped control file's
+    /// upgrade 22 among them) are dropped when it is opened; only published upgrades get theirs again.
+    @Test func summariesOfAnOlderDatabaseAreMadeAgainOnlyForPublishedUpgrades() async throws {
+        defer { directory.remove() }
+        do {
+            let pool = try DatabasePool(path: directory.path + "/" + SQLiteWhiteboardStore.fileName)
+            try SQLiteWhiteboardStore.migrator.migrate(pool, upTo: "v1")
+            try await pool.write { db in
+                try db.execute(sql: """
+                    INSERT INTO files(path, content, revision, modified_at, writer) VALUES
+                        ('upgrades/2/summary', x'', 1, 0, 'server'), ('upgrades/22/summary', x'', 1, 0, 'server'),
+                        ('upgrades/22/control', CAST('go' AS BLOB), 1, 0, 'operator')
+                    """)
+            }
+            try pool.close()
+        }
+        let store = try open()
+        var snapshot = try await store.snapshot()
+        #expect(snapshot.content("upgrades/22/summary") == nil && snapshot.content("upgrades/2/summary") == nil)
+        #expect(snapshot.content("upgrades/22/control") == "go")
+        try await store.registerUpgrade(2, class: "app")
+        snapshot = try await store.snapshot()
+        #expect(snapshot.content("upgrades/2/summary") == "")
+        #expect(WhiteboardStatus(enrolled: [], view: snapshot).upgrades.map(\.version) == [2])
     }
 
     @Test func everythingCommittedSurvivesReopeningWithoutCheckpoint() async throws {

@@ -164,7 +164,7 @@ struct PhaseRunner: Sendable {
     private func apply(_ signed: (body: [UInt8], nonce: [UInt8]), verify: Bool) async throws {
         let answer = try await client.apply(signed.body)
         let outcome = WhiteboardDeliveryOutcome.classify(
-            status: answer.status, body: answer.body, nonce: signed.nonce, serverKey: verify ? client.serverKey : nil)
+            WhiteboardHTTPAnswer(status: answer.status, body: answer.body), sent: signed.body, nonce: signed.nonce, serverKey: verify ? client.serverKey : nil)
         guard case .delivered(_, duplicate: false) = outcome else { throw LoadError("apply: \(outcome)") }
     }
 }

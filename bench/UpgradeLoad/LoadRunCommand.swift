@@ -123,7 +123,8 @@ struct LoadRunCommand: AsyncParsableCommand {
 
     private static func expectOK(_ client: LoadClient, _ signed: (body: [UInt8], nonce: [UInt8]), what: String) async throws {
         let answer = try await client.apply(signed.body)
-        let outcome = WhiteboardDeliveryOutcome.classify(status: answer.status, body: answer.body, nonce: signed.nonce, serverKey: client.serverKey)
+        let outcome = WhiteboardDeliveryOutcome.classify(
+            WhiteboardHTTPAnswer(status: answer.status, body: answer.body), sent: signed.body, nonce: signed.nonce, serverKey: client.serverKey)
         guard case .delivered(_, duplicate: false) = outcome else { throw LoadError("\(what): \(outcome)") }
     }
 

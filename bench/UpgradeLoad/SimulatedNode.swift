@@ -37,7 +37,7 @@ struct SimulatedNode: Sendable {
             channel = .outbox
             seq = nextOutboxSeq
             nextOutboxSeq += 1
-        case .acquire, .release:
+        case .acquire, .release, .session:
             channel = .direct
             seq = nextDirectSeq
             nextDirectSeq += 1

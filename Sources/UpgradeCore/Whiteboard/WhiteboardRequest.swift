@@ -58,7 +58,7 @@ public struct WhiteboardRequest: Sendable, Hashable {
         }
         guard let seq = members["seq"]?.intValue, seq >= 1 else { throw fail("seq must be an integer ≥ 1") }
         guard let op = members["op"]?.stringValue.flatMap(WhiteboardOp.init(rawValue:)) else {
-            throw fail("op must be put, delete, acquire or release")
+            throw fail("op must be put, delete, acquire, release or session")
         }
         guard let path = members["path"]?.stringValue else { throw fail("has no path") }
         guard let nonceHex = members["nonce"]?.stringValue, let nonce = Hex.decode(nonceHex),
@@ -66,14 +66,14 @@ public struct WhiteboardRequest: Sendable, Hashable {
         else { throw fail("nonce must be 32 lowercase hex digits") }
         var content: [UInt8]?
         if let value = members["content"] {
-            guard op == .put else { throw fail("has content but op is \(op.rawValue)") }
+            guard op == .put || op == .session else { throw fail("has content but op is \(op.rawValue)") }
             guard let text = value.stringValue, let data = Data(base64Encoded: text) else { throw fail("content is not base64") }
             content = Array(data)
-        } else if op == .put {
-            throw fail("op put needs content")
+        } else if op == .put || op == .session {
+            throw fail("op \(op.rawValue) needs content")
         }
         switch (channel, op) {
-        case (.outbox, .put), (.outbox, .delete), (.direct, .acquire), (.direct, .release): break
+        case (.outbox, .put), (.outbox, .delete), (.direct, .acquire), (.direct, .release), (.direct, .session): break
         default: throw fail("op \(op.rawValue) does not belong on channel \(channel.rawValue)")
         }
         self.init(node: node, channel: channel, seq: seq, op: op, path: path, content: content, nonce: nonce)

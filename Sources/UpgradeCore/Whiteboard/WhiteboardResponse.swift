@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// Signatures the server puts on whiteboard answers: Ed25519 by the server's
@@ -94,7 +95,11 @@ public struct SignedWhiteboardResponse: Sendable, Hashable {
     }
 }
 
-/// A refused request: `{"error": "<message for people>", "code": "<kind>"}`.
+/// A refused request: `{"error": "<message for people>", "code": "<kind>"}`. A refusal of an apply request whose body
+/// parsed also carries the request's `nonce`, the SHA-256 of the signed body received (`request`, hex: whatever was
+/// changed on the way, request or signature, the node does not recognise it) and the HTTP `status`, and the whole body
+/// is signed by the server's timestamp key (header `Upgradefs-Signature`, as read answers are), so that nobody on the
+/// path can fake a verdict or obtain one for a request the node did not send.
 public struct WhiteboardErrorBody: Sendable, Hashable {
     /// Machine-readable kinds, so the node can pick an errno without parsing the message.
     public enum Code: String, Sendable, Hashable {
@@ -106,16 +111,26 @@ public struct WhiteboardErrorBody: Sendable, Hashable {
         case exists  // 409 acquire of a holder that already exists
         case conflict  // 409 a file where a directory is needed or the other way round
         case full  // 423
+        case inUse = "in-use"  // 409 a session claim while another mount of the node key is live
         case internalError = "internal"  // 500
     }
 
     public var error: String
     public var code: Code
+    /// The refused request's nonce (hex); nil in unsigned error answers.
+    public var nonce: String?
+    /// SHA-256 (hex) of the signed request body refused; nil in unsigned error answers.
+    public var request: String?
 
-    public init(error: String, code: Code) {
+    public init(error: String, code: Code, nonce: String? = nil, request: String? = nil) {
         self.error = error
         self.code = code
+        self.nonce = nonce
+        self.request = request
     }
+
+    /// What `request` holds for a signed request body: SHA-256 of its bytes, hex.
+    public static func requestHash(_ signedBody: [UInt8]) -> String { Hex.encode(Array(SHA256.hash(data: signedBody))) }
 
     public var httpStatus: Int {
         switch code {
@@ -123,19 +138,57 @@ public struct WhiteboardErrorBody: Sendable, Hashable {
         case .unauthenticated: 401
         case .forbidden: 403
         case .notFound: 404
-        case .replayed, .exists, .conflict: 409
+        case .replayed, .exists, .conflict, .inUse: 409
         case .full: 423
         case .internalError: 500
         }
     }
 
-    public func encoded() -> [UInt8] {
-        JSONValue.object(["error": .string(error), "code": .string(code.rawValue)]).canonicalBytes()
+    public func toJSON() -> JSONValue {
+        var members: [String: JSONValue] = ["error": .string(error), "code": .string(code.rawValue)]
+        if let nonce {
+            members["nonce"] = .string(nonce)
+            members["status"] = .int(Int64(httpStatus))
+        }
+        if let request { members["request"] = .string(request) }
+        return .object(members)
     }
+
+    /// The HTTP body (canonical JSON, exactly what is signed after the domain prefix when `nonce` is set).
+    public func encoded() -> [UInt8] { toJSON().canonicalBytes() }
 
     public static func decode(_ bytes: [UInt8]) -> WhiteboardErrorBody? {
         guard let json = try? JSONValue.parse(bytes), let error = json["error"]?.stringValue else { return nil }
-        return WhiteboardErrorBody(error: error, code: json["code"]?.stringValue.flatMap(Code.init(rawValue:)) ?? .internalError)
+        return WhiteboardErrorBody(
+            error: error, code: json["code"]?.stringValue.flatMap(Code.init(rawValue:)) ?? .internalError,
+            nonce: json["nonce"]?.stringValue, request: json["request"]?.stringValue)
+    }
+
+    /// A refusal of the request `sent` (the signed body, with `nonce`), or why it cannot be trusted as the server's
+    /// verdict: the body must be signed by `publicKey` (nil: the signature is not checked), echo the nonce, name the
+    /// SHA-256 of exactly `sent`, and name the HTTP status it came with.
+    public static func verifiedRefusal(
+        status: Int, body: [UInt8], signatureHeader: String?, sent: [UInt8], nonce: [UInt8], publicKey: [UInt8]?,
+        verifier: some Ed25519Verifying
+    ) -> Result<WhiteboardErrorBody, WhiteboardProtocolError> {
+        guard let json = try? JSONValue.parse(body), let refusal = decode(body) else {
+            return .failure(WhiteboardProtocolError("the refusal is not a whiteboard error body"))
+        }
+        if let publicKey {
+            guard let signatureHeader, let (_, signature) = WhiteboardServerSignature.parseHeader(signatureHeader),
+                  WhiteboardServerSignature.isValid(json, signature: signature, publicKey: publicKey, verifier: verifier)
+            else { return .failure(WhiteboardProtocolError("the refusal is not signed by the server's timestamp key")) }
+        }
+        guard refusal.nonce == Hex.encode(nonce) else {
+            return .failure(WhiteboardProtocolError("the refusal does not echo the request's nonce"))
+        }
+        guard refusal.request == requestHash(sent) else {
+            return .failure(WhiteboardProtocolError("the refusal is for another request than the one sent (altered on the way?)"))
+        }
+        guard json["status"]?.intValue == Int64(status), refusal.httpStatus == status else {
+            return .failure(WhiteboardProtocolError("the refusal names another status than HTTP \(status)"))
+        }
+        return .success(refusal)
     }
 }
 

@@ -8,6 +8,49 @@ public enum WhiteboardOp: String, Sendable, Hashable, CaseIterable {
     case acquire
     /// `rmdir locks/NAME/HOLDER`.
     case release
+    /// Claims, renews or ends the writer's mount session (`WhiteboardSession`); also proves that the writer is
+    /// enrolled with this key. Direct channel; its path is the writer's `nodes/NODE/session`; no file changes.
+    case session
+}
+
+/// One live mount per node key: a mount claims the node's session when it starts and renews it every
+/// `renewSeconds`; while a claim of another instance (another journal, i.e. another cache directory) was renewed
+/// less than `leaseSeconds` ago, a claim is refused (`in-use`). A restarted mount on the same cache is the same
+/// instance. A clean unmount ends its session.
+public enum WhiteboardSession {
+    public static let leaseSeconds: Double = 60
+    public static let renewSeconds: Double = 20
+
+    public enum Action: Sendable, Equatable {
+        case claim(instance: String)
+        case end(instance: String)
+
+        public var instance: String {
+            switch self {
+            case .claim(let instance), .end(let instance): instance
+            }
+        }
+    }
+
+    /// The request's content: `claim HEX` or `end HEX`.
+    public static func content(_ action: Action) -> [UInt8] {
+        switch action {
+        case .claim(let instance): Array("claim \(instance)".utf8)
+        case .end(let instance): Array("end \(instance)".utf8)
+        }
+    }
+
+    public static func parse(_ content: [UInt8]) -> Action? {
+        let parts = String(decoding: content, as: UTF8.self).split(separator: " ", omittingEmptySubsequences: false)
+        guard parts.count == 2, (1...32).contains(parts[1].utf8.count),
+              parts[1].utf8.allSatisfy({ (48...57).contains($0) || (97...102).contains($0) })
+        else { return nil }
+        switch parts[0] {
+        case "claim": return .claim(instance: String(parts[1]))
+        case "end": return .end(instance: String(parts[1]))
+        default: return nil
+        }
+    }
 }
 
 /// Why a request is refused by the rules.
@@ -109,6 +152,18 @@ public enum WhiteboardRules {
             guard content.count <= maxFileBytes else { return malformed("at most \(maxFileBytes) bytes") }
             return .success(content)
         }
+    }
+
+    /// What a node of upgrade N's class counts as in N's summary, from what it reports: `done` at a version ≥ N;
+    /// else, when its `upgrade` file names the upgrade its state concerns (the manager writes it, empty when none),
+    /// its state word under that upgrade and `pending` under every other one (a failure of upgrade 1 is not a
+    /// failure of upgrade 2); without an `upgrade` file, its state word; `unknown` without a state.
+    public static func summaryState(upgrade: Int64, state: [UInt8]?, version: [UInt8]?, reportedUpgrade: [UInt8]?) -> String {
+        if let version = version.flatMap(parseCount), version >= upgrade { return "done" }
+        if let reportedUpgrade, parseCount(reportedUpgrade) != upgrade { return "pending" }
+        guard var word = state else { return "unknown" }
+        if word.last == 0x0A { word.removeLast() }
+        return isWord(word) ? String(decoding: word, as: UTF8.self) : "unknown"
     }
 
     /// A non-negative decimal integer (no sign, no leading zeros, ≤ 18 digits),

@@ -96,7 +96,15 @@ public actor WhiteboardFollower {
     }
 
     private func read(_ pathAndQuery: String, nonce: String, timeout: TimeAmount) async throws -> WhiteboardView {
-        let response = try await http.execute(HTTPClientRequest(url: "\(baseURL)/v1/udb/\(pathAndQuery)"), timeout: timeout, logger: logger)
+        let url = "\(baseURL)/v1/udb/\(pathAndQuery)"
+        let response: HTTPClientResponse
+        do {
+            response = try await http.execute(HTTPClientRequest(url: url), timeout: timeout, logger: logger)
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw WhiteboardProtocolError(NetworkErrorText.describe(error, url: url))
+        }
         let body = Array(try await response.body.collect(upTo: 64 << 20).readableBytesView)
         guard response.status == .ok else {
             throw WhiteboardProtocolError("GET /v1/udb/\(pathAndQuery.prefix { $0 != "?" }) answered HTTP \(response.status.code)"

@@ -40,6 +40,9 @@ public final class WhiteboardJournal: Sendable {
 
     public let node: String
     public let path: String
+    /// This journal's identity in the node's mount session (`WhiteboardSession`): random, made once, kept with the
+    /// journal, so a mount restarted on the same cache is the same instance and a mount on another cache is not.
+    public let instance: String
     private let database: DatabasePool
     private let signer: WhiteboardRequestSigner
     /// Direct-channel seqs reserved on disk and not handed out yet: `next..<limit`.
@@ -63,11 +66,15 @@ public final class WhiteboardJournal: Sendable {
             database = try DatabasePool(path: path, configuration: configuration)
             try Self.migrator.migrate(database)
             let start = firstSeq ?? Int64(Date().timeIntervalSince1970 * 1_000_000)
-            try database.write { db in
+            instance = try database.write { db in
                 for channel in ["outbox", "direct"] {
                     try db.execute(sql: "INSERT OR IGNORE INTO counters(channel, next_seq) VALUES (?, ?)",
                                    arguments: [channel, start])
                 }
+                try db.execute(sql: "INSERT OR IGNORE INTO meta(key, value) VALUES ('instance', ?)",
+                               arguments: [Int64.random(in: 1...Int64.max)])
+                let value = try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'instance'") ?? 0
+                return String(UInt64(bitPattern: value), radix: 16)
             }
         } catch {
             throw WhiteboardJournalError(path: path, operation: "open", cause: error)
@@ -97,6 +104,19 @@ public final class WhiteboardJournal: Sendable {
                 CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL);
                 """)
         }
+        // v2: writes the server refused for good, set aside so that the writes behind them go on.
+        migrator.registerMigration("v2") { db in
+            try db.execute(sql: """
+                CREATE TABLE refused(
+                    seq INTEGER PRIMARY KEY,
+                    op TEXT NOT NULL,
+                    path TEXT NOT NULL,
+                    content BLOB,
+                    status INTEGER NOT NULL,
+                    reason TEXT NOT NULL,
+                    refused_at REAL NOT NULL);
+                """)
+        }
         return migrator
     }
 
@@ -124,14 +144,65 @@ public final class WhiteboardJournal: Sendable {
         }
         let stored = try Self.check(node: node, op: op, path: path, content: content)
         return try run("enqueue") {
+            try database.write { db in try append(db, op: op, path: path, content: content, stored: stored) }
+        }
+    }
+
+    /// Signs a checked write with the next outbox seq and appends it (inside the caller's transaction).
+    private func append(_ db: Database, op: Op, path: String, content: [UInt8]?, stored: [UInt8]?) throws -> Int64 {
+        let seq = try Self.takeSeq(db, channel: "outbox")
+        let nonce = Sodium.randomBytes(WhiteboardRequest.nonceBytes)
+        let signed = signer.sign(channel: .outbox, seq: seq, op: op.wireOp, path: path, content: content, nonce: nonce)
+        try db.execute(
+            sql: "INSERT INTO outbox(seq, op, path, content, nonce, request, signed) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            arguments: [seq, op.rawValue, path, stored.map { Data($0) }, Data(nonce), Data(signed.request), Data(signed.body)])
+        return seq
+    }
+
+    /// A write the server refused for good (a signed verdict), set aside by `setAside`.
+    public struct RefusedWrite: Sendable, Hashable {
+        public let seq: Int64
+        public let op: Op
+        public let path: String
+        public let status: Int
+        public let reason: String
+    }
+
+    /// Moves the pending write `seq`, which the server refused with a signed verdict (`status`, `reason`), out of the
+    /// outbox into the `refused` table, so that the writes behind it go on, and appends a line saying so to the
+    /// node's own `log` (journaled like any write, behind the others). Nothing is lost: the refused write stays in
+    /// the journal. Its seq stays used: the server kept the verdict with it and answers a retry with the same one.
+    public func setAside(seq: Int64, status: Int, reason: String, at: Date = Date()) throws(WhiteboardJournalError) {
+        let logPath = WhiteboardPath.node(node, "log")
+        try run("set aside a refused write") {
             try database.write { db in
-                let seq = try Self.takeSeq(db, channel: "outbox")
-                let nonce = Sodium.randomBytes(WhiteboardRequest.nonceBytes)
-                let signed = signer.sign(channel: .outbox, seq: seq, op: op.wireOp, path: path, content: content, nonce: nonce)
+                guard let row = try Row.fetchOne(db, sql: "SELECT op, path, content FROM outbox WHERE seq = ?", arguments: [seq]) else {
+                    return
+                }
+                let path: String = row["path"]
                 try db.execute(
-                    sql: "INSERT INTO outbox(seq, op, path, content, nonce, request, signed) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    arguments: [seq, op.rawValue, path, stored.map { Data($0) }, Data(nonce), Data(signed.request), Data(signed.body)])
-                return seq
+                    sql: "INSERT OR REPLACE INTO refused(seq, op, path, content, status, reason, refused_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    arguments: [seq, row["op"] as String, path, row["content"] as Data?, status, reason, at.timeIntervalSince1970])
+                try db.execute(sql: "DELETE FROM outbox WHERE seq = ?", arguments: [seq])
+                guard path != logPath else { return }  // a refused log line is not reported in the log
+                let line = "upgradefs mount: the server refused the write of \(path) (seq \(seq), HTTP \(status): \(reason)); "
+                    + "it is set aside in the journal's refused table and later writes go on\n"
+                let current = try Self.view(db, path: logPath) ?? []
+                let content = current + Array(line.utf8)
+                let stored = try Self.check(node: node, op: .put, path: logPath, content: content)
+                _ = try append(db, op: .put, path: logPath, content: content, stored: stored)
+            }
+        }
+    }
+
+    /// The writes set aside because the server refused them, oldest first.
+    public func refused() throws(WhiteboardJournalError) -> [RefusedWrite] {
+        try run("read refused") {
+            try database.read { db in
+                try Row.fetchAll(db, sql: "SELECT seq, op, path, status, reason FROM refused ORDER BY seq").map {
+                    RefusedWrite(seq: $0["seq"], op: Op(rawValue: $0["op"]) ?? .put, path: $0["path"], status: $0["status"],
+                                 reason: $0["reason"])
+                }
             }
         }
     }
@@ -229,12 +300,13 @@ public final class WhiteboardJournal: Sendable {
         }
     }
 
-    /// Signs a direct-channel request (acquire/release of `locks/NAME/HOLDER`) with a fresh seq. Not
-    /// journaled: a lock operation either reaches the server now or fails.
-    public func signDirect(op: WhiteboardOp, path: String) throws(WhiteboardJournalError) -> (seq: Int64, nonce: [UInt8], body: [UInt8]) {
+    /// Signs a direct-channel request (acquire/release of `locks/NAME/HOLDER`, the mount's session) with a fresh seq.
+    /// Not journaled: a lock operation either reaches the server now or fails.
+    public func signDirect(op: WhiteboardOp, path: String, content: [UInt8]? = nil) throws(WhiteboardJournalError)
+        -> (seq: Int64, nonce: [UInt8], body: [UInt8]) {
         let seq = try nextDirectSeq()
         let nonce = Sodium.randomBytes(WhiteboardRequest.nonceBytes)
-        return (seq, nonce, signer.sign(channel: .direct, seq: seq, op: op, path: path, content: nil, nonce: nonce).body)
+        return (seq, nonce, signer.sign(channel: .direct, seq: seq, op: op, path: path, content: content, nonce: nonce).body)
     }
 
     private static func takeSeq(_ db: Database, channel: String) throws -> Int64 {
@@ -251,14 +323,16 @@ public final class WhiteboardJournal: Sendable {
     /// for a pending delete), else the last server view (nil if the server has no such file).
     public func view(path: String) throws(WhiteboardJournalError) -> [UInt8]? {
         try run("read view") {
-            try database.read { db in
-                if let row = try Row.fetchOne(db, sql: "SELECT op, content FROM outbox WHERE path = ? ORDER BY seq DESC LIMIT 1",
-                                              arguments: [path]) {
-                    return (row["content"] as Data?).map(Array.init)
-                }
-                return try Data.fetchOne(db, sql: "SELECT content FROM files WHERE path = ?", arguments: [path]).map(Array.init)
-            }
+            try database.read { db in try Self.view(db, path: path) }
         }
+    }
+
+    private static func view(_ db: Database, path: String) throws -> [UInt8]? {
+        if let row = try Row.fetchOne(db, sql: "SELECT op, content FROM outbox WHERE path = ? ORDER BY seq DESC LIMIT 1",
+                                      arguments: [path]) {
+            return (row["content"] as Data?).map(Array.init)
+        }
+        return try Data.fetchOne(db, sql: "SELECT content FROM files WHERE path = ?", arguments: [path]).map(Array.init)
     }
 
     /// The paths that exist in this node's view (server view plus pending puts, minus pending deletes)

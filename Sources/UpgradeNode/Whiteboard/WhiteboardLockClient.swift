@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
+import Sodium
 import Synchronization
 import UpgradeCore
 
@@ -57,6 +58,63 @@ public final class WhiteboardLockClient: Sendable {
         }
     }
 
+    /// What the server says to a claim of this node's mount session (`WhiteboardSession`).
+    public enum SessionAnswer: Sendable, Equatable {
+        case granted
+        /// A signed 401: the server does not know this node, or knows it with another key.
+        case notEnrolled(String)
+        /// A signed 409 `in-use`: another mount of this node key (another cache directory) is live.
+        case inUse(String)
+        /// No verdict (unreachable, 5xx, an unsigned answer, another refusal): the mount starts anyway.
+        case unknown(String)
+    }
+
+    /// Claims this node's mount session, which also tells whether its key is enrolled. Called when the mount starts,
+    /// before any lock operation (so it does not take the serial lock).
+    public func claimSession() async -> SessionAnswer {
+        await session(.claim(instance: journal.instance))
+    }
+
+    /// Renews the session (every `WhiteboardSession.renewSeconds`, from the fencing thread), in line with the lock
+    /// operations on the direct channel.
+    public func renewSession() -> SessionAnswer {
+        serial.withLock { _ in blocking { await self.session(.claim(instance: self.journal.instance)) } }
+    }
+
+    /// Ends the session (clean unmount), so that another mount of the node key may start at once.
+    public func endSession() {
+        serial.withLock { _ in _ = blocking { await self.session(.end(instance: self.journal.instance)) } }
+    }
+
+    private func session(_ action: WhiteboardSession.Action) async -> SessionAnswer {
+        let signed: (seq: Int64, nonce: [UInt8], body: [UInt8])
+        do {
+            signed = try journal.signDirect(
+                op: .session, path: WhiteboardPath.node(journal.node, "session"), content: WhiteboardSession.content(action))
+        } catch {
+            return .unknown("\(error)")
+        }
+        let answer: WhiteboardHTTPAnswer
+        do {
+            answer = try await http.postWhiteboardRequest(signed.body, to: url, timeout: timeout, logger: logger)
+        } catch {
+            return .unknown(NetworkErrorText.describe(error, url: url))
+        }
+        if answer.status == 401,
+           case .success(let refusal) = WhiteboardErrorBody.verifiedRefusal(
+               status: 401, body: answer.body, signatureHeader: answer.signatureHeader, sent: signed.body, nonce: signed.nonce,
+               publicKey: serverKey, verifier: SodiumVerifier())
+        {
+            return .notEnrolled(refusal.error)
+        }
+        switch WhiteboardDeliveryOutcome.classify(answer, sent: signed.body, nonce: signed.nonce, serverKey: serverKey) {
+        case .delivered: return .granted
+        case .retry(let reason): return .unknown(reason)
+        case .refused(let status, let reason):
+            return WhiteboardErrorBody.decode(answer.body)?.code == .inUse ? .inUse(reason) : .unknown("HTTP \(status): \(reason)")
+        }
+    }
+
     /// Fences acquires whose answer never came (called every second by the mount while there are any).
     public func fenceUncertainAcquires() {
         serial.withLock { uncertain in _ = fence(&uncertain) }
@@ -86,30 +144,30 @@ public final class WhiteboardLockClient: Sendable {
             logger.error("whiteboard journal: cannot sign a lock operation", metadata: ["udb.path": "\(path)", "error": "\(error)"])
             return .failure(Failure(errno: EIO, message: "\(error)"))
         }
-        let answer: (status: Int, body: [UInt8])
+        let answer: WhiteboardHTTPAnswer
         do {
             answer = try await http.postWhiteboardRequest(signed.body, to: url, timeout: timeout, logger: logger)
         } catch {
-            return .failure(Failure(errno: EHOSTUNREACH, message: "server unreachable: \(error)"))
+            return .failure(Failure(errno: EHOSTUNREACH, message: NetworkErrorText.describe(error, url: url)))
         }
-        return Self.interpret(status: answer.status, body: answer.body, nonce: signed.nonce, serverKey: serverKey, op: op,
-                              path: path, logger: logger)
+        return Self.interpret(answer, sent: signed.body, nonce: signed.nonce, serverKey: serverKey, op: op, path: path, logger: logger)
     }
 
-    private func blocking(_ body: @escaping @Sendable () async -> Result<Int64, Failure>) -> Result<Int64, Failure> {
-        let box = ResultBox()
+    private func blocking<T: Sendable>(_ body: @escaping @Sendable () async -> T) -> T {
+        let box = Box<T>()
         let done = DispatchSemaphore(value: 0)
         Task {
-            box.set(await body())
+            box.value = await body()
             done.signal()
         }
         done.wait()
-        return box.get()
+        return box.value!
     }
 
-    static func interpret(status: Int, body: [UInt8], nonce: [UInt8], serverKey: [UInt8], op: WhiteboardOp,
+    static func interpret(_ answer: WhiteboardHTTPAnswer, sent: [UInt8], nonce: [UInt8], serverKey: [UInt8], op: WhiteboardOp,
                           path: String, logger: Logger) -> Result<Int64, Failure> {
-        switch WhiteboardDeliveryOutcome.classify(status: status, body: body, nonce: nonce, serverKey: serverKey) {
+        let status = answer.status, body = answer.body
+        switch WhiteboardDeliveryOutcome.classify(answer, sent: sent, nonce: nonce, serverKey: serverKey) {
         case .delivered(let revision, _):
             return .success(revision)
         case .retry(let reason):
@@ -137,9 +195,12 @@ public final class WhiteboardLockClient: Sendable {
     }
 }
 
-private final class ResultBox: @unchecked Sendable {
+/// What a task computed for the thread that waits for it.
+private final class Box<T: Sendable>: @unchecked Sendable {
     private let lock = NSLock()
-    private var value: Result<Int64, WhiteboardLockClient.Failure> = .failure(.init(errno: EIO, message: "no answer"))
-    func set(_ result: Result<Int64, WhiteboardLockClient.Failure>) { lock.withLock { value = result } }
-    func get() -> Result<Int64, WhiteboardLockClient.Failure> { lock.withLock { value } }
+    private var stored: T?
+    var value: T? {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
+    }
 }

@@ -7,12 +7,15 @@ import UpgradeCore
 
 /// Delivers the journal's outbox to `POST /v1/udb/apply`, one entry at a time in seq order.
 ///
-/// An entry leaves the outbox only when the server answered 200 `ok` or `duplicate` with the entry's
-/// nonce (and, given the server's key, a valid signature). While the server is unreachable or answers
-/// 5xx, the same bytes are sent again after a back-off of 250 ms doubling to 10 s, so a retry of an
-/// applied request is recognised by the server as a duplicate and applied once. A refusal (400, 401,
-/// 403, 409 and any other 4xx) parks the entry: it stays in the outbox, later entries wait behind it
-/// (order is the contract), the refusal is logged and shown in `state` until `resumeParked()`.
+/// An entry leaves the outbox when the server answered 200 `ok` or `duplicate` with the entry's nonce (and,
+/// given the server's key, a valid signature). While the server is unreachable, answers 5xx, 408, 429 or 401
+/// (the node is not enrolled yet, or with another key: the operator can fix that), or answers with a refusal
+/// that is not signed by the server's key over the entry's nonce and the status (anybody on the path could
+/// forge it), the same bytes are sent again after a back-off of 250 ms doubling to 10 s, so a retry of an
+/// applied request is recognised by the server as a duplicate and applied once. A signed refusal (400, 403,
+/// 409, any other 4xx) is a verdict: the entry is set aside (`WhiteboardJournal.setAside`, the node's `log`
+/// says so) and the entries behind it go on. The server keeps the verdict with the seq, so a retry of a
+/// refused entry whose answer was lost hears the same verdict, never "replayed".
 public actor WhiteboardSender {
     /// What the sender is doing, for status output and the mount's error reporting.
     public enum State: Sendable, Equatable {
@@ -22,13 +25,13 @@ public actor WhiteboardSender {
         case delivering(seq: Int64)
         /// `seq` could not be delivered (`reason`); the next attempt is the `attempt`-th.
         case retrying(seq: Int64, attempt: Int, reason: String)
-        /// The server refused `seq` with `status`; nothing more is sent until `resumeParked()`.
-        case parked(seq: Int64, status: Int, reason: String)
     }
 
     public private(set) var state: State = .idle
     /// Entries acknowledged since start.
     public private(set) var deliveredCount = 0
+    /// Entries the server refused and that were set aside since start.
+    public private(set) var refusedCount = 0
     /// The server's revision after the last delivered entry.
     public private(set) var lastRevision: Int64?
 
@@ -68,20 +71,10 @@ public actor WhiteboardSender {
         wakeupContinuation.yield()
     }
 
-    /// Lets a parked entry be sent again (after the operator fixed what the server refused).
-    public func resumeParked() {
-        if case .parked = state { state = .idle }
-        wake()
-    }
-
     /// Delivers until the task is cancelled.
     public func run() async {
         var wakeIterator = wakeups.makeAsyncIterator()
         while !Task.isCancelled {
-            if case .parked = state {
-                guard await wakeIterator.next() != nil else { return }
-                continue
-            }
             let entry: WhiteboardJournal.Entry?
             do {
                 entry = try journal.firstPending()
@@ -126,11 +119,21 @@ public actor WhiteboardSender {
                 ])
                 await sleep(delay)
             case .refused(let status, let reason):
+                do {
+                    try journal.setAside(seq: entry.seq, status: status, reason: reason)
+                } catch {
+                    logger.error("whiteboard journal: cannot set a refused write aside", metadata: [
+                        "udb.seq": "\(entry.seq)", "error": "\(error)",
+                    ])
+                    await sleep(backoff.next())
+                    continue
+                }
                 failedAttempts = 0
-                state = .parked(seq: entry.seq, status: status, reason: reason)
-                logger.error("the server refused a whiteboard write; it stays in the journal and later writes wait", metadata: [
-                    "udb.seq": "\(entry.seq)", "udb.path": "\(entry.path)", "http.status": "\(status)", "error": "\(reason)",
-                ])
+                refusedCount += 1
+                logger.error("the server refused a whiteboard write; it is set aside in the journal and later writes go on",
+                             metadata: [
+                                 "udb.seq": "\(entry.seq)", "udb.path": "\(entry.path)", "http.status": "\(status)", "error": "\(reason)",
+                             ])
             }
         }
     }
@@ -140,26 +143,41 @@ public actor WhiteboardSender {
     }
 
     private func send(_ entry: WhiteboardJournal.Entry) async -> WhiteboardDeliveryOutcome {
-        let answer: (status: Int, body: [UInt8])
+        let answer: WhiteboardHTTPAnswer
         do {
             answer = try await http.postWhiteboardRequest(entry.body, to: url, timeout: requestTimeout, logger: logger)
         } catch {
-            return .retry("server unreachable: \(error)")
+            return .retry(NetworkErrorText.describe(error, url: url))
         }
-        return WhiteboardDeliveryOutcome.classify(status: answer.status, body: answer.body, nonce: entry.nonce, serverKey: serverKey)
+        return WhiteboardDeliveryOutcome.classify(answer, sent: entry.body, nonce: entry.nonce, serverKey: serverKey)
+    }
+}
+
+/// An answer of `POST /v1/udb/apply`: status, body and signature header.
+public struct WhiteboardHTTPAnswer: Sendable {
+    public var status: Int
+    public var body: [UInt8]
+    public var signatureHeader: String?
+
+    public init(status: Int, body: [UInt8], signatureHeader: String? = nil) {
+        self.status = status
+        self.body = body
+        self.signatureHeader = signatureHeader
     }
 }
 
 extension HTTPClient {
-    /// POSTs a signed request to `/v1/udb/apply`; the answer's status and body (at most 64 KiB).
+    /// POSTs a signed request to `/v1/udb/apply`; the answer's status, body (at most 64 KiB) and signature header.
     func postWhiteboardRequest(_ body: [UInt8], to url: String, timeout: TimeAmount, logger: Logger) async throws
-        -> (status: Int, body: [UInt8]) {
+        -> WhiteboardHTTPAnswer {
         var request = HTTPClientRequest(url: url)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(body)
         let response = try await execute(request, timeout: timeout, logger: logger)
-        return (Int(response.status.code), Array(try await response.body.collect(upTo: 64 << 10).readableBytesView))
+        return WhiteboardHTTPAnswer(
+            status: Int(response.status.code), body: Array(try await response.body.collect(upTo: 64 << 10).readableBytesView),
+            signatureHeader: response.headers.first(name: WhiteboardServerSignature.headerName))
     }
 }
 
@@ -167,12 +185,17 @@ extension HTTPClient {
 public enum WhiteboardDeliveryOutcome: Sendable, Equatable {
     /// Applied (or a retry of what was applied): the entry leaves the outbox.
     case delivered(revision: Int64, duplicate: Bool)
-    /// Not (known to be) applied, worth sending again later: no answer, 5xx, 408, 429, a garbled 200.
+    /// Not (known to be) applied, worth sending again later: no answer, 5xx, 408, 429, 401 (not enrolled yet), a
+    /// garbled 200, a refusal not signed by the server over the request's nonce.
     case retry(String)
-    /// Refused by the server (400, 401, 403, 409, other 4xx): sending the same bytes again cannot help.
+    /// Refused by the server with a signed verdict (400, 403, 409, other 4xx): sending the same bytes again cannot help.
     case refused(status: Int, reason: String)
 
-    public static func classify(status: Int, body: [UInt8], nonce: [UInt8], serverKey: [UInt8]?) -> WhiteboardDeliveryOutcome {
+    /// - Parameters:
+    ///   - sent: the signed request body sent (a refusal must name its hash); `nonce`: its nonce.
+    public static func classify(_ answer: WhiteboardHTTPAnswer, sent: [UInt8], nonce: [UInt8], serverKey: [UInt8]?)
+        -> WhiteboardDeliveryOutcome {
+        let status = answer.status, body = answer.body
         switch status {
         case 200:
             let answer: SignedWhiteboardResponse
@@ -188,12 +211,20 @@ public enum WhiteboardDeliveryOutcome: Sendable, Equatable {
                 return .retry("the answer is not signed by the server's key")
             }
             return .delivered(revision: answer.response.revision, duplicate: answer.response.result == .duplicate)
-        case 408, 429, 500...599:
+        case 401, 408, 429, 500...599:
             return .retry("HTTP \(status)" + (WhiteboardErrorBody.decode(body).map { ": \($0.error)" } ?? ""))
         default:
-            let reason = WhiteboardErrorBody.decode(body)?.error
-                ?? String(decoding: body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            return .refused(status: status, reason: reason.isEmpty ? "HTTP \(status)" : reason)
+            switch WhiteboardErrorBody.verifiedRefusal(
+                status: status, body: body, signatureHeader: answer.signatureHeader, sent: sent, nonce: nonce,
+                publicKey: serverKey, verifier: SodiumVerifier())
+            {
+            case .success(let refusal):
+                return .refused(status: status, reason: refusal.error)
+            case .failure(let why):
+                let said = WhiteboardErrorBody.decode(body)?.error
+                    ?? String(decoding: body.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                return .retry("HTTP \(status) not taken as the server's verdict (\(why))" + (said.isEmpty ? "" : ": \(said)"))
+            }
         }
     }
 }

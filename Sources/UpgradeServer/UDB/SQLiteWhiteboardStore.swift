@@ -58,6 +58,30 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
                     INSERT INTO meta(key, value) VALUES ('revision', 0);
                     """)
         }
+        // v2: a refused request's verdict is kept with its seq and digest, so a retry gets the same answer (not
+        // "replayed"); refusals per node (and per unknown name, at most `maxUnknownWriters`) for status and metrics;
+        // each published upgrade's class, so its summary counts only the nodes of that class; each node's mount session.
+        migrator.registerMigration("v2") { db in
+            try db.execute(
+                sql: """
+                    ALTER TABLE channels ADD COLUMN refused_code TEXT;
+                    ALTER TABLE channels ADD COLUMN refused_error TEXT;
+                    CREATE TABLE refusals(node TEXT PRIMARY KEY, enrolled INTEGER NOT NULL, total INTEGER NOT NULL,
+                                          refusing INTEGER NOT NULL, last_at REAL NOT NULL, last_code TEXT NOT NULL,
+                                          last_error TEXT NOT NULL);
+                    CREATE TABLE upgrades(version INTEGER PRIMARY KEY, class TEXT NOT NULL);
+                    CREATE TABLE sessions(node TEXT PRIMARY KEY, instance TEXT NOT NULL, renewed_at REAL NOT NULL);
+                    """)
+            // Summaries made before (also for control files of versions never published) become tombstones; the
+            // server's start registers every published upgrade again, which makes its summary.
+            if try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM files WHERE path LIKE 'upgrades/%/summary' AND content IS NOT NULL") ?? 0 > 0 {
+                try db.execute(sql: "UPDATE meta SET value = value + 1 WHERE key = 'revision'")
+                try db.execute(sql: """
+                    UPDATE files SET content = NULL, revision = (SELECT value FROM meta WHERE key = 'revision')
+                    WHERE path LIKE 'upgrades/%/summary' AND content IS NOT NULL
+                    """)
+            }
+        }
         return migrator
     }
 
@@ -71,7 +95,9 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
             try db.execute(
                 sql: "INSERT OR REPLACE INTO nodes(name, public_key, enrolled_at) VALUES (?, ?, ?)",
                 arguments: [node, Data(publicKey), at.timeIntervalSince1970])
-            try db.execute(sql: "DELETE FROM channels WHERE node = ?", arguments: [node])
+            // The replay counters stay (a node's journal starts its seqs at the time it was created, so a new
+            // journal continues above them), and so do the refusals of an enrolled node; an unknown name's go.
+            try db.execute(sql: "DELETE FROM refusals WHERE node = ? AND enrolled = 0", arguments: [node])
             var change = Change(db: db, at: at)
             try Self.recomputeSummaries(&change)
             return true
@@ -83,7 +109,8 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
         return try await pool.write { db in
             try db.execute(sql: "DELETE FROM nodes WHERE name = ?", arguments: [node])
             guard db.changesCount > 0 else { return false }
-            try db.execute(sql: "DELETE FROM channels WHERE node = ?", arguments: [node])
+            // Its replay counters stay (tombstones): a write captured before the removal stays a replay after a
+            // re-enrolment.
             var change = Change(db: db, at: at)
             let held = try Row.fetchAll(db, sql: "SELECT lock, holder FROM holders WHERE node = ? AND released = 0", arguments: [node])
             for row in held {
@@ -123,38 +150,146 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
         return try await pool.write { db in
             let request = signed.request
             guard let key = try Data.fetchOne(db, sql: "SELECT public_key FROM nodes WHERE name = ?", arguments: [request.node]) else {
-                return .refused(WhiteboardErrorBody(error: "unknown node \(request.node) (not enrolled)", code: .unauthenticated))
+                let refusal = WhiteboardErrorBody(error: "unknown node \(request.node) (not enrolled)", code: .unauthenticated)
+                try Self.recordRefusal(db, node: request.node, enrolled: false, refusal: refusal, at: at)
+                return .refused(refusal)
             }
             guard signed.verify(publicKey: Array(key), verifier: verifier) else {
-                return .refused(WhiteboardErrorBody(error: "bad signature on a request from \(request.node)", code: .unauthenticated))
+                let refusal = WhiteboardErrorBody(
+                    error: "bad signature on a request from \(request.node) (is it enrolled with another key?)", code: .unauthenticated)
+                try Self.recordRefusal(db, node: request.node, enrolled: true, refusal: refusal, at: at)
+                return .refused(refusal)
             }
-            let digest = Data(request.digest())
-            let channel = try Row.fetchOne(
-                db, sql: "SELECT last_seq, last_digest FROM channels WHERE node = ? AND channel = ?",
-                arguments: [request.node, request.channel.rawValue])
-            if let channel {
-                let lastSeq: Int64 = channel["last_seq"]
-                let lastDigest: Data? = channel["last_digest"]
-                if request.seq == lastSeq, lastDigest == digest {
-                    let revision = try Self.currentRevision(db)
-                    return .applied(WhiteboardResponse(revision: revision, result: .duplicate, nonce: request.nonce))
-                }
-                if request.seq <= lastSeq {
-                    return .refused(WhiteboardErrorBody(
-                        error: "replayed request: \(request.node) \(request.channel.rawValue) seq \(request.seq), last seen \(lastSeq)",
-                        code: .replayed))
+            let outcome = try Self.applyAuthenticated(request, db: db, at: at, lockTTLSeconds: ttl, expired: expired)
+            // Whether the node's file writes are being refused, for status and metrics (lock verdicts are answers).
+            if request.channel == .outbox {
+                switch outcome {
+                case .refused(let refusal):
+                    try Self.recordRefusal(db, node: request.node, enrolled: true, refusal: refusal, at: at)
+                case .applied:
+                    try db.execute(sql: "UPDATE refusals SET refusing = 0 WHERE node = ? AND refusing != 0", arguments: [request.node])
                 }
             }
-            // From here on the seq is used up, whatever the verdict: a refused
-            // request cannot be replayed later, when it might succeed.
-            var change = Change(db: db, at: at)
-            let refusal = try Self.execute(request, change: &change, lockTTLSeconds: ttl)
-            expired.holders = change.expired
+            return outcome
+        }
+    }
+
+    /// The replay check and the request itself, for a request whose signature was checked.
+    private static func applyAuthenticated(
+        _ request: WhiteboardRequest, db: Database, at: Date, lockTTLSeconds ttl: Double, expired: ObserverBox.Collected
+    ) throws -> WhiteboardApplyOutcome {
+        // A session request has a replay stream per mount instance: a claim of a second mount (another journal, whose
+        // seqs may be higher) must not use up the seqs of the live mount's direct channel.
+        var stream = request.channel.rawValue
+        var sessionAction: WhiteboardSession.Action?
+        if request.op == .session {
+            guard request.path == WhiteboardPath.node(request.node, "session"),
+                  let action = WhiteboardSession.parse(request.content ?? [])
+            else {
+                return .refused(WhiteboardErrorBody(
+                    error: "a session request is `claim HEX` or `end HEX` on nodes/NODE/session", code: .malformed))
+            }
+            sessionAction = action
+            stream = "session " + action.instance
+        }
+        let digest = Data(request.digest())
+        let channel = try Row.fetchOne(
+            db, sql: "SELECT last_seq, last_digest, refused_code, refused_error FROM channels WHERE node = ? AND channel = ?",
+            arguments: [request.node, stream])
+        if let channel {
+            let lastSeq: Int64 = channel["last_seq"]
+            let lastDigest: Data? = channel["last_digest"]
+            if request.seq == lastSeq, lastDigest == digest {
+                // A retry of the last request: the same verdict again, nothing applied again.
+                if let code = (channel["refused_code"] as String?).flatMap(WhiteboardErrorBody.Code.init(rawValue:)) {
+                    return .refused(WhiteboardErrorBody(error: channel["refused_error"] ?? "refused", code: code))
+                }
+                return .applied(WhiteboardResponse(revision: try currentRevision(db), result: .duplicate, nonce: request.nonce))
+            }
+            if request.seq <= lastSeq {
+                return .refused(WhiteboardErrorBody(
+                    error: "replayed request: \(request.node) \(request.channel.rawValue) seq \(request.seq), last seen \(lastSeq)",
+                    code: .replayed))
+            }
+        }
+        func record(_ refusal: WhiteboardErrorBody?) throws {
             try db.execute(
-                sql: "INSERT OR REPLACE INTO channels(node, channel, last_seq, last_digest) VALUES (?, ?, ?, ?)",
-                arguments: [request.node, request.channel.rawValue, request.seq, refusal == nil ? digest : nil])
-            if let refusal { return .refused(refusal) }
-            return .applied(WhiteboardResponse(revision: try change.revision(), result: .ok, nonce: request.nonce))
+                sql: """
+                    INSERT OR REPLACE INTO channels(node, channel, last_seq, last_digest, refused_code, refused_error)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [request.node, stream, request.seq, digest, refusal?.code.rawValue, refusal?.error])
+        }
+        if let sessionAction {
+            // A refused claim records nothing; a session changes no file, so the revision stays.
+            if let refusal = try session(sessionAction, node: request.node, db: db, at: at) { return .refused(refusal) }
+            try record(nil)
+            return .applied(WhiteboardResponse(revision: try currentRevision(db), result: .ok, nonce: request.nonce))
+        }
+        // From here on the seq is used up, whatever the verdict: a refused request cannot be replayed later, when it
+        // might succeed. Its verdict is kept with its digest, so a retry of it (the answer was lost) hears it again.
+        var change = Change(db: db, at: at)
+        let refusal = try execute(request, change: &change, lockTTLSeconds: ttl)
+        expired.holders = change.expired
+        try record(refusal)
+        if let refusal { return .refused(refusal) }
+        return .applied(WhiteboardResponse(revision: try change.revision(), result: .ok, nonce: request.nonce))
+    }
+
+    /// Claims, renews or ends `node`'s mount session (`WhiteboardSession`); why not when refused.
+    private static func session(_ action: WhiteboardSession.Action, node: String, db: Database, at: Date) throws -> WhiteboardErrorBody? {
+        let current = try Row.fetchOne(db, sql: "SELECT instance, renewed_at FROM sessions WHERE node = ?", arguments: [node])
+        switch action {
+        case .claim(let instance):
+            if let current, current["instance"] as String != instance {
+                let age = at.timeIntervalSince1970 - (current["renewed_at"] as Double)
+                if age < WhiteboardSession.leaseSeconds {
+                    let left = Int((WhiteboardSession.leaseSeconds - age).rounded(.up))
+                    return WhiteboardErrorBody(
+                        error: "node \(node) is mounted elsewhere (another cache directory's mount renewed its session "
+                            + "\(Int(age)) s ago); stop that mount, or wait \(left) s if it has stopped",
+                        code: .inUse)
+                }
+            }
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO sessions(node, instance, renewed_at) VALUES (?, ?, ?)",
+                arguments: [node, instance, at.timeIntervalSince1970])
+        case .end(let instance):
+            try db.execute(sql: "DELETE FROM sessions WHERE node = ? AND instance = ?", arguments: [node, instance])
+        }
+        return nil
+    }
+
+    /// Names not enrolled whose refused writes are remembered (the least recent one makes room).
+    static let maxUnknownWriters = 100
+
+    /// Counts a refused write of `node` (an enrolled node's, or a name nobody enrolled) and marks it as being refused.
+    private static func recordRefusal(_ db: Database, node: String, enrolled: Bool, refusal: WhiteboardErrorBody, at: Date) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO refusals(node, enrolled, total, refusing, last_at, last_code, last_error) VALUES (?, ?, 1, 1, ?, ?, ?)
+                ON CONFLICT(node) DO UPDATE SET enrolled = excluded.enrolled, total = total + 1, refusing = 1,
+                    last_at = excluded.last_at, last_code = excluded.last_code, last_error = excluded.last_error
+                """,
+            arguments: [node, enrolled ? 1 : 0, at.timeIntervalSince1970, refusal.code.rawValue, refusal.error])
+        if !enrolled {
+            try db.execute(
+                sql: """
+                    DELETE FROM refusals WHERE enrolled = 0 AND node NOT IN
+                        (SELECT node FROM refusals WHERE enrolled = 0 ORDER BY last_at DESC LIMIT ?)
+                    """,
+                arguments: [maxUnknownWriters])
+        }
+    }
+
+    public func refusals() async throws -> [WhiteboardRefusals] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM refusals ORDER BY node").map {
+                WhiteboardRefusals(
+                    node: $0["node"], enrolled: ($0["enrolled"] as Int64) != 0, total: $0["total"],
+                    refusing: ($0["refusing"] as Int64) != 0, lastAt: Int64(($0["last_at"] as Double).rounded(.down)),
+                    lastCode: $0["last_code"], lastError: $0["last_error"])
+            }
         }
     }
 
@@ -201,6 +336,8 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
             try db.execute(
                 sql: "INSERT OR REPLACE INTO holders(lock, holder, node, acquired_at, revision, released) VALUES (?, ?, ?, ?, ?, 0)",
                 arguments: [lock, holder, request.node, change.at.timeIntervalSince1970, try change.revision()])
+        case .session:
+            return nil  // answered by `session`
         case .release:
             guard case .lockHolder(let lock, let holder) = path.kind else { return nil }
             guard let owner = try String.fetchOne(
@@ -287,65 +424,56 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
 
     // MARK: - Summaries
 
-    public func registerUpgrade(_ version: Int64) async throws {
+    public func registerUpgrade(_ version: Int64, class upgradeClass: String) async throws {
         let at = now()
         try await pool.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO upgrades(version, class) VALUES (?, ?)", arguments: [version, upgradeClass])
             var change = Change(db: db, at: at)
-            let path = "upgrades/\(version)/summary"
-            if try change.liveContent(path) == nil {
-                try change.putFile(path, content: Self.summary(db, version: version), writer: "server")
-            }
+            try Self.recomputeSummaries(&change, versions: [version])
         }
     }
 
     private static func affectsSummaries(_ path: WhiteboardPath) -> Bool {
         switch path.kind {
-        case .nodeFile(_, "state"), .nodeFile(_, "version"), .upgradeControl: true
+        case .nodeFile(_, "state"), .nodeFile(_, "version"), .nodeFile(_, "class"), .nodeFile(_, "upgrade"): true
         default: false
         }
     }
 
-    /// Brings every existing summary (and one for each upgrade with a control file) up to date.
-    private static func recomputeSummaries(_ change: inout Change) throws {
-        var versions = Set<Int64>()
-        for path in try String.fetchAll(
-            change.db, sql: "SELECT path FROM files WHERE path LIKE 'upgrades/%' AND content IS NOT NULL")
-        {
-            if let parsed = try? WhiteboardPath(path) {
-                switch parsed.kind {
-                case .upgradeControl(let version), .upgradeSummary(let version): versions.insert(version)
-                default: break
-                }
-            }
-        }
-        for version in versions.sorted() {
+    /// Brings the summary of every registered upgrade (or of `versions`) up to date.
+    private static func recomputeSummaries(_ change: inout Change, versions: [Int64]? = nil) throws {
+        let registered = try Row.fetchAll(change.db, sql: "SELECT version, class FROM upgrades ORDER BY version")
+        for row in registered {
+            let version: Int64 = row["version"]
+            if let versions, !versions.contains(version) { continue }
             let path = "upgrades/\(version)/summary"
-            let content = try summary(change.db, version: version)
+            let content = try summary(change.db, version: version, class: row["class"])
             if try change.liveContent(path) != content {
                 try change.putFile(path, content: content, writer: "server")
             }
         }
     }
 
-    /// `STATE COUNT` lines, sorted by state, over the enrolled nodes (not the
-    /// operator); a node whose version is ≥ N counts as `done`, one without a
-    /// state as `unknown`.
-    static func summary(_ db: Database, version: Int64) throws -> [UInt8] {
+    /// `STATE COUNT` lines, sorted by state, over the enrolled nodes (not the operator) whose `class` file names
+    /// `upgradeClass` (one trailing newline allowed), each counted as `WhiteboardRules.summaryState` says. A node that
+    /// never reported a class is counted under no upgrade.
+    static func summary(_ db: Database, version: Int64, class upgradeClass: String) throws -> [UInt8] {
         var counts: [String: Int] = [:]
         let rows = try Row.fetchAll(
             db,
             sql: """
-                SELECT n.name, s.content AS state, v.content AS version FROM nodes n
+                SELECT n.name, s.content AS state, v.content AS version, u.content AS upgrade FROM nodes n
+                JOIN files c ON c.path = 'nodes/' || n.name || '/class' AND c.content IN (?, ?)
                 LEFT JOIN files s ON s.path = 'nodes/' || n.name || '/state'
                 LEFT JOIN files v ON v.path = 'nodes/' || n.name || '/version'
+                LEFT JOIN files u ON u.path = 'nodes/' || n.name || '/upgrade'
                 WHERE n.name != ?
                 """,
-            arguments: [WhiteboardRules.operatorName])
+            arguments: [Data(upgradeClass.utf8), Data((upgradeClass + "\n").utf8), WhiteboardRules.operatorName])
         for row in rows {
-            let nodeVersion = (row["version"] as Data?).flatMap { WhiteboardRules.parseCount(Array($0)) }
-            var state = (row["state"] as Data?).map { String(decoding: $0, as: UTF8.self) } ?? "unknown"
-            if state.hasSuffix("\n") { state.removeLast() }
-            if let nodeVersion, nodeVersion >= version { state = "done" }
+            let state = WhiteboardRules.summaryState(
+                upgrade: version, state: (row["state"] as Data?).map(Array.init), version: (row["version"] as Data?).map(Array.init),
+                reportedUpgrade: (row["upgrade"] as Data?).map(Array.init))
             counts[state, default: 0] += 1
         }
         return Array(counts.keys.sorted().map { "\($0) \(counts[$0]!)\n" }.joined().utf8)

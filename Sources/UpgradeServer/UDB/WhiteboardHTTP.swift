@@ -68,6 +68,7 @@ struct WhiteboardHTTP: Sendable {
         } catch {
             logger.warning("whiteboard write refused: malformed request", metadata: ["udb.reason": .string(error.description)])
             counters.refused(.malformed)
+            // Unsigned: a body that does not parse may have been altered on the way; no verdict binds the node.
             return Self.error(WhiteboardErrorBody(error: error.description, code: .malformed))
         }
         let outcome = try await store.apply(signed)
@@ -90,7 +91,7 @@ struct WhiteboardHTTP: Sendable {
                 metadata: ["node.name": .string(r.node), "udb.op": .string(r.op.rawValue), "udb.path": .string(HTTPHandler.clean(r.path)),
                            "udb.channel": .string(r.channel.rawValue), "udb.seq": .stringConvertible(r.seq),
                            "udb.code": .string(body.code.rawValue)])
-            return Self.error(body)
+            return signedError(body, for: signed)
         }
     }
 
@@ -137,7 +138,8 @@ struct WhiteboardHTTP: Sendable {
 
     func metrics(publisher: Publisher) async -> Response {
         do {
-            let status = WhiteboardStatus(enrolled: try await store.enrolledNodes(), view: try await store.snapshot())
+            let status = WhiteboardStatus(
+                enrolled: try await store.enrolledNodes(), view: try await store.snapshot(), refusals: try await store.refusals())
             let text = counters.render(
                 status: status, publishedVersion: await publisher.latestVersion, timestampVersion: await publisher.timestampVersion,
                 bundles: await publisher.outcomeCounts)
@@ -149,23 +151,40 @@ struct WhiteboardHTTP: Sendable {
         }
     }
 
-    /// Makes `upgrades/N/summary` exist for every published bundle version N.
+    /// Registers every published bundle version N with its class (from the signed manifest), which makes
+    /// `upgrades/N/summary` exist.
     func registerPublishedUpgrades(_ targets: TargetsMetadata) async throws {
-        var versions = Set<Int64>()
-        for path in targets.targets.keys where path.hasSuffix("/upgrade.toml") {
-            if let version = Int64(path.dropLast("/upgrade.toml".count)), version > 0 { versions.insert(version) }
+        var classes: [Int64: String] = [:]
+        for (path, target) in targets.targets where path.hasSuffix("/upgrade.toml") {
+            guard let version = Int64(path.dropLast("/upgrade.toml".count)), version > 0,
+                  let upgradeClass = target.custom?["upgradefs"]?["manifest"]?["class"]?.stringValue
+            else { continue }
+            classes[version] = upgradeClass
         }
-        for version in versions.sorted() { try await store.registerUpgrade(version) }
+        for version in classes.keys.sorted() { try await store.registerUpgrade(version, class: classes[version]!) }
     }
 
     // MARK: - Helpers
 
     private func signedView(_ view: WhiteboardView) -> Response {
-        let body = view.toJSON().canonicalBytes()  // built once: what is signed is exactly what is sent
+        signedResponse(.ok, body: view.toJSON().canonicalBytes())
+    }
+
+    /// `body` (canonical JSON, built once: what is signed is exactly what is sent) with its `Upgradefs-Signature`.
+    private func signedResponse(_ status: HTTPResponse.Status, body: [UInt8]) -> Response {
         let signature = WhiteboardServerSignature.sign(canonicalBody: body, key: signingKey)
         var headers: HTTPFields = [.contentType: "application/json"]
         headers[HTTPField.Name(WhiteboardServerSignature.headerName)!] = WhiteboardServerSignature.header(keyID: keyID, signature: signature)
-        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    /// A refusal of `request`, bound to its nonce and to the hash of its signed body (re-encoded canonically, as the
+    /// node sends it) and signed like a read answer: the node takes only such refusals as verdicts.
+    private func signedError(_ body: WhiteboardErrorBody, for request: SignedWhiteboardRequest) -> Response {
+        var body = body
+        body.nonce = Hex.encode(request.request.nonce)
+        body.request = WhiteboardErrorBody.requestHash(request.encoded())
+        return signedResponse(HTTPResponse.Status(code: body.httpStatus), body: body.encoded())
     }
 
     static func error(_ body: WhiteboardErrorBody) -> Response {

@@ -65,6 +65,12 @@ final class WhiteboardCounters: Sendable {
                counts.refused.keys.map(\.rawValue).sorted().map { code in
                    ("reason=\"\(code)\"", String(counts.refused[WhiteboardErrorBody.Code(rawValue: code)!]!))
                })
+        family("upgradefs_udb_node_refused", "gauge", "1 while a node's latest file write was refused by the server.",
+               status.nodes.map { ("node=\"\(label($0.name))\"", $0.refusals?.refusing == true ? "1" : "0") })
+        family("upgradefs_udb_node_refused_total", "counter", "Refused writes of each enrolled node (kept across restarts).",
+               status.nodes.map { ("node=\"\(label($0.name))\"", String($0.refusals?.total ?? 0)) })
+        family("upgradefs_udb_unenrolled_writers", "gauge", "Names not enrolled whose writes were refused (see upgradefs status).",
+               [("", String(status.unenrolledWriters.count))])
         family("upgradefs_udb_ttl_releases_total", "counter", "Lock holders released because their node's heartbeat stopped.",
                [("", String(counts.ttlReleases))])
         return out

@@ -7,8 +7,12 @@ public struct WhiteboardStatus: Sendable, Equatable {
         public var name: String
         public var state: String?
         public var version: Int64?
+        /// What its `class` file says (the manager writes it); nil: unclassified, counted under no upgrade.
+        public var `class`: String?
         /// Seconds since the last heartbeat arrived at the server; nil if none ever did.
         public var heartbeatAgeSeconds: Int64?
+        /// Its refused writes (nil: none ever), `refusing` while the latest was refused.
+        public var refusals: WhiteboardRefusals?
     }
 
     public struct Lock: Sendable, Equatable {
@@ -28,8 +32,10 @@ public struct WhiteboardStatus: Sendable, Equatable {
     public var nodes: [Node]
     public var locks: [Lock]
     public var upgrades: [Upgrade]
+    /// Names not enrolled whose writes were refused (a node mounted with a key nobody enrolled yet).
+    public var unenrolledWriters: [WhiteboardRefusals]
 
-    public init(enrolled: [EnrolledNode], view: WhiteboardView, now: Date = Date()) {
+    public init(enrolled: [EnrolledNode], view: WhiteboardView, refusals: [WhiteboardRefusals] = [], now: Date = Date()) {
         var files: [String: WhiteboardFile] = [:]
         for file in view.files where file.content != nil { files[file.path] = file }
         func text(_ path: String) -> String? {
@@ -40,19 +46,25 @@ public struct WhiteboardStatus: Sendable, Equatable {
         }
         let nowSeconds = Int64(now.timeIntervalSince1970.rounded(.down))
         revision = view.revision
+        let enrolledNames = Set(enrolled.map(\.name))
+        let refusalsByName = Dictionary(refusals.map { ($0.node, $0) }, uniquingKeysWith: { $1 })
         nodes = enrolled.filter { $0.name != WhiteboardRules.operatorName }.map { node in
             Node(
                 name: node.name, state: text("nodes/\(node.name)/state"),
                 version: files["nodes/\(node.name)/version"]?.content.flatMap(WhiteboardRules.parseCount),
-                heartbeatAgeSeconds: files["nodes/\(node.name)/heartbeat"].map { max(0, nowSeconds - $0.modifiedAt) })
+                class: text("nodes/\(node.name)/class"),
+                heartbeatAgeSeconds: files["nodes/\(node.name)/heartbeat"].map { max(0, nowSeconds - $0.modifiedAt) },
+                refusals: refusalsByName[node.name])
         }
+        unenrolledWriters = refusals.filter { !enrolledNames.contains($0.node) }
         var lockNames = Set(view.holders.map(\.lock))
         var upgradeVersions = Set<Int64>()
         for path in files.keys {
             guard let parsed = try? WhiteboardPath(path) else { continue }
             switch parsed.kind {
             case .lockCapacity(let lock): lockNames.insert(lock)
-            case .upgradeControl(let version), .upgradeSummary(let version): upgradeVersions.insert(version)
+            // Only published upgrades have a summary; a control file for another number stays a file, not a row.
+            case .upgradeSummary(let version): upgradeVersions.insert(version)
             default: break
             }
         }
@@ -81,8 +93,13 @@ public struct WhiteboardStatus: Sendable, Equatable {
             "nodes": .array(nodes.map {
                 .object([
                     "name": .string($0.name), "state": optional($0.state), "version": optional($0.version),
-                    "heartbeat_age_seconds": optional($0.heartbeatAgeSeconds),
+                    "class": optional($0.class), "heartbeat_age_seconds": optional($0.heartbeatAgeSeconds),
+                    "refused": .bool($0.refusals?.refusing ?? false), "refused_writes": .int($0.refusals?.total ?? 0),
+                    "last_refusal": $0.refusals.map(Self.refusalJSON) ?? .null,
                 ])
+            }),
+            "unenrolled_writers": .array(unenrolledWriters.map {
+                .object(["name": .string($0.node), "refused_writes": .int($0.total), "last_refusal": Self.refusalJSON($0)])
             }),
             "locks": .array(locks.map { lock in
                 .object([
@@ -101,8 +118,13 @@ public struct WhiteboardStatus: Sendable, Equatable {
         ])
     }
 
+    private static func refusalJSON(_ refusals: WhiteboardRefusals) -> JSONValue {
+        .object(["at": .int(refusals.lastAt), "code": .string(refusals.lastCode), "error": .string(refusals.lastError)])
+    }
+
     /// Plain-text tables for people.
-    public func text() -> String {
+    public func text(now: Date = Date()) -> String {
+        let nowSeconds = Int64(now.timeIntervalSince1970.rounded(.down))
         func table(_ rows: [[String]]) -> String {
             guard let header = rows.first else { return "" }
             let widths = (0..<header.count).map { column in rows.map { $0[column].count }.max() ?? 0 }
@@ -112,11 +134,22 @@ public struct WhiteboardStatus: Sendable, Equatable {
                 }.joined(separator: "  ")
             }.joined(separator: "\n") + "\n"
         }
+        func refused(_ refusals: WhiteboardRefusals?) -> String {
+            guard let refusals else { return "-" }
+            let count = "\(refusals.total)"
+            return refusals.refusing ? count + " (refusing: \(refusals.lastError))" : count
+        }
         var out = table(
-            [["NODE", "STATE", "VERSION", "HEARTBEAT"]]
+            [["NODE", "CLASS", "STATE", "VERSION", "HEARTBEAT", "REFUSED"]]
                 + nodes.map {
-                    [$0.name, $0.state ?? "-", $0.version.map(String.init) ?? "-", $0.heartbeatAgeSeconds.map { "\($0)s ago" } ?? "never"]
+                    [$0.name, $0.class ?? "unclassified", $0.state ?? "-", $0.version.map(String.init) ?? "-",
+                     $0.heartbeatAgeSeconds.map { "\($0)s ago" } ?? "never", refused($0.refusals)]
                 })
+        if !unenrolledWriters.isEmpty {
+            out += "\n" + table(
+                [["NOT ENROLLED", "REFUSED", "LAST"]]
+                    + unenrolledWriters.map { ["\($0.node)", "\($0.total)", "\(max(0, nowSeconds - $0.lastAt))s ago: \($0.lastError)"] })
+        }
         if !locks.isEmpty {
             out += "\n" + table(
                 [["LOCK", "HELD", "HOLDERS"]]

@@ -15,6 +15,32 @@ public struct EnrolledNode: Sendable, Hashable {
     }
 }
 
+/// Writes the server refused from one name: an enrolled node's refused file writes (a bad signature on its name
+/// included), or writes from a name that is not enrolled.
+public struct WhiteboardRefusals: Sendable, Hashable {
+    public var node: String
+    /// False: the name was not enrolled when its last write was refused.
+    public var enrolled: Bool
+    /// Refused requests, counted since the name's first refusal (kept across restarts).
+    public var total: Int64
+    /// The name's latest write was refused (an applied file write clears it).
+    public var refusing: Bool
+    /// Unix seconds of the latest refusal.
+    public var lastAt: Int64
+    public var lastCode: String
+    public var lastError: String
+
+    public init(node: String, enrolled: Bool, total: Int64, refusing: Bool, lastAt: Int64, lastCode: String, lastError: String) {
+        self.node = node
+        self.enrolled = enrolled
+        self.total = total
+        self.refusing = refusing
+        self.lastAt = lastAt
+        self.lastCode = lastCode
+        self.lastError = lastError
+    }
+}
+
 /// What `apply` did: applied (or recognised a retry), or refused with the
 /// error body the HTTP layer sends (its `code` decides the status).
 public enum WhiteboardApplyOutcome: Sendable, Hashable {
@@ -27,12 +53,14 @@ public enum WhiteboardApplyOutcome: Sendable, Hashable {
 /// lock operations are linearizable. SQLite implements it
 /// (`SQLiteWhiteboardStore`); a PostgreSQL store can later.
 public protocol WhiteboardStore: Sendable {
-    /// Admits `node` with `publicKey` (replacing its key if it had another;
-    /// a new key also resets its replay state). Returns false if nothing changed.
+    /// Admits `node` with `publicKey` (replacing its key if it had another). Its replay state is kept, also across
+    /// `remove`: an old signed write stays a replay. Returns false if nothing changed.
     @discardableResult func enroll(node: String, publicKey: [UInt8]) async throws -> Bool
     /// Revokes `node`; its files stay, its lock holders are released. False if it was not enrolled.
     @discardableResult func remove(node: String) async throws -> Bool
     func enrolledNodes() async throws -> [EnrolledNode]
+    /// Refused writes by name (`WhiteboardRefusals`), for status and metrics.
+    func refusals() async throws -> [WhiteboardRefusals]
 
     /// Authenticates, checks replay state and the rules, and applies one signed request.
     func apply(_ signed: SignedWhiteboardRequest) async throws -> WhiteboardApplyOutcome
@@ -51,6 +79,8 @@ public protocol WhiteboardStore: Sendable {
     func observeExpiredHolders(_ observer: @escaping @Sendable ([WhiteboardHolder]) -> Void)
     /// The operator's `unlock LOCK HOLDER`. False if there was no such holder.
     @discardableResult func release(lock: String, holder: String) async throws -> Bool
-    /// Makes `upgrades/N/summary` exist (it is recomputed on every status change from then on).
-    func registerUpgrade(_ version: Int64) async throws
+    /// Records that upgrade N of `class` is published and makes `upgrades/N/summary` exist: it counts the nodes
+    /// whose `class` file names that class, recomputed on every change of their state, version or class. An upgrade
+    /// not registered (a control file for a version never published) has no summary.
+    func registerUpgrade(_ version: Int64, class: String) async throws
 }
