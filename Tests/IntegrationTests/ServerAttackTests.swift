@@ -139,7 +139,7 @@ struct ServerAttackTests {
         let keygen = try Harness.run(Harness.binary, ["keygen", "--out", serverKey])
         let id = keygen.output.trimmingCharacters(in: .whitespacesAndNewlines)
         chmod(serverKey, 0o644)
-        let serve = try Harness.run(Harness.binary, [
+        let serve = try ServeProcess.runBounded([
             "serve", "--key", serverKey, "--state", dir.appending(path: "state").path,
             "--publish", dir.appending(path: "publish").path, "--listen", "127.0.0.1:\(Harness.freePort())",
         ])
@@ -153,7 +153,8 @@ struct ServerAttackTests {
         #expect(try Harness.run(Harness.binary, ["keygen", "--node", "n1", "--out", nodeKey]).status == 0)
         chmod(nodeKey, 0o640)
         try FileManager.default.createDirectory(at: dir.appending(path: "mnt"), withIntermediateDirectories: true)
-        let mount = try Harness.run(Harness.binary, [
+        defer { _ = try? Harness.run("/bin/fusermount3", ["-uz", dir.appending(path: "mnt").path]) }
+        let mount = try ServeProcess.runBounded([
             "mount", "127.0.0.1:\(Harness.freePort()),\(id)", dir.appending(path: "mnt").path,
             "--cache", dir.appending(path: "cache").path, "--node-key", nodeKey,
         ])
@@ -184,7 +185,7 @@ struct ServerAttackTests {
     /// The same flood with a small descriptor limit (256: `ulimit -n`): the connection limit is
     /// lowered to leave descriptors to the publisher, which goes on publishing.
     @Test func publisherKeepsWorkingWhenConnectionsWouldUseUpTheDescriptors() throws {
-        let server = try ServeProcess(arguments: ["--idle-timeout", "30"], openFilesLimit: 256)
+        let server = try ServeProcess(openFilesLimit: 256)
         #expect(server.log.contains("connection limit lowered"), "\(server.log)")
         let sockets = try HalfSentConnections(port: server.port, count: 400)
         defer { sockets.closeAll() }
@@ -219,7 +220,7 @@ struct ServerAttackTests {
     /// Two servers on one --state would both sign and publish: the second exits 71 and names the first.
     @Test func secondServeOnTheSameStateIsRefused() throws {
         let first = try ServeProcess()
-        let second = try Harness.run(Harness.binary, [
+        let second = try ServeProcess.runBounded([
             "serve", "--key", first.keyFile.path, "--state", first.state.path, "--publish", first.publish.path,
             "--listen", "127.0.0.1:\(Harness.freePort())",
         ])
@@ -242,7 +243,7 @@ struct ServerAttackTests {
         #expect(try Harness.run(Harness.binary, ["keygen", "--out", key]).status == 0)
         let listener = try Listener()
         defer { close(listener.fd) }
-        let result = try Harness.run(Harness.binary, [
+        let result = try ServeProcess.runBounded([
             "serve", "--key", key, "--state", dir.appending(path: "state").path, "--publish", dir.appending(path: "publish").path,
             "--listen", "127.0.0.1:\(listener.port)",
         ])
@@ -344,6 +345,25 @@ final class ServeProcess {
         try Data("app \(version)\n".utf8).write(to: bundle.appending(path: "\(payload)/app"))
         try Data("#!/bin/sh\nexit 0\n".utf8).write(to: bundle.appending(path: "sf"))
         chmod(bundle.appending(path: "sf").path, 0o755)
+    }
+
+    /// Runs `upgradefs ARGUMENTS` that should end by itself; one still running after `seconds` is
+    /// killed and its status is -1 (a test fails rather than hangs).
+    static func runBounded(_ arguments: [String], seconds: Double = 20) throws -> (status: Int32, output: String) {
+        let log = FileManager.default.temporaryDirectory.appending(path: "upgradefs-bounded-\(UUID().uuidString)").path
+        defer { unlink(log) }
+        let pid = try Harness.spawn(Harness.binary, arguments, log: log)
+        var status: Int32?
+        _ = Harness.waitUntil(seconds) {
+            status = Harness.reap(pid)
+            return status != nil
+        }
+        if status == nil {
+            kill(pid, SIGKILL)
+            var raw: Int32 = 0
+            waitpid(pid, &raw, 0)
+        }
+        return (status ?? -1, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
     }
 
     func blobPath(_ hex: String) -> String { state.appending(path: "blobs/sha256/\(hex.prefix(2))/\(hex)").path }
