@@ -13,9 +13,6 @@ final class ConnectionLimiter: @unchecked Sendable {
     let limit: Int
     private let lock = NSLock()
     private var connections: [ObjectIdentifier: Entry] = [:]
-    /// Connections closed to make room or refused since the start (for the log and tests).
-    private(set) var evicted = 0
-    private(set) var refused = 0
 
     private struct Entry {
         let channel: any Channel
@@ -28,8 +25,6 @@ final class ConnectionLimiter: @unchecked Sendable {
         self.limit = limit
     }
 
-    var count: Int { lock.withLock { connections.count } }
-
     /// Registers a new connection; returns false when it must be closed (every other connection is busy).
     func opened(_ channel: any Channel) -> Bool {
         let victim: (any Channel)?
@@ -40,12 +35,8 @@ final class ConnectionLimiter: @unchecked Sendable {
                 return (nil, true)
             }
             let oldest = connections.filter { !$0.value.busy }.min { $0.value.idleSince < $1.value.idleSince }
-            guard let oldest else {
-                refused += 1
-                return (nil, false)
-            }
+            guard let oldest else { return (nil, false) }
             connections[oldest.key] = nil
-            evicted += 1
             connections[ObjectIdentifier(channel)] = Entry(channel: channel, busy: false, idleSince: .now)
             return (oldest.value.channel, true)
         }

@@ -207,7 +207,8 @@ public func runUpgradeServer(
             Task { await services.triggerGracefulShutdown() }
         }
     } catch where !listening.isSet {
-        throw ServerStartError(description: listenProblem(error, host: host, port: configuration.port))
+        guard let problem = listenProblem(error, host: host, port: configuration.port) else { throw error }
+        throw ServerStartError(description: problem)
     }
 }
 
@@ -231,8 +232,8 @@ public func raiseOpenFileLimit() -> Int {
 }
 
 /// Why the server could not listen, in words ("cannot listen on 127.0.0.1:7420: address in use"),
-/// not the socket library's.
-func listenProblem(_ error: any Error, host: String, port: Int) -> String {
+/// not the socket library's; nil for an error that is not about the address.
+func listenProblem(_ error: any Error, host: String, port: Int) -> String? {
     let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     let reason: String
     if let io = error as? IOError {
@@ -245,7 +246,7 @@ func listenProblem(_ error: any Error, host: String, port: Int) -> String {
     } else if error is SocketAddressError || error is SocketAddressError.UnknownHost {
         reason = "cannot resolve \(host)"
     } else {
-        reason = "\(error)"
+        return nil
     }
     return "cannot listen on \(address): \(reason)"
 }
