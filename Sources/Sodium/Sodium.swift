@@ -83,6 +83,17 @@ public struct Ed25519KeyPair: Ed25519Signing, Sendable {
     }
 }
 
+/// A key pair prints, debug-prints and reflects (`print`, `dump`, string interpolation, a logger's
+/// metadata, a service group's description of its services) as its TUF key id only: the secret
+/// never leaves through a description.
+extension Ed25519KeyPair: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// The TUF key id (hex SHA-256 of the public key object): public, and names the key.
+    public var keyID: String { TUFKey(ed25519PublicKey: publicKey).keyID }
+    public var description: String { "Ed25519KeyPair(keyid: \(keyID))" }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["keyid": keyID], displayStyle: .struct) }
+}
+
 public struct KeyError: Error, CustomStringConvertible, Sendable {
     public let message: String
     public var description: String { message }

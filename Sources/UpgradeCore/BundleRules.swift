@@ -14,10 +14,14 @@ public struct BundleEntry: Sendable, Equatable {
     /// Path relative to the bundle directory, `/`-separated, e.g. `payload/bin/app`.
     public var path: String
     public var kind: Kind
+    /// How many names the file has (`st_nlink`); a regular file with more than one may be reachable
+    /// from outside the bundle.
+    public var linkCount: UInt64
 
-    public init(path: String, kind: Kind) {
+    public init(path: String, kind: Kind, linkCount: UInt64 = 1) {
         self.path = path
         self.kind = kind
+        self.linkCount = linkCount
     }
 }
 
@@ -100,6 +104,9 @@ public struct BundleRejection: Error, CustomStringConvertible, Sendable, Equatab
 /// and manifest text in, a verdict out.
 public enum BundleRules {
     public static let maxSymlinkDepth = 40
+    /// How far above the latest published version a bundle's version may be. Gaps are allowed, but a
+    /// bound keeps one bundle (say `version = 9223372036854775807`) from using up every later version.
+    public static let maxVersionStep: Int64 = 1000
 
     /// Checks a bundle.
     /// - Parameters:
@@ -157,6 +164,14 @@ public enum BundleRules {
                 reason: "version \(manifest.version) is not above the latest published version \(latestVersion)"
             )
         }
+        // Both are positive here: the difference cannot overflow.
+        guard manifest.version - latestVersion <= maxVersionStep else {
+            throw BundleRejection(
+                path: manifestName,
+                reason: "version \(manifest.version) is more than \(maxVersionStep) above the latest published version "
+                    + "\(latestVersion) (at most \(latestVersion + maxVersionStep))"
+            )
+        }
 
         // 2. Every entry: path, kind, symlink target, size.
         var files: [ValidatedBundle.File] = []
@@ -185,10 +200,16 @@ public enum BundleRules {
                         reason: "bundle is larger than the limit of \(limits.maxBundleBytes) bytes"
                     )
                 }
+                if entry.linkCount > 1 {
+                    throw BundleRejection(
+                        path: entry.path,
+                        reason: "file has \(entry.linkCount) hard links (another name may be outside the bundle); copy it instead"
+                    )
+                }
                 if mode & 0o7000 != 0 { dropped.append(entry.path) }
                 files.append(.init(path: entry.path, size: size, mode: mode & 0o777))
             case .symlink(let target):
-                if let problem = symlinkProblem(path: entry.path, target: target, byPath: byPath) {
+                if let problem = symlinkProblem(path: entry.path, target: target, byPath: byPath, payload: manifest.payload) {
                     throw BundleRejection(path: entry.path, reason: problem)
                 }
                 symlinks.append(.init(path: entry.path, target: target))
@@ -241,8 +262,14 @@ public enum BundleRules {
 
     /// Resolves a link's text from its directory, expanding links inside the
     /// bundle met on the way (so a chain of individually harmless links cannot
-    /// climb out), and says why it is unacceptable, or `nil`.
-    static func symlinkProblem(path: String, target: String, byPath: [String: BundleEntry.Kind]) -> String? {
+    /// climb out), and says why it is unacceptable, or `nil`. A link inside the
+    /// payload directory is judged against the payload, the directory a node
+    /// installs as its release: it may not leave it (`payload = "a/b/c"` with
+    /// `a/b/c/etc -> ../../../etc` stays in the bundle but not in the release).
+    /// Any other link may not leave the bundle.
+    static func symlinkProblem(
+        path: String, target: String, byPath: [String: BundleEntry.Kind], payload: String
+    ) -> String? {
         if target.isEmpty { return "symlink has an empty target" }
         if target.hasPrefix("/") { return "symlink target \"\(BundlePath.printable(target))\" is absolute" }
         if target.unicodeScalars.contains(where: BundlePath.isControl) {
@@ -251,7 +278,12 @@ public enum BundleRules {
         if target.utf8.count > BundlePath.maxPathBytes {
             return "symlink target is longer than \(BundlePath.maxPathBytes) bytes"
         }
-        let escapes = "symlink target \"\(BundlePath.printable(target))\" leaves the bundle"
+        let inPayload = path.hasPrefix(payload + "/")
+        // The components the resolution may never climb above.
+        let floor = inPayload ? payload.split(separator: "/").count : 0
+        let escapes = inPayload
+            ? "symlink target \"\(BundlePath.printable(target))\" leaves the payload directory \"\(BundlePath.printable(payload))\" (the installed release)"
+            : "symlink target \"\(BundlePath.printable(target))\" leaves the bundle"
 
         var stack = path.split(separator: "/").dropLast().map(String.init)
         var pending = target.split(separator: "/", omittingEmptySubsequences: true).map(String.init)
@@ -262,7 +294,7 @@ public enum BundleRules {
             case ".":
                 continue
             case "..":
-                if stack.isEmpty { return escapes }
+                if stack.count <= floor { return escapes }
                 stack.removeLast()
             default:
                 stack.append(component)

@@ -11,18 +11,33 @@ public struct FileError: Error, CustomStringConvertible, Sendable {
     public let operation: String
     public let path: String
     public let errno: Int32
+    /// Said after the path instead of the errno's text, when that says more (e.g. a key file's loose mode).
+    public let explanation: String?
 
-    public init(_ operation: String, _ path: String, errno: Int32 = Glibc.errno) {
+    public init(_ operation: String, _ path: String, errno: Int32 = Glibc.errno, explanation: String? = nil) {
         self.operation = operation
         self.path = path
         self.errno = errno
+        self.explanation = explanation
     }
 
     public var description: String {
-        "\(operation) \(path): \(String(cString: strerror(errno)))"
+        if let explanation { return "\(path) \(explanation)" }
+        return "\(operation) \(path): \(String(cString: strerror(errno)))"
     }
 
     public var isNotFound: Bool { errno == ENOENT }
+}
+
+/// Which file a descriptor or name reaches: device and inode.
+public struct FileIdentity: Hashable, Sendable {
+    public let device: UInt64
+    public let inode: UInt64
+
+    public init(_ st: stat) {
+        device = UInt64(st.st_dev)
+        inode = UInt64(st.st_ino)
+    }
 }
 
 /// Small POSIX file helpers. Everything here retries on EINTR and reports the
@@ -71,26 +86,44 @@ public enum POSIXFiles {
         }
     }
 
-    /// Reads a whole (small) file.
-    /// Reads a secret (a key file), with its permission bits when others may read or write it (the callers warn;
-    /// such a key still works).
+    /// Reads a secret (a key file). Refuses, like ssh, a file that its group or others may read or
+    /// write: the error names the file, its mode and the fix (`chmod 600 FILE`). `looseMode` is
+    /// always nil now (kept so callers that used to warn still compile).
     public static func readSecret(_ path: String, limit: Int) throws(FileError) -> (bytes: [UInt8], looseMode: mode_t?) {
-        var st = stat()
-        guard stat(path, &st) == 0 else { throw FileError("stat", path) }
-        return (try readFile(path, limit: limit), st.st_mode & 0o077 != 0 ? st.st_mode & 0o7777 : nil)
-    }
-
-    public static func readFile(_ path: String, limit: Int = 64 << 20) throws(FileError) -> [UInt8] {
-        let fd = try open(path, O_RDONLY | O_NOFOLLOW)
+        let fd = try open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw FileError("fstat", path) }
+        if st.st_mode & 0o077 != 0 {
+            let mode = String(st.st_mode & 0o7777, radix: 8)
+            throw FileError(
+                "open", path, errno: EACCES,
+                explanation: "has mode 0\(mode): its group or others may read or write it, so it is not used "
+                    + "(fix: chmod 600 \(path))")
+        }
+        return (try readToEnd(fd, path: path, limit: limit), nil)
+    }
+
+    /// Reads a whole (small) file; a file larger than `limit` fails with EFBIG before anything is read
+    /// or allocated. Never follows a symbolic link and never blocks on a FIFO.
+    public static func readFile(_ path: String, limit: Int = 64 << 20) throws(FileError) -> [UInt8] {
+        let fd = try open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)
+        defer { close(fd) }
+        return try readToEnd(fd, path: path, limit: limit)
+    }
+
+    /// Reads the regular file open on `fd` from its current offset to its end, at most `limit` bytes
+    /// (EFBIG beyond). The size `fstat` reports is checked first and only trusted up to `limit`.
+    public static func readToEnd(_ fd: Int32, path: String, limit: Int) throws(FileError) -> [UInt8] {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileError("fstat", path) }
         guard isRegular(st) else { throw FileError("read", path, errno: EINVAL) }
+        guard st.st_size <= limit else { throw FileError("read", path, errno: EFBIG) }
         var result: [UInt8] = []
         result.reserveCapacity(Int(st.st_size))
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
         while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n < 0 {
                 if errno == EINTR { continue }
                 throw FileError("read", path)
@@ -99,6 +132,32 @@ public enum POSIXFiles {
             result.append(contentsOf: buffer[0..<n])
             if result.count > limit { throw FileError("read", path, errno: EFBIG) }
         }
+    }
+
+    /// Opens `relative` (`/`-separated, no `.`, `..` or empty component) beneath the directory open on
+    /// `directory`, one component at a time with `openat` and `O_NOFOLLOW`: a symbolic link anywhere on
+    /// the way fails the open (ELOOP or ENOTDIR), so a directory swapped for a link cannot redirect it.
+    /// `flags` apply to the last component; errors name `displayPath`.
+    public static func openBeneath(
+        _ directory: Int32, _ relative: String, _ flags: Int32, displayPath: String
+    ) throws(FileError) -> Int32 {
+        let components = relative.split(separator: "/", omittingEmptySubsequences: false).map(String.init)
+        guard !components.isEmpty, !components.contains(where: { $0.isEmpty || $0 == "." || $0 == ".." }) else {
+            throw FileError("open", displayPath, errno: EINVAL)
+        }
+        var current = directory
+        defer { if current != directory { close(current) } }
+        for (index, component) in components.enumerated() {
+            let last = index == components.count - 1
+            let componentFlags = (last ? flags : (O_RDONLY | O_DIRECTORY)) | O_NOFOLLOW | O_CLOEXEC
+            var fd: Int32
+            repeat { fd = openat(current, component, componentFlags, 0) } while fd < 0 && errno == EINTR
+            guard fd >= 0 else { throw FileError("open", displayPath) }
+            if last { return fd }
+            if current != directory { close(current) }
+            current = fd
+        }
+        fatalError("unreachable: the last component returns")
     }
 
     public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(FileError) {
@@ -202,6 +261,24 @@ public enum POSIXFiles {
     public static func listDirectoryBytes(_ path: String) throws(FileError) -> [[UInt8]] {
         guard let dir = opendir(path) else { throw FileError("opendir", path) }
         defer { closedir(dir) }
+        return names(in: dir)
+    }
+
+    /// Names in the directory open on `fd` (which stays open), as raw bytes; errors name `path`.
+    public static func listDirectoryBytes(_ fd: Int32, path: String) throws(FileError) -> [[UInt8]] {
+        let copy = dup(fd)
+        guard copy >= 0 else { throw FileError("dup", path) }
+        guard let dir = fdopendir(copy) else {
+            let failure = FileError("fdopendir", path)
+            close(copy)
+            throw failure
+        }
+        defer { closedir(dir) }
+        rewinddir(dir)
+        return names(in: dir)
+    }
+
+    private static func names(in dir: OpaquePointer) -> [[UInt8]] {
         var names: [[UInt8]] = []
         while let entry = readdir(dir) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
@@ -213,6 +290,20 @@ public enum POSIXFiles {
             names.append(name)
         }
         return names
+    }
+
+    /// The text of the symbolic link `name` in the directory open on `directory`; errors name `path`.
+    public static func readLink(at directory: Int32, _ name: [UInt8], path: String) throws(FileError) -> [UInt8] {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let n = (name + [0]).withUnsafeBufferPointer { namePointer in
+            namePointer.withMemoryRebound(to: CChar.self) { cName in
+                buffer.withUnsafeMutableBufferPointer {
+                    readlinkat(directory, cName.baseAddress!, UnsafeMutableRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self), $0.count)
+                }
+            }
+        }
+        guard n >= 0 else { throw FileError("readlink", path) }
+        return Array(buffer[0..<n])
     }
 
     public static func readLink(_ path: String) throws(FileError) -> [UInt8] {

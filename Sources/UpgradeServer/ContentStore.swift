@@ -36,15 +36,13 @@ struct ContentStore: Sendable {
         let changedDirectory: String?
     }
 
-    /// Copies a regular file into the store while hashing it. Fails if the
-    /// file is not a regular file any more or its size is not `expectedSize`
-    /// (the bundle changed under us).
-    func ingest(file sourcePath: String, expectedSize: Int64) throws(FileError) -> Ingested {
-        let source = try POSIXFiles.open(sourcePath, O_RDONLY | O_NOFOLLOW)
-        defer { close(source) }
+    /// Copies the regular file open on `source` (named `sourcePath` in errors) into the store while
+    /// hashing it. Fails, as "changed while publishing" (EAGAIN), unless it is still the file the scan
+    /// saw (`expected`), a regular file with one link and `expectedSize` bytes.
+    func ingest(_ source: Int32, path sourcePath: String, expected: FileIdentity, expectedSize: Int64) throws(FileError) -> Ingested {
         var st = stat()
         guard fstat(source, &st) == 0 else { throw FileError("fstat", sourcePath) }
-        guard POSIXFiles.isRegular(st), Int64(st.st_size) == expectedSize else {
+        guard POSIXFiles.isRegular(st), FileIdentity(st) == expected, st.st_nlink == 1, Int64(st.st_size) == expectedSize else {
             throw FileError("copy (file changed while publishing)", sourcePath, errno: EAGAIN)
         }
         let temporary = temporaryDirectory + "/" + POSIXFiles.temporaryName("blob")

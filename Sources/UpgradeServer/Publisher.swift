@@ -31,6 +31,12 @@ public actor Publisher {
 
     private var repository: Repository
     private var pending: [String: PendingBundle] = [:]
+    /// The last error a bundle's scan failed with, so a lasting one is logged once, not every scan.
+    private var scanErrors: [String: String] = [:]
+    /// Fault injection for tests: runs after the bundle directory is opened for the copy, before any file is copied.
+    private var testHookBeforeCopy: (@Sendable (String) -> Void)?
+
+    func setTestHookBeforeCopy(_ hook: (@Sendable (String) -> Void)?) { testHookBeforeCopy = hook }
     private let executor = ThreadExecutor(name: "upgradefs-publisher")
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
@@ -90,6 +96,7 @@ public actor Publisher {
         }
         let present = Set(names)
         pending = pending.filter { present.contains($0.key) }
+        scanErrors = scanErrors.filter { present.contains($0.key) }
 
         var outcomes: [BundleOutcome] = []
         for name in names where !name.hasPrefix(".") {
@@ -115,8 +122,14 @@ public actor Publisher {
         let scanned: ScannedBundle
         do {
             scanned = try BundleScanner.scan(path, limits: configuration.limits)
+            scanErrors[name] = nil
         } catch {
-            logger.warning("cannot scan bundle", metadata: ["bundle": .string(name), "error": .string("\(error)")])
+            // Only errors a later scan may not meet are thrown (the tree changing under the walk, too few
+            // descriptors or too little memory); anything else is a problem of the bundle and rejects it.
+            if scanErrors.updateValue(error.description, forKey: name) != error.description {
+                logger.warning("cannot scan bundle yet; will look again", metadata: ["bundle": .string(name), "error": .string("\(error)")])
+            }
+            pending[name] = nil
             return .waiting(bundle: name)
         }
         let now = ContinuousClock.now
@@ -166,9 +179,25 @@ public actor Publisher {
         let version = bundle.manifest.version
         var newTargets: [String: TargetFile] = [:]
         var changedDirectories: Set<String> = []
-        do {
+        do throws(FileError) {
+            // Every file is opened beneath the bundle directory the scan saw, one component at a time
+            // without following links, and must be the very file the scan saw (device and inode): a
+            // directory or file swapped in between the scan and the copy fails the copy.
+            let root = try POSIXFiles.open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            defer { close(root) }
+            var rootStat = stat()
+            guard fstat(root, &rootStat) == 0, FileIdentity(rootStat) == scanned.root else {
+                throw FileError("open (the bundle directory changed while publishing)", path, errno: EAGAIN)
+            }
+            testHookBeforeCopy?(path)
             for file in bundle.files {
-                let ingested = try store.ingest(file: path + "/" + file.path, expectedSize: file.size)
+                let filePath = path + "/" + file.path
+                guard let identity = scanned.identity(of: file.path) else {
+                    throw FileError("copy (file changed while publishing)", filePath, errno: EAGAIN)
+                }
+                let source = try POSIXFiles.openBeneath(root, file.path, O_RDONLY | O_NONBLOCK, displayPath: filePath)
+                defer { close(source) }
+                let ingested = try store.ingest(source, path: filePath, expected: identity, expectedSize: file.size)
                 if let directory = ingested.changedDirectory { changedDirectories.insert(directory) }
                 var custom: [String: JSONValue] = ["mode": .int(Int64(file.mode))]
                 if file.path == UpgradeManifest.fileName {
@@ -186,7 +215,7 @@ public actor Publisher {
                     custom: .object(["upgradefs": .object(["mode": .int(0o777), "symlink": .bool(true), "target": .string(link.target)])]))
             }
         } catch {
-            if error.path.hasPrefix(path + "/") {
+            if error.path == path || error.path.hasPrefix(path + "/") {
                 // The bundle changed under us (or a file cannot be read): wait for it to settle again.
                 logger.info("bundle changed while being copied; waiting for it to settle", metadata: ["bundle": .string(name), "error": .string("\(error)")])
             } else {

@@ -102,23 +102,18 @@ public struct ServerKeyFile: Sendable {
         }
     }
 
-    /// Reads and checks a key file. Permissions wider than 0600 are logged as a
-    /// warning, not refused.
+    /// Reads and checks a key file. A file its group or others may read or write is refused (as ssh
+    /// does), with the fix in the message.
     public static func load(from path: String, logger: Logger? = nil) throws(ServerKeyFileError) -> ServerKeyFile {
-        let secret: (bytes: [UInt8], looseMode: mode_t?)
+        let bytes: [UInt8]
         do {
-            secret = try POSIXFiles.readSecret(path, limit: 1 << 20)
+            bytes = try POSIXFiles.readSecret(path, limit: 1 << 20).bytes
         } catch where error.isNotFound {
             throw ServerKeyFileError(path: path, problem: "does not exist (create one with `upgradefs keygen --out \(path)`)")
         } catch {
-            throw ServerKeyFileError(path: path, problem: "cannot read: \(error)")
+            throw ServerKeyFileError(path: path, problem: error.explanation ?? "cannot read: \(error)")
         }
-        if let mode = secret.looseMode {
-            logger?.warning(
-                "server key file is readable or writable by others; it should be mode 0600",
-                metadata: ["key.path": .string(path), "key.mode": .string(String(mode, radix: 8))])
-        }
-        return try parse(secret.bytes, path: path)
+        return try parse(bytes, path: path)
     }
 
     /// Parses a key file's bytes and checks that the initial root names exactly these keys.
@@ -171,6 +166,20 @@ public struct ServerKeyFile: Sendable {
             throw fail("initial_root is not signed by this file's root key")
         }
         return ServerKeyFile(root: root, targets: targets, snapshot: snapshot, timestamp: timestamp, initialRoot: initialRoot)
+    }
+}
+
+/// Prints, debug-prints and reflects as the server id and the key ids only: never a secret.
+extension ServerKeyFile: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String {
+        "ServerKeyFile(server id: \(serverID), root: \(root.keyID), targets: \(targets.keyID), "
+            + "snapshot: \(snapshot.keyID), timestamp: \(timestamp.keyID))"
+    }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(self, children: [
+            "serverID": serverID, "root": root, "targets": targets, "snapshot": snapshot, "timestamp": timestamp,
+        ], displayStyle: .struct)
     }
 }
 

@@ -1,6 +1,11 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
+import NIOCore
 import ServiceLifecycle
 import Sodium
 import UpgradeCore
@@ -29,6 +34,12 @@ public struct ServerConfiguration: Sendable {
     public var lockTTLSeconds: Int
     /// How long `GET /v1/udb/changes` waits for a change before answering anyway.
     public var changesTimeoutMilliseconds: Int
+    /// A connection with no request in progress (a request head not yet complete, or kept alive
+    /// between requests) is closed after this long (`--idle-timeout`).
+    public var idleTimeoutSeconds: Int
+    /// Most connections open at once (`--max-connections`); lowered to leave
+    /// `ConnectionLimiter.reservedDescriptors` of the descriptor limit to the rest of the server.
+    public var maxConnections: Int
 
     public static let defaultPort = 7420
     public static let defaultSettleMilliseconds = 500
@@ -37,6 +48,10 @@ public struct ServerConfiguration: Sendable {
     public static let defaultNotifyTimeoutMilliseconds = 25_000
     public static let defaultLockTTLSeconds = 60
     public static let defaultChangesTimeoutMilliseconds = 25_000
+    /// Longer than the 60 s a client's connection pool (AsyncHTTPClient's default) keeps an idle
+    /// connection, so the server is not the side that closes one a client is about to reuse.
+    public static let defaultIdleTimeoutSeconds = 75
+    public static let defaultMaxConnections = 16_384
 
     public init(
         stateDirectory: String,
@@ -50,7 +65,9 @@ public struct ServerConfiguration: Sendable {
         limits: BundleLimits = .default,
         notifyTimeoutMilliseconds: Int = ServerConfiguration.defaultNotifyTimeoutMilliseconds,
         lockTTLSeconds: Int = ServerConfiguration.defaultLockTTLSeconds,
-        changesTimeoutMilliseconds: Int = ServerConfiguration.defaultChangesTimeoutMilliseconds
+        changesTimeoutMilliseconds: Int = ServerConfiguration.defaultChangesTimeoutMilliseconds,
+        idleTimeoutSeconds: Int = ServerConfiguration.defaultIdleTimeoutSeconds,
+        maxConnections: Int = ServerConfiguration.defaultMaxConnections
     ) {
         self.stateDirectory = stateDirectory
         self.publishDirectory = publishDirectory
@@ -64,6 +81,8 @@ public struct ServerConfiguration: Sendable {
         self.notifyTimeoutMilliseconds = notifyTimeoutMilliseconds
         self.lockTTLSeconds = lockTTLSeconds
         self.changesTimeoutMilliseconds = changesTimeoutMilliseconds
+        self.idleTimeoutSeconds = idleTimeoutSeconds
+        self.maxConnections = maxConnections
     }
 
     /// A one-line reason when a value is out of range, else nil.
@@ -77,6 +96,8 @@ public struct ServerConfiguration: Sendable {
         if notifyTimeoutMilliseconds < 1 { return "the notify timeout must be at least 1 ms" }
         if lockTTLSeconds < 1 { return "the lock TTL must be at least 1 second" }
         if changesTimeoutMilliseconds < 1 { return "the changes timeout must be at least 1 ms" }
+        if idleTimeoutSeconds < 1 { return "the idle timeout must be at least 1 second" }
+        if maxConnections < 1 { return "the connection limit must be at least 1" }
         return nil
     }
 }
@@ -96,8 +117,10 @@ public struct ServerStartError: Error, CustomStringConvertible, Sendable {
 }
 
 /// Runs the upgrade server until the task is cancelled or the process gets
-/// SIGTERM or SIGINT: loads the key file, opens (or creates) the state
-/// directory, watches the publish directory and serves HTTP.
+/// SIGTERM or SIGINT (then it returns normally): loads the key file, locks and
+/// opens (or creates) the state directory, watches the publish directory and
+/// serves HTTP. A second server on the same state directory, or an address it
+/// cannot listen on, is a `ServerStartError` with a one-line reason.
 public func runUpgradeServer(
     _ configuration: ServerConfiguration,
     logger: Logger,
@@ -105,6 +128,8 @@ public func runUpgradeServer(
 ) async throws {
     if let problem = configuration.validationProblem() { throw ServerStartError(description: problem) }
     let keys = try ServerKeyFile.load(from: configuration.keyFile, logger: logger)
+    let lock = try StateLock.acquire(stateDirectory: configuration.stateDirectory)
+    defer { lock.release() }
     let publisher: Publisher
     do {
         publisher = try Publisher(configuration: configuration, keys: keys, logger: logger)
@@ -131,12 +156,28 @@ public func runUpgradeServer(
 
     let serverID = keys.serverID
     let host = configuration.host
+    let descriptorLimit = openFileLimit()
+    let limiter = ConnectionLimiter(
+        limit: ConnectionLimiter.effectiveLimit(requested: configuration.maxConnections, descriptorLimit: descriptorLimit))
+    if limiter.limit < configuration.maxConnections {
+        logger.warning(
+            "connection limit lowered to fit the descriptor limit (raise LimitNOFILE / ulimit -n)",
+            metadata: [
+                "http.max_connections": .stringConvertible(limiter.limit),
+                "process.open_files_limit": .stringConvertible(descriptorLimit),
+            ])
+    }
+    let listening = ListeningFlag()
     let app = Application(
         responder: CallbackResponder<BasicRequestContext> { request, context in
             try await handler.respond(to: request, context: context)
         },
+        server: .http1(configuration: HTTP1Channel.Configuration(
+            additionalChannelHandlers: [ConnectionLimitHandler(limiter: limiter)],
+            idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds)))),
         configuration: ApplicationConfiguration(address: .hostname(host, port: configuration.port), serverName: "upgradefs"),
         onServerRunning: { channel in
+            listening.set()
             let port = channel.localAddress?.port ?? configuration.port
             logger.info(
                 "upgradefs server listening",
@@ -150,16 +191,88 @@ public func runUpgradeServer(
         logger: logger)
 
     let services = ServiceGroup(
-        services: [app, PublisherService(publisher: publisher), WhiteboardService(whiteboard: whiteboard, publisher: publisher)],
+        services: [
+            app, PublisherService(publisher: publisher),
+            QuietOnShutdown(WhiteboardService(whiteboard: whiteboard, publisher: publisher)),
+        ],
         gracefulShutdownSignals: [.sigterm, .sigint],
         logger: logger)
     // Cancelling the caller's task shuts down gracefully too (in-flight
     // requests finish, long polls answer at once), as SIGTERM does.
     let running = Task { try await services.run() }
-    try await withTaskCancellationHandler {
-        try await running.value
-    } onCancel: {
-        Task { await services.triggerGracefulShutdown() }
+    do {
+        try await withTaskCancellationHandler {
+            try await running.value
+        } onCancel: {
+            Task { await services.triggerGracefulShutdown() }
+        }
+    } catch where !listening.isSet {
+        guard let problem = listenProblem(error, host: host, port: configuration.port) else { throw error }
+        throw ServerStartError(description: problem)
+    }
+}
+
+/// The soft limit on open files (after `serve` raised it to the hard limit).
+func openFileLimit() -> Int {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+    return Int(clamping: limit.rlim_cur)  // RLIM_INFINITY (all ones) clamps to Int.max
+}
+
+/// Raises the soft limit on open files to the hard limit (what systemd's `LimitNOFILE` or
+/// `ulimit -Hn` allows); returns the soft limit now in force.
+@discardableResult
+public func raiseOpenFileLimit() -> Int {
+    var limit = rlimit()
+    if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    }
+    return openFileLimit()
+}
+
+/// Why the server could not listen, in words ("cannot listen on 127.0.0.1:7420: address in use"),
+/// not the socket library's; nil for an error that is not about the address.
+func listenProblem(_ error: any Error, host: String, port: Int) -> String? {
+    let address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    let reason: String
+    if let io = error as? IOError {
+        switch io.errnoCode {
+        case EADDRINUSE: reason = "address in use"
+        case EADDRNOTAVAIL: reason = "address not available on this host"
+        case EACCES: reason = "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+        default: reason = String(cString: strerror(io.errnoCode)).lowercased()
+        }
+    } else if error is SocketAddressError || error is SocketAddressError.UnknownHost {
+        reason = "cannot resolve \(host)"
+    } else {
+        return nil
+    }
+    return "cannot listen on \(address): \(reason)"
+}
+
+/// Set once the server listens (errors before that are listen errors).
+final class ListeningFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}
+
+/// Runs a service, and treats the `CancellationError` it may throw while the group shuts down
+/// gracefully as a normal end: a SIGTERM is an orderly stop, not a failure.
+struct QuietOnShutdown<Wrapped: Service>: Service, CustomStringConvertible {
+    let wrapped: Wrapped
+    init(_ wrapped: Wrapped) { self.wrapped = wrapped }
+
+    var description: String { "\(Wrapped.self)" }
+
+    func run() async throws {
+        do {
+            try await wrapped.run()
+        } catch is CancellationError where Task.isShuttingDownGracefully || Task.isCancelled {
+            return
+        }
     }
 }
 

@@ -44,6 +44,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("lock-ttl"), help: "Release a whiteboard lock holder when its node's last heartbeat is older than this, in seconds.")
     var lockTTLSeconds: Int = ServerConfiguration.defaultLockTTLSeconds
 
+    @Option(name: .customLong("idle-timeout"), help: "Close a connection that has no request in progress (a request head not sent in full, or idle between requests) after this many seconds.")
+    var idleTimeoutSeconds: Int = ServerConfiguration.defaultIdleTimeoutSeconds
+
+    @Option(name: .customLong("max-connections"), help: "Most connections open at once; at the limit the connection idle longest is closed for a new one (lowered to fit the open-files limit).")
+    var maxConnections: Int = ServerConfiguration.defaultMaxConnections
+
     @OptionGroup var logging: LoggingOptions
 
     var parsedListen: (host: String, port: Int)? {
@@ -61,6 +67,8 @@ struct ServeCommand: AsyncParsableCommand {
         guard settleMilliseconds >= 0 else { throw ValidationError("--settle-ms must not be negative") }
         guard timestampExpirySeconds >= 2 else { throw ValidationError("--timestamp-expiry must be at least 2 seconds") }
         guard lockTTLSeconds >= 1 else { throw ValidationError("--lock-ttl must be at least 1 second") }
+        guard idleTimeoutSeconds >= 1 else { throw ValidationError("--idle-timeout must be at least 1 second") }
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
         guard maxFileBytes > 0, maxBundleBytes > 0, maxFiles > 0 else {
             throw ValidationError("--max-file-size, --max-bundle-size and --max-files must be positive")
         }
@@ -77,12 +85,17 @@ struct ServeCommand: AsyncParsableCommand {
         config.limits.maxBundleBytes = maxBundleBytes
         config.limits.maxFiles = maxFiles
         config.lockTTLSeconds = lockTTLSeconds
+        config.idleTimeoutSeconds = idleTimeoutSeconds
+        config.maxConnections = maxConnections
+        // Connections and the publisher share the descriptor table: take all the system allows.
+        raiseOpenFileLimit()
         do {
             try await runUpgradeServer(config, logger: logger)
         } catch let error as ServerKeyFileError {
             printError("upgradefs serve: \(error)")
             throw FileManager.default.fileExists(atPath: key) ? ExitCodes.dataError : ExitCodes.noInput
         } catch {
+            // Also: another serve holds the state directory; the address cannot be listened on.
             printError("upgradefs serve: \(error)")
             throw ExitCodes.osError
         }

@@ -1,3 +1,4 @@
+import Foundation
 import Sodium
 import Testing
 
@@ -33,5 +34,39 @@ struct Ed25519KeyPairTests {
     @Test(arguments: [0, 32, 63, 65])
     func aSecretOfTheWrongLengthIsRefused(count: Int) {
         #expect(throws: KeyError.self) { try Ed25519KeyPair(secretKey: [UInt8](repeating: 7, count: count)) }
+    }
+}
+
+/// No description of a key pair — print, debug print, dump, string interpolation, or the default
+/// description of a value that holds one (how a service group logs its services) — shows its secret.
+struct KeyPairDescriptionTests {
+    struct Holder { let name: String; let key: Ed25519KeyPair }
+
+    /// Every way the secret's bytes could be written: hex (both cases), base64, and Swift's array form.
+    static func leaks(of secret: [UInt8], in text: String) -> [String] {
+        let seed = Array(secret[..<32])
+        var forms: [String] = []
+        for window in stride(from: 0, through: seed.count - 8, by: 4) {
+            let part = Array(seed[window..<(window + 8)])
+            let hex = part.map { String($0, radix: 16).count == 1 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+            forms += [hex, hex.uppercased(), part.map(String.init).joined(separator: ", ")]
+        }
+        forms.append(String(Data(seed).base64EncodedString().prefix(12)))
+        return forms.filter { text.contains($0) }
+    }
+
+    @Test func aKeyPairNeverPrintsOrReflectsItsSecret() {
+        let key = Ed25519KeyPair.generate()
+        var dumped = ""
+        dump(Holder(name: "timestamp", key: key), to: &dumped)
+        let texts = [
+            "\(key)", String(describing: key), String(reflecting: key), dumped,
+            "\(Holder(name: "timestamp", key: key))", String(reflecting: Holder(name: "timestamp", key: key)),
+            "\([key])", "\(Mirror(reflecting: key).children.map { "\($0.label ?? ""): \($0.value)" })",
+        ]
+        for text in texts {
+            #expect(Self.leaks(of: key.secretKey, in: text).isEmpty, "secret in: \(text)")
+            #expect(text.contains(key.keyID), "the key id names the key: \(text)")
+        }
     }
 }

@@ -76,9 +76,45 @@ import UpgradeCore
 
     @Test(arguments: ["../../etc", "../..", "sub/../../../x", "./../../x", "a/b/../../../.."])
     func symlinkLeavingTheBundleIsRejected(target: String) {
+        let r = rejection(Self.entries([BundleEntry(path: "bin/link", kind: .symlink(target: target))]))
+        #expect(r?.path == "bin/link")
+        #expect(r?.reason.contains("leaves the bundle") == true)
+    }
+
+    /// The payload is what a node installs as its release: a link in it is judged against the payload,
+    /// not the bundle. With `payload = "a/b/c/d/e/f"`, `etc -> ../../../../../../etc` stays inside the
+    /// bundle but would be the host's /etc once installed.
+    @Test func payloadLinkThatStaysInTheBundleButLeavesThePayloadIsRejected() {
+        let deep = "a/b/c/d/e/f"
+        var entries = Self.entries().filter { !$0.path.hasPrefix("payload") }
+        var prefix = ""
+        for component in deep.split(separator: "/") {
+            prefix += (prefix.isEmpty ? "" : "/") + component
+            entries.append(BundleEntry(path: prefix, kind: .directory(mode: 0o755)))
+        }
+        entries.append(BundleEntry(path: deep + "/app", kind: .file(size: 1, mode: 0o755)))
+        entries.append(BundleEntry(path: "etc", kind: .directory(mode: 0o755)))
+        entries.append(BundleEntry(path: deep + "/etc", kind: .symlink(target: "../../../../../../etc")))
+        let r = rejection(manifest: Self.manifest + "payload = \"\(deep)\"\n", entries)
+        #expect(r?.description
+            == "a/b/c/d/e/f/etc: symlink target \"../../../../../../etc\" leaves the payload directory \"a/b/c/d/e/f\" (the installed release)")
+        // The same link text is fine where it stays inside the payload.
+        var inside = entries.filter { $0.path != deep + "/etc" }
+        inside.append(BundleEntry(path: deep + "/x/y/z/u/v/w", kind: .directory(mode: 0o755)))
+        inside.append(BundleEntry(path: deep + "/x/y/z/u/v/w/etc", kind: .symlink(target: "../../../../../../app")))
+        #expect(rejection(manifest: Self.manifest + "payload = \"\(deep)\"\n", inside) == nil)
+    }
+
+    @Test(arguments: ["..", "../sf", "../payload/app", "sub/../../x", "../../etc"])
+    func payloadLinkLeavingThePayloadIsRejected(target: String) {
         let r = rejection(Self.entries([BundleEntry(path: "payload/link", kind: .symlink(target: target))]))
         #expect(r?.path == "payload/link")
-        #expect(r?.reason.contains("leaves the bundle") == true)
+        #expect(r?.reason.contains("leaves the payload directory \"payload\"") == true)
+    }
+
+    /// A link outside the payload (beside sf, say) may point anywhere inside the bundle, the payload included.
+    @Test func linkOutsideThePayloadMayPointIntoIt() throws {
+        _ = try verdict(Self.entries([BundleEntry(path: "bin/app", kind: .symlink(target: "../payload/app"))])).get()
     }
 
     @Test func absoluteSymlinkIsRejected() {
@@ -86,17 +122,42 @@ import UpgradeCore
         #expect(r?.description == "payload/link: symlink target \"/etc/passwd\" is absolute")
     }
 
-    @Test func symlinkToBundleRootIsAllowed() throws {
-        _ = try verdict(Self.entries([BundleEntry(path: "payload/root", kind: .symlink(target: ".."))])).get()
+    @Test func symlinkToBundleRootIsAllowedOutsideThePayload() throws {
+        _ = try verdict(Self.entries([BundleEntry(path: "bin/root", kind: .symlink(target: ".."))])).get()
     }
 
     @Test func chainOfLinksThatClimbsOutIsRejected() {
-        // payload/up -> .. (the bundle root, fine on its own); payload/out -> up/.. climbs out through it.
+        // bin/up -> .. (the bundle root, fine on its own); bin/out -> up/.. climbs out through it.
         let r = rejection(Self.entries([
-            BundleEntry(path: "payload/up", kind: .symlink(target: "..")),
-            BundleEntry(path: "payload/out", kind: .symlink(target: "up/..")),
+            BundleEntry(path: "bin/up", kind: .symlink(target: "..")),
+            BundleEntry(path: "bin/out", kind: .symlink(target: "up/..")),
         ]))
-        #expect(r?.path == "payload/out")
+        #expect(r?.path == "bin/out")
+        // In the payload, a chain through a link that stays inside it cannot climb out either.
+        let inPayload = rejection(Self.entries([
+            BundleEntry(path: "payload/sub", kind: .directory(mode: 0o755)),
+            BundleEntry(path: "payload/sub/up", kind: .symlink(target: "..")),
+            BundleEntry(path: "payload/sub/out", kind: .symlink(target: "up/../x")),
+        ]))
+        #expect(inPayload?.path == "payload/sub/out")
+    }
+
+    /// A hard link is a second name for a file that may live outside the bundle (anything the
+    /// server may read): refused, naming the file.
+    @Test func fileWithMoreThanOneLinkIsRejected() {
+        let r = rejection(Self.entries([BundleEntry(path: "payload/shadow", kind: .file(size: 10, mode: 0o644), linkCount: 2)]))
+        #expect(r?.description == "payload/shadow: file has 2 hard links (another name may be outside the bundle); copy it instead")
+    }
+
+    /// A version far above the latest (Int64.max, say) would leave no room for any later bundle.
+    @Test func versionFarAboveTheLatestIsRejected() {
+        let huge = rejection(manifest: "class = \"kv\"\nversion = 9223372036854775807\n", latest: 0)
+        #expect(huge?.description
+            == "upgrade.toml: version 9223372036854775807 is more than 1000 above the latest published version 0 (at most 1000)")
+        #expect(rejection(manifest: "class = \"kv\"\nversion = 1003\n", latest: 2)?.reason.contains("more than 1000 above") == true)
+        // Gaps within the step are allowed.
+        #expect(rejection(manifest: "class = \"kv\"\nversion = 1002\n", latest: 2) == nil)
+        #expect(rejection(manifest: "class = \"kv\"\nversion = 9223372036854775807\n", latest: Int64.max - 1) == nil)
     }
 
     @Test func symlinkLoopIsRejected() {

@@ -129,6 +129,24 @@ import UpgradeCore
         #expect(targets.targets["1/upgrade.toml"] != nil)
     }
 
+    /// Two servers on one state directory would both publish and sign: the second is refused while
+    /// the first runs, naming the holder, and starts once it stopped.
+    @Test func secondServerOnTheSameStateIsRefusedWhileTheFirstRuns() async throws {
+        let fixture = ServerFixture()
+        let first = try await LiveServer.start(fixture.configuration)
+        await #expect {
+            _ = try await LiveServer.start(fixture.configuration)
+        } throws: { error in
+            "\(error)" == "another upgradefs serve (pid \(getpid())) is using the state directory "
+                + "\(fixture.configuration.stateDirectory) (it holds \(fixture.configuration.stateDirectory)/serve.lock)"
+        }
+        #expect(try await first.get("/healthz").status == 200)
+        await first.stop()
+        let second = try await LiveServer.start(fixture.configuration)
+        #expect(try await second.get("/healthz").status == 200)
+        await second.stop()
+    }
+
     @Test func stateDirectoryOfAnotherKeyIsRefused() async throws {
         let fixture = ServerFixture()
         _ = try fixture.makePublisher()
@@ -180,6 +198,20 @@ import UpgradeCore
         // Not overwritten by accident.
         #expect(throws: ServerKeyFileError.self) { try ServerKeyFile.generate().write(to: path) }
         #expect(try ServerKeyFile.load(from: path).serverID == keys.serverID)
+    }
+
+    /// Like ssh: a key file others may read is refused, with the mode and the fix in the message.
+    @Test func keyFileWithLooseModeIsRefusedWithTheFix() throws {
+        let directory = TemporaryDirectory()
+        defer { directory.remove() }
+        let path = directory.path + "/server.key"
+        try ServerKeyFile.generate().write(to: path)
+        chmod(path, 0o644)
+        #expect { try ServerKeyFile.load(from: path) } throws: {
+            "\($0)" == "server key file \(path) has mode 0644: its group or others may read or write it, so it is not used (fix: chmod 600 \(path))"
+        }
+        chmod(path, 0o600)
+        _ = try ServerKeyFile.load(from: path)
     }
 
     @Test func missingAndMalformedKeyFilesSayWhy() throws {

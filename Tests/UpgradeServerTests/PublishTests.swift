@@ -18,7 +18,7 @@ import UpgradeCore
         fixture.bundles.make("app-v1", version: 1, extraManifest: "description = \"first\"\n") { root in
             Files.write(root + "/payload/bin/suid", "x", mode: 0o4755)
             Files.symlink("bin/app", at: root + "/payload/current")
-            Files.symlink("../sf", at: root + "/payload/sf-link")
+            Files.symlink("../README", at: root + "/payload/bin/readme-link")  // climbs, but stays in the payload
             Files.mkdir(root + "/payload/empty")
         }
         fixture.bundles.drop("app-v1")
@@ -48,7 +48,7 @@ import UpgradeCore
 
         #expect(Set(targets.targets.keys) == [
             "1/upgrade.toml", "1/payload/bin/app", "1/payload/bin/suid", "1/payload/README", "1/sf",
-            "1/payload/current", "1/payload/sf-link",
+            "1/payload/current", "1/payload/bin/readme-link",
         ])
         // Every target's content is served under <dir>/<hash>.<name> and matches.
         let staged = fixture.publishDirectory + "/app-v1/"

@@ -39,7 +39,7 @@ import UpgradeCore
 
     @Test func symlinkEscapingWithDotDotIsRejected() async throws {
         let reason = try await rejectionReason { Files.symlink("../../../etc/passwd", at: $0 + "/payload/escape") }
-        #expect(reason == "payload/escape: symlink target \"../../../etc/passwd\" leaves the bundle\n")
+        #expect(reason == "payload/escape: symlink target \"../../../etc/passwd\" leaves the payload directory \"payload\" (the installed release)\n")
     }
 
     @Test func absoluteSymlinkIsRejected() async throws {
@@ -109,4 +109,119 @@ import UpgradeCore
         unlink(fixture.publishDirectory + "/b.rejected")
         #expect(await publisher.scanOnce() == [.published(bundle: "b", version: 1)])
     }
+
+    @Test func hardLinkToFileOutsidePublishDirIsRejected() async throws {
+        let outside = TemporaryDirectory()
+        defer { outside.remove() }
+        Files.write(outside.path + "/shadow", "root:secret-hash:19000::::::\n", mode: 0o600)
+        let reason = try await rejectionReason { root in
+            #expect(link(outside.path + "/shadow", root + "/payload/shadow") == 0)
+        }
+        #expect(reason == "payload/shadow: file has 2 hard links (another name may be outside the bundle); copy it instead\n")
+    }
+
+    /// A 1 TiB sparse manifest is judged from its size: nothing is read or allocated for it.
+    @Test func sparseTerabyteManifestIsRejectedWithoutReadingIt() async throws {
+        let reason = try await rejectionReason { root in
+            #expect(truncate(root + "/upgrade.toml", 1 << 40) == 0)
+        }
+        #expect(reason == "upgrade.toml: the manifest is larger than 65536 bytes\n")
+    }
+
+    /// 2,045 directories deep: longer than PATH_MAX from the publish directory. The walk (openat from
+    /// the bundle's descriptor) judges it: the first path over 1024 bytes is named.
+    @Test func bundle2045DirectoriesDeepIsRejected() async throws {
+        var bundleRoot = ""
+        defer { if !bundleRoot.isEmpty { removeTree(bundleRoot) } }
+        let reason = try await rejectionReason { root in
+            // The fixture's directory (the bundle moves from staging to publish): removed whole afterwards.
+            bundleRoot = ((root as NSString).deletingLastPathComponent as NSString).deletingLastPathComponent
+            makeDeepTree(root + "/payload", depth: 2045)
+        }
+        let tooLong = "payload/" + Array(repeating: "d", count: 509).joined(separator: "/")
+        #expect(reason == "\(tooLong): unsafe path: is 1025 bytes long, at most 1024 allowed\n")
+    }
+
+    @Test func versionInt64MaxIsRejectedAndLaterBundlesStillPublish() async throws {
+        let fixture = ServerFixture()
+        let publisher = try fixture.makePublisher()
+        fixture.bundles.make("huge", version: Int.max)
+        fixture.bundles.drop("huge")
+        let reason = "upgrade.toml: version 9223372036854775807 is more than 1000 above the latest published version 0 (at most 1000)"
+        #expect(await publisher.scanOnce() == [.rejected(bundle: "huge", reason: reason)])
+        fixture.bundles.make("gap", version: 1000)
+        fixture.bundles.drop("gap")
+        #expect(await publisher.scanOnce() == [.published(bundle: "gap", version: 1000)])
+        fixture.bundles.make("next", version: 1001)
+        fixture.bundles.drop("next")
+        #expect(await publisher.scanOnce() == [.published(bundle: "next", version: 1001)])
+    }
+
+    @Test func payloadLinkThatLeavesTheInstalledReleaseIsRejected() async throws {
+        let reason = try await rejectionReason(extraManifest: "payload = \"a/b/c/d/e/f\"\n") { root in
+            Files.write(root + "/a/b/c/d/e/f/app", "app\n", mode: 0o755)
+            Files.mkdir(root + "/etc")
+            Files.symlink("../../../../../../etc", at: root + "/a/b/c/d/e/f/etc")
+        }
+        #expect(reason == "a/b/c/d/e/f/etc: symlink target \"../../../../../../etc\" leaves the payload directory \"a/b/c/d/e/f\" (the installed release)\n")
+    }
+
+    /// Between the scan and the copy the payload directory is swapped for a link to a look-alike tree
+    /// outside (same names, same sizes). The copy walks beneath the bundle without following links: it
+    /// fails, nothing from outside reaches the content store, and once the tree is put back the real
+    /// content is published.
+    @Test func directorySwappedForASymlinkBetweenScanAndCopyIsNotCopied() async throws {
+        let fixture = ServerFixture()
+        let publisher = try fixture.makePublisher()
+        let outside = TemporaryDirectory()
+        defer { outside.remove() }
+        Files.write(outside.path + "/bin/app", [UInt8](repeating: 0x53, count: 3000 + "binary of version 1\n".utf8.count), mode: 0o755)
+        Files.write(outside.path + "/README", "SECRETS\n")
+        let secretBlobs = [Files.sha256(Files.read(outside.path + "/bin/app")!), Files.sha256(Array("SECRETS\n".utf8))]
+        fixture.bundles.make("swap", version: 1)
+        fixture.bundles.drop("swap")
+        let payload = fixture.publishDirectory + "/swap/payload"
+        let aside = fixture.temporary.path + "/payload.aside"
+        await publisher.setTestHookBeforeCopy { _ in
+            #expect(rename(payload, aside) == 0)
+            #expect(symlink(outside.path, payload) == 0)
+        }
+        #expect(await publisher.scanOnce() == [.waiting(bundle: "swap")])
+        await publisher.setTestHookBeforeCopy(nil)
+        for hex in secretBlobs {
+            #expect(!Files.exists(fixture.configuration.stateDirectory + "/blobs/sha256/\(hex.prefix(2))/\(hex)"))
+        }
+        #expect(await publisher.latestVersion == 0)
+
+        unlink(payload)
+        #expect(rename(aside, payload) == 0)
+        #expect(await publisher.scanOnce() == [.published(bundle: "swap", version: 1)])
+        let targets = await publisher.targets.targets
+        #expect(targets["1/payload/README"]?.sha256 == Files.sha256(Array("read me\n".utf8)))
+        for hex in secretBlobs {
+            #expect(!Files.exists(fixture.configuration.stateDirectory + "/blobs/sha256/\(hex.prefix(2))/\(hex)"))
+        }
+    }
+}
+
+/// `depth` nested directories named `d` under `path`, made with mkdirat/openat (the full path is longer than PATH_MAX).
+func makeDeepTree(_ path: String, depth: Int) {
+    Files.mkdir(path)
+    var fd = open(path, O_RDONLY | O_DIRECTORY)
+    for _ in 0..<depth {
+        #expect(mkdirat(fd, "d", 0o755) == 0)
+        let next = openat(fd, "d", O_RDONLY | O_DIRECTORY)
+        close(fd)
+        fd = next
+    }
+    close(fd)
+}
+
+/// Removes a tree however deep (rm walks with openat).
+func removeTree(_ path: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/rm")
+    process.arguments = ["-rf", path]
+    try? process.run()
+    process.waitUntilExit()
 }
