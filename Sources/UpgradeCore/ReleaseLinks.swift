@@ -2,8 +2,8 @@
 /// manager copies it to `gen/N/release/`): each link, resolved from its own directory, must stay inside that
 /// directory. Absolute targets leave it; so does a `..` above its top, also through other links of the same
 /// tree. Pure: paths and link texts in, problems out. The judgement is `BundleRules`'s, applied to the
-/// installed directory rather than the whole bundle (a payload deep inside a bundle may link out of itself
-/// while staying inside the bundle).
+/// installed directory rather than the whole bundle (`payload: ""`: the release itself is the top no link
+/// may climb above).
 public enum ReleaseLinks {
     /// A link of the release: its path relative to the release directory and its text, as `readlink` returned it.
     public typealias Link = ValidatedBundle.Symlink
@@ -12,7 +12,7 @@ public enum ReleaseLinks {
     public static func problems(_ links: [Link]) -> [String] {
         let byPath = Dictionary(links.map { ($0.path, BundleEntry.Kind.symlink(target: $0.target)) }, uniquingKeysWith: { a, _ in a })
         return links.compactMap { link in
-            BundleRules.symlinkProblem(path: link.path, target: link.target, byPath: byPath).map {
+            BundleRules.symlinkProblem(path: link.path, target: link.target, byPath: byPath, payload: "").map {
                 "symbolic link \(BundlePath.printable(link.path)) -> \(BundlePath.printable(link.target)) leaves the release (\($0))"
             }
         }
