@@ -55,6 +55,8 @@ public final class MountService: Sendable {
         var httpConfig = HTTPClient.Configuration()
         httpConfig.timeout.connect = .seconds(3)
         httpConfig.decompression = .disabled
+        // The server never redirects: an answer 3xx is refused as it stands, not followed to wherever it points.
+        httpConfig.redirectConfiguration = .disallow
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfig)
         // The whiteboard's client reports a refused connection at once: a lock operation must fail fast, and the
         // sender and follower have their own back-off.
