@@ -6,7 +6,7 @@ import UpgradeServer
 
 /// The classes around issue 8's network attacks, played by an attacker on the path between a real mount and a
 /// real server: a relay that passes most requests on and, for the paths it is told, sends endless data, drips a
-/// byte a second, redirects elsewhere, or answers a body of its own.
+/// byte a second, stalls after the answer's head, redirects elsewhere, or answers a body of its own.
 @Suite(.serialized)
 struct NetworkAttackTests {
     /// Endless data on each metadata file the refresh fetches: cut off at its limit, refused, and the node goes
@@ -59,6 +59,17 @@ struct NetworkAttackTests {
         #expect(result.withValue { $0 } == .failure(.EIO))
         #expect(Date().timeIntervalSince(started) < 50)
         #expect(node.mount.log.contains("slow-retrieval defence"), "\(node.mount.log)")
+    }
+
+    /// The change notification (long poll) answers its head and then stalls: the node must not wait on it for
+    /// ever (every later upgrade would be hidden, and nothing said). It gives up and finds the new version.
+    @Test func stalledChangeNotificationDoesNotHideANewUpgrade() throws {
+        guard Harness.canMount else { return }
+        let node = try RelayedNode(rules: [["/v1/notify", "stall"]], cached: false)
+        #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
+        #expect(node.mount.text("latest") == "1\n")
+        try node.server.publish(TestBundle(in: node.work, name: "v2", version: 2, files: ["payload/x": Array("two\n".utf8)]))
+        #expect(Harness.waitUntil(70) { node.mount.text("latest") == "2\n" }, "still hidden: \(node.mount.log)")
     }
 
     /// A redirect (302) to another server is not followed: the answer is refused as it stands.
@@ -259,6 +270,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200); self.send_header("Connection", "close"); self.end_headers()
             chunk = b"[" * 65536
             while True: self.wfile.write(chunk)
+        if rule and rule[1] == "stall":
+            self.send_response(200); self.send_header("Content-Length", "8"); self.end_headers(); self.wfile.flush()
+            time.sleep(3600); return
         if rule and rule[1] == "redirect":
             self.send_response(302); self.send_header("Location", rule[2]); self.send_header("Content-Length", "0"); self.end_headers(); return
         if rule and rule[1] == "body":
