@@ -5,8 +5,9 @@ import UpgradeCore
 import UpgradeServer
 
 /// The classes around issue 8's network attacks, played by an attacker on the path between a real mount and a
-/// real server: a relay that passes most requests on and, for the paths it is told, sends endless data, drips a
-/// byte a second, stalls after the answer's head, redirects elsewhere, or answers a body of its own.
+/// real server: a relay that passes most requests on and, for the paths it is told, sends endless data (or
+/// headers), drips a byte a second, stalls after the answer's head, redirects elsewhere, or answers a body of its
+/// own.
 @Suite(.serialized)
 struct NetworkAttackTests {
     /// Endless data on each metadata file the refresh fetches: cut off at its limit, refused, and the node goes
@@ -19,6 +20,19 @@ struct NetworkAttackTests {
         #expect(node.mount.log.contains("endless-data defence"), "\(node.mount.log)")
         #expect(node.mount.text("latest") == "1\n")
         #expect(try Harness.readFile(node.mount.path("versions/1/payload/x")).get() == node.content)
+    }
+
+    /// Endless headers before the timestamp's body: refused by the HTTP decoder at its header limit (80 KiB),
+    /// at once; the node goes on showing what it verified.
+    @Test func endlessHeadersAreRefusedAndTheCacheStillServed() throws {
+        guard Harness.canMount else { return }
+        let node = try RelayedNode(rules: [["/metadata/timestamp.json", "endless-headers"]], cached: true)
+        let started = Date()
+        #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
+        #expect(Date().timeIntervalSince(started) < 15, "the mount waited \(Date().timeIntervalSince(started)) s")
+        #expect(node.mount.log.contains("showing the last verified state"), "\(node.mount.log)")
+        #expect(node.mount.log.contains("too many header bytes"), "\(node.mount.log)")
+        #expect(node.mount.text("latest") == "1\n")
     }
 
     /// Endless data in place of a target: refused once it passes the signed length; the read fails with EIO.
@@ -270,6 +284,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_response(200); self.send_header("Connection", "close"); self.end_headers()
             chunk = b"[" * 65536
             while True: self.wfile.write(chunk)
+        if rule and rule[1] == "endless-headers":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+            while True: self.wfile.write(b"X-Endless: " + b"a" * 1000 + b"\r\n")
         if rule and rule[1] == "stall":
             self.send_response(200); self.send_header("Content-Length", "8"); self.end_headers(); self.wfile.flush()
             time.sleep(3600); return
