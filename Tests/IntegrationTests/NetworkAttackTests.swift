@@ -86,6 +86,18 @@ struct NetworkAttackTests {
         #expect(Harness.waitUntil(70) { node.mount.text("latest") == "2\n" }, "still hidden: \(node.mount.log)")
     }
 
+    /// A large target (4 MiB: 158 s allowed) whose download stalls after the answer's head: the read fails with
+    /// EIO once no byte has come for 45 s, not after the whole bound.
+    @Test func stalledDownloadOfALargeTargetFailsTheReadWithEIOAfterTheStallTimeout() throws {
+        guard Harness.canMount else { return }
+        let node = try RelayedNode(rules: [["/targets/", "stall"]], content: TestBundle.randomBytes(4 << 20), cached: false)
+        #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
+        let started = Date()
+        #expect(Harness.readFile(node.mount.path("versions/1/payload/x")) == .failure(.EIO))
+        let waited = Date().timeIntervalSince(started)
+        #expect(waited > 40 && waited < 60, "the read failed after \(waited) s")
+    }
+
     /// A redirect (302) to another server is not followed: the answer is refused as it stands.
     @Test func redirectToAnotherServerIsNotFollowed() throws {
         guard Harness.canMount else { return }
