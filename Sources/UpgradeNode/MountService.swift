@@ -55,10 +55,15 @@ public final class MountService: Sendable {
         var httpConfig = HTTPClient.Configuration()
         httpConfig.timeout.connect = .seconds(3)
         httpConfig.decompression = .disabled
-        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfig)
+        // The server never redirects: an answer 3xx is refused as it stands, not followed to wherever it points.
+        httpConfig.redirectConfiguration = .disallow
         // The whiteboard's client reports a refused connection at once: a lock operation must fail fast, and the
         // sender and follower have their own back-off.
         var whiteboardConfig = httpConfig
+        // A TUF download that stalls (no byte for 45 s, above the server's 25 s long poll) fails then, whatever its
+        // overall bound (`TUFUpdater.Limits`), which for a large target is long.
+        httpConfig.timeout.read = .seconds(45)
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: httpConfig)
         whiteboardConfig.timeout.connect = .seconds(2)
         whiteboardConfig.connectionPool.retryConnectionEstablishment = false
         let whiteboardHTTP = HTTPClient(eventLoopGroupProvider: .singleton, configuration: whiteboardConfig)

@@ -17,6 +17,12 @@ public actor TUFUpdater {
         public var snapshotBytes = 4 * 1024 * 1024
         public var targetsBytes = 64 * 1024 * 1024
         public var maxRootRotations = 256
+        /// Seconds a metadata file may take to arrive, answer and body together (slow-retrieval defence: a
+        /// server that drips a byte a second never trips a read timeout).
+        public var metadataSeconds: Int64 = 20
+        /// A target's download may take this many seconds plus its signed length at `minimumBytesPerSecond`.
+        public var blobBaseSeconds: Int64 = 30
+        public var minimumBytesPerSecond: Int64 = 32 * 1024
         public init() {}
     }
 
@@ -51,7 +57,8 @@ public actor TUFUpdater {
             let initial: [UInt8]
             do {
                 guard let fetched = try await Self.fetch(http, "\(source.baseURL)/metadata/1.root.json",
-                                                         limit: limits.rootBytes) else {
+                                                         limit: limits.rootBytes,
+                                                         seconds: limits.metadataSeconds) else {
                     throw MountError.unreachable(source: source.description,
                                                  reason: "\(source.endpoint) has no /metadata/1.root.json (not an upgradefs server?)")
                 }
@@ -119,7 +126,8 @@ public actor TUFUpdater {
         // 1. Root rotation: follow N+1.root.json until the server has no newer one.
         for _ in 0..<limits.maxRootRotations {
             let next = trusted.root.version + 1
-            guard let bytes = try await Self.fetch(http, "\(base)/\(next).root.json", limit: limits.rootBytes) else { break }
+            guard let bytes = try await Self.fetch(http, "\(base)/\(next).root.json", limit: limits.rootBytes,
+                                                    seconds: limits.metadataSeconds) else { break }
             try trusted.updateRoot(bytes)
             try cache.storeMetadata("root", bytes)
             logger.notice("trusted root rotated", metadata: ["tuf.root.version": "\(next)"])
@@ -129,7 +137,8 @@ public actor TUFUpdater {
         if trusted.snapshot == nil { cache.removeMetadata("snapshot") }
 
         // 2. Timestamp.
-        guard let timestampBytes = try await Self.fetch(http, "\(base)/timestamp.json", limit: limits.timestampBytes) else {
+        guard let timestampBytes = try await Self.fetch(http, "\(base)/timestamp.json", limit: limits.timestampBytes,
+                                                         seconds: limits.metadataSeconds) else {
             throw TUFFetchError.missing("timestamp.json")
         }
         guard try acceptTimestamp(timestampBytes) else { return false }
@@ -138,7 +147,7 @@ public actor TUFUpdater {
         let snapshotMeta = trusted.timestamp!.snapshot
         let snapshotLimit = snapshotMeta.length.map { Int($0) } ?? limits.snapshotBytes
         guard let snapshotBytes = try await Self.fetch(http, "\(base)/\(snapshotMeta.version).snapshot.json",
-                                                       limit: snapshotLimit) else {
+                                                       limit: snapshotLimit, seconds: limits.metadataSeconds) else {
             throw TUFFetchError.missing("\(snapshotMeta.version).snapshot.json")
         }
         try trusted.updateSnapshot(snapshotBytes)
@@ -149,7 +158,7 @@ public actor TUFUpdater {
         }
         let targetsLimit = targetsMeta.length.map { Int($0) } ?? limits.targetsBytes
         guard let targetsBytes = try await Self.fetch(http, "\(base)/\(targetsMeta.version).targets.json",
-                                                      limit: targetsLimit) else {
+                                                      limit: targetsLimit, seconds: limits.metadataSeconds) else {
             throw TUFFetchError.missing("\(targetsMeta.version).targets.json")
         }
         try trusted.updateTargets(targetsBytes)
@@ -177,7 +186,7 @@ public actor TUFUpdater {
     /// change notification (`/v1/notify` answers 404: a plain static mirror).
     public func waitForChange() async throws -> Bool {
         let url = "\(source.baseURL)/v1/notify?after=\(timestampVersion)"
-        return try await Self.fetch(http, url, limit: 64, timeout: .seconds(40)) != nil
+        return try await Self.fetch(http, url, limit: 64, seconds: 40) != nil
     }
 
     /// Opens the verified local copy of a target for reading, downloading and verifying it first if needed;
@@ -226,30 +235,39 @@ public actor TUFUpdater {
         return try await download(path: path, target: target)
     }
 
+    /// Fetches a target into the cache, checking length and hash as it streams. The whole transfer is bounded
+    /// in time (`blobBaseSeconds` plus the signed length at `minimumBytesPerSecond`): a read of a file not yet
+    /// cached fails (EIO) instead of hanging on a server that drips.
     private func download(path: String, target: TargetFile) async throws -> BlobIdentity {
-        var request = HTTPClientRequest(url: "\(source.baseURL)/targets/\(Self.consistentPath(path, sha256: target.sha256))")
-        request.method = .GET
-        let response = try await http.execute(request, timeout: .minutes(30), logger: logger)
-        guard response.status == .ok else {
-            throw TUFFetchError.status(path, Int(response.status.code))
-        }
-        let (tmpPath, fd) = try cache.makeTemporaryFile()
-        var keep = false
-        defer {
-            close(fd)
-            if !keep { unlink(tmpPath) }
-        }
-        var verifier = TargetVerifier(expected: target, what: path)
-        for try await buffer in response.body {
-            try buffer.withUnsafeReadableBytes { bytes in
-                try verifier.update(bytes)
-                try POSIXFiles.writeAll(fd, bytes, path: tmpPath)
+        let url = "\(source.baseURL)/targets/\(Self.consistentPath(path, sha256: target.sha256))"
+        // At most 30 days: a signed length near Int64.max must not overflow the clock.
+        let seconds = min(limits.blobBaseSeconds + target.length / max(1, limits.minimumBytesPerSecond), 30 * 86_400)
+        let (http, cache, logger) = (self.http, self.cache, self.logger)
+        return try await Self.within(seconds: seconds, url) {
+            let response = try await http.execute(HTTPClientRequest(url: url), timeout: .seconds(seconds), logger: logger)
+            guard response.status == .ok else {
+                throw TUFFetchError.status(path, Int(response.status.code))
             }
+            let (tmpPath, fd) = try cache.makeTemporaryFile()
+            var keep = false
+            defer {
+                close(fd)
+                if !keep { unlink(tmpPath) }
+            }
+            var verifier = TargetVerifier(expected: target, what: path)
+            for try await buffer in response.body {
+                try Task.checkCancellation()
+                try buffer.withUnsafeReadableBytes { bytes in
+                    try verifier.update(bytes)
+                    try POSIXFiles.writeAll(fd, bytes, path: tmpPath)
+                }
+            }
+            try Task.checkCancellation()
+            try verifier.finish()
+            let identity = try cache.install(temporary: tmpPath, fd: fd, sha256: target.sha256)
+            keep = true
+            return identity
         }
-        try verifier.finish()
-        let identity = try cache.install(temporary: tmpPath, fd: fd, sha256: target.sha256)
-        keep = true
-        return identity
     }
 
     /// `2/payload/bin/app` → `2/payload/bin/<sha256>.app`, each component percent-encoded.
@@ -260,21 +278,37 @@ public actor TUFUpdater {
             .joined(separator: "/")
     }
 
-    /// GET with a hard limit on the body; nil on 404.
-    static func fetch(_ http: HTTPClient, _ url: String, limit: Int,
-                      timeout: TimeAmount = .seconds(20)) async throws -> [UInt8]? {
-        let request = HTTPClientRequest(url: url)
-        let response = try await http.execute(request, timeout: timeout)
-        if response.status == .notFound { return nil }
-        guard response.status == .ok else { throw TUFFetchError.status(url, Int(response.status.code)) }
-        if let declared = response.headers.first(name: "content-length").flatMap(Int.init), declared > limit {
-            throw TUFFetchError.tooLarge(url, limit)
+    /// GET with a hard limit on the body and on the time the answer and its whole body may take; nil on 404.
+    static func fetch(_ http: HTTPClient, _ url: String, limit: Int, seconds: Int64)
+        async throws -> [UInt8]? {
+        try await within(seconds: seconds, url) {
+            let response = try await http.execute(HTTPClientRequest(url: url), timeout: .seconds(seconds))
+            if response.status == .notFound { return nil }
+            guard response.status == .ok else { throw TUFFetchError.status(url, Int(response.status.code)) }
+            if let declared = response.headers.first(name: "content-length").flatMap(Int.init), declared > limit {
+                throw TUFFetchError.tooLarge(url, limit)
+            }
+            do {
+                let body = try await response.body.collect(upTo: limit)
+                return Array(body.readableBytesView)
+            } catch is NIOTooManyBytesError {
+                throw TUFFetchError.tooLarge(url, limit)
+            }
         }
-        do {
-            let body = try await response.body.collect(upTo: limit)
-            return Array(body.readableBytesView)
-        } catch is NIOTooManyBytesError {
-            throw TUFFetchError.tooLarge(url, limit)
+    }
+
+    /// Runs `body`, cancelling it (and throwing `.tooSlow`) once `seconds` have passed. The client's own
+    /// deadline only covers the answer's head, and its read timeout only the gaps between bytes.
+    static func within<T: Sendable>(seconds: Int64, _ what: String,
+                                    _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask(operation: body)
+            group.addTask {
+                try await Task.sleep(for: .seconds(seconds))
+                throw TUFFetchError.tooSlow(what, seconds)
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
         }
     }
 }
@@ -283,12 +317,14 @@ public enum TUFFetchError: Error, CustomStringConvertible {
     case missing(String)
     case status(String, Int)
     case tooLarge(String, Int)
+    case tooSlow(String, Int64)
 
     public var description: String {
         switch self {
         case .missing(let what): "the server does not have \(what)"
         case .status(let what, let code): "fetching \(what): HTTP status \(code)"
         case .tooLarge(let what, let limit): "\(what) is larger than the \(limit)-byte limit; refusing (endless-data defence)"
+        case .tooSlow(let what, let seconds): "\(what) did not arrive within \(seconds) s; giving up (slow-retrieval defence)"
         }
     }
 }

@@ -44,32 +44,24 @@ struct AttackTests {
         #expect(again.log.contains("rollback"), "\(again.log)")
     }
 
-    @Test func mixAndMatchAttackWithAnOlderSnapshotIsRefused() throws {
+    /// The current timestamp with the snapshot (or the current snapshot with the targets) of an earlier publish,
+    /// validly signed, under the current file's name: refused, as its hash, length or version do not match.
+    @Test(arguments: ["snapshot", "targets"])
+    func mixAndMatchAttackWithAnOlderSnapshotOrTargetsIsRefused(role: String) throws {
         guard Harness.canMount else { return }
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("one\n".utf8)]))
         try server.publish(TestBundle(in: work, name: "v2", version: 2, files: ["payload/x": Array("two\n".utf8)]))
-        // The attacker serves the current timestamp with an older (validly signed) snapshot in place of the new one.
         let mirror = try StaticMirror(copying: server.state.appending(path: "metadata")) { metadata in
-            let names = try FileManager.default.contentsOfDirectory(atPath: metadata.path)
-            let snapshots = names.compactMap { name -> Int? in
-                guard name.hasSuffix(".snapshot.json") else { return nil }
-                return Int(name.split(separator: ".")[0])
-            }.sorted()
-            guard let newest = snapshots.last, let older = snapshots.dropLast().last else {
-                throw HarnessError("expected two snapshots, found \(snapshots)")
-            }
-            try FileManager.default.removeItem(at: metadata.appending(path: "\(newest).snapshot.json"))
-            try FileManager.default.copyItem(at: metadata.appending(path: "\(older).snapshot.json"),
-                                             to: metadata.appending(path: "\(newest).snapshot.json"))
+            try StaticMirror.replaceNewest(role, withAnOlderOneIn: metadata)
         }
         let mount = try TestMount()
         defer { mount.unmount() }
         let failure = try #require(try mount.start(mirror.source(id: server.id)))
         #expect(failure.status == 65)
-        #expect(failure.log.contains("snapshot"), "\(failure.log)")
+        #expect(failure.log.contains(role), "\(failure.log)")
     }
 
     @Test func targetsMetadataWithATamperedSignedFieldIsRefused() throws {

@@ -60,6 +60,20 @@ struct BundleTreeTests {
         #expect(tree.latestVersion == 0)
         #expect(tree.node(tree.lookup(path: "versions")!) == .directory(children: [:]))
     }
+
+    /// A signed target path that tries to leave `versions/N` is never shown, and hides nothing else.
+    @Test(arguments: ["../x", "/etc/passwd", "versions/../x", "1/../../x", "1/./x", "1/a/../../../x", "1/a/..",
+                      "/1/x", "1/", "+1/x", "-1/x", "0/x", "1\u{0}/x"])
+    func targetPathThatTriesToEscapeIsNotShown(path: String) {
+        var tree = BundleTree()
+        tree.rebuild(serverSource: "s", targets: [path: Self.target("evil"), "2/ok": Self.target("ok")])
+        #expect(tree.latestVersion == 2)
+        #expect(tree.node(tree.lookup(path: "versions")!) == .directory(children: ["2": tree.lookup(path: "versions/2")!]))
+        #expect(tree.node(tree.lookup(path: "")!).map { node -> Set<String> in
+            guard case .directory(let children) = node else { return [] }
+            return Set(children.keys)
+        } == ["versions", "server", "latest", "stale"])
+    }
 }
 
 extension BundleTreeTests {
