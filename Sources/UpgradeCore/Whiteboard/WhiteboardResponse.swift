@@ -276,7 +276,7 @@ public struct WhiteboardHolder: Sendable, Hashable {
 }
 
 /// The body of `GET /v1/udb/snapshot` (everything) and `GET /v1/udb/changes?after=R`
-/// (what changed after R): `{"revision", "files", "holders", "nonce"}`.
+/// (what changed after R): `{"revision", "files", "holders", "nonce"}`, and `"after": R` for changes.
 /// The whole body is signed (header `Upgradefs-Signature`).
 public struct WhiteboardView: Sendable, Hashable {
     public var revision: Int64
@@ -284,19 +284,33 @@ public struct WhiteboardView: Sendable, Hashable {
     public var holders: [WhiteboardHolder]
     /// The `?nonce=` of the request, echoed ("" when none was given).
     public var nonce: String
+    /// The `?after=` of a `changes` request, echoed; nil for a snapshot. Binds the answer to the question asked, so
+    /// an answer to `changes?after=HIGH` fetched with the node's nonce passes neither as a snapshot nor as changes
+    /// after a lower revision (which would make the node skip changes).
+    public var after: Int64?
 
-    public init(revision: Int64, files: [WhiteboardFile], holders: [WhiteboardHolder], nonce: String = "") {
+    public init(revision: Int64, files: [WhiteboardFile], holders: [WhiteboardHolder], nonce: String = "", after: Int64? = nil) {
         self.revision = revision
         self.files = files
         self.holders = holders
         self.nonce = nonce
+        self.after = after
     }
 
     public func toJSON() -> JSONValue {
-        .object([
+        var members: [String: JSONValue] = [
             "revision": .int(revision), "files": .array(files.map { $0.toJSON() }),
             "holders": .array(holders.map { $0.toJSON() }), "nonce": .string(nonce),
-        ])
+        ]
+        if let after { members["after"] = .int(after) }
+        return .object(members)
+    }
+
+    /// The `after=R` a read of `route` (`snapshot…` or `changes?after=R…`) asks for: what its answer must echo.
+    public static func after(inRoute route: String) -> Int64? {
+        guard let query = route.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        let pair = query.split(separator: "&").first { $0.hasPrefix("after=") }
+        return pair.flatMap { Int64($0.dropFirst("after=".count)) }
     }
 
     /// The HTTP body (canonical JSON, exactly what is signed after the domain prefix).
@@ -310,13 +324,18 @@ public struct WhiteboardView: Sendable, Hashable {
         for file in files { parsedFiles.append(try WhiteboardFile(json: file)) }
         var parsedHolders: [WhiteboardHolder] = []
         for holder in holders { parsedHolders.append(try WhiteboardHolder(json: holder)) }
-        self.init(revision: revision, files: parsedFiles, holders: parsedHolders, nonce: json["nonce"]?.stringValue ?? "")
+        if let after = json["after"], after.intValue == nil { throw WhiteboardProtocolError("view's after must be an integer") }
+        self.init(
+            revision: revision, files: parsedFiles, holders: parsedHolders, nonce: json["nonce"]?.stringValue ?? "",
+            after: json["after"]?.intValue)
     }
 
     /// Parses a read answer and checks its signature header against the
-    /// server's timestamp key and its nonce against the one sent.
+    /// server's timestamp key, its nonce against the one sent, and its `after` against the one asked
+    /// (`expectedAfter` nil: a snapshot).
     public static func verifiedDecode(
-        body: [UInt8], signatureHeader: String?, expectedNonce: String, publicKey: [UInt8], verifier: some Ed25519Verifying
+        body: [UInt8], signatureHeader: String?, expectedNonce: String, expectedAfter: Int64?, publicKey: [UInt8],
+        verifier: some Ed25519Verifying
     ) throws(WhiteboardProtocolError) -> WhiteboardView {
         guard let signatureHeader, let (_, signature) = WhiteboardServerSignature.parseHeader(signatureHeader) else {
             throw WhiteboardProtocolError("answer has no valid \(WhiteboardServerSignature.headerName) header")
@@ -328,6 +347,10 @@ public struct WhiteboardView: Sendable, Hashable {
         }
         let view = try WhiteboardView(json: json)
         guard view.nonce == expectedNonce else { throw WhiteboardProtocolError("answer carries another request's nonce") }
+        guard view.after == expectedAfter else {
+            func asked(_ after: Int64?) -> String { after.map { "changes after \($0)" } ?? "a snapshot" }
+            throw WhiteboardProtocolError("answer is \(asked(view.after)), not \(asked(expectedAfter)) as asked")
+        }
         return view
     }
 }

@@ -117,6 +117,7 @@ struct WhiteboardHTTP: Sendable {
         }
         var view = try await store.changes(after: after)
         view.nonce = nonce
+        view.after = after
         return signedView(view)
     }
 
