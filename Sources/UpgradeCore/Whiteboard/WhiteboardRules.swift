@@ -122,6 +122,30 @@ public enum WhiteboardRules {
         }
     }
 
+    /// Most holders one node (not the operator) has at once, over all locks: each lock is a row of `status` and
+    /// `/metrics`, so one node must not make thousands.
+    public static let maxHoldersPerNode = 64
+
+    /// nil when `node` may acquire the holder `path` names, else why not. A holder named after an enrolled node is
+    /// that node's (SFs use `$UPGRADEFS_NODE`): another node taking it would make that node's `mkdir` answer EEXIST,
+    /// which SFs read as "I hold it". `heldBy`: the node holding it now, if any; only that node hears EEXIST.
+    /// `holding`: how many holders `node` has now.
+    public static func authorizeAcquire(
+        node: String, path: WhiteboardPath, holderIsAnotherEnrolledNode: Bool, heldBy: String?, holding: Int
+    ) -> WhiteboardDenial? {
+        guard case .lockHolder(let lock, let holder) = path.kind, node != operatorName else { return nil }
+        if holderIsAnotherEnrolledNode {
+            return WhiteboardDenial(.forbidden, "\(node) may not acquire \(path.string): holder \(holder) is node \(holder)'s name")
+        }
+        if let heldBy, heldBy != node {
+            return WhiteboardDenial(.forbidden, "\(node) may not acquire \(path.string): lock \(lock)'s holder \(holder) is \(heldBy)'s")
+        }
+        if heldBy == nil && holding >= maxHoldersPerNode {
+            return WhiteboardDenial(.forbidden, "\(node) may not acquire \(path.string): it has \(holding) holders, at most \(maxHoldersPerNode)")
+        }
+        return nil
+    }
+
     /// The bytes to store for a put of `content` at `path`, or why the
     /// content is refused. One trailing newline is allowed after a word or
     /// a number (`echo running > state`). A `log` keeps its last

@@ -323,9 +323,18 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
         case .acquire:
             guard case .lockHolder(let lock, let holder) = path.kind else { return nil }
             try releaseExpired(&change, lock: lock, ttlSeconds: lockTTLSeconds)
-            if try Row.fetchOne(
-                db, sql: "SELECT 1 FROM holders WHERE lock = ? AND holder = ? AND released = 0", arguments: [lock, holder]) != nil
+            let heldBy = try String.fetchOne(
+                db, sql: "SELECT node FROM holders WHERE lock = ? AND holder = ? AND released = 0", arguments: [lock, holder])
+            let holderIsAnotherNode = try holder != request.node
+                && Row.fetchOne(db, sql: "SELECT 1 FROM nodes WHERE name = ?", arguments: [holder]) != nil
+            let holding = try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM holders WHERE node = ? AND released = 0", arguments: [request.node]) ?? 0
+            if let denial = WhiteboardRules.authorizeAcquire(
+                node: request.node, path: path, holderIsAnotherEnrolledNode: holderIsAnotherNode, heldBy: heldBy, holding: holding)
             {
+                return WhiteboardErrorBody(error: denial.message, code: .forbidden)
+            }
+            if heldBy != nil {
                 return WhiteboardErrorBody(error: "lock \(lock) already has holder \(holder)", code: .exists)
             }
             let held = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM holders WHERE lock = ? AND released = 0", arguments: [lock]) ?? 0
