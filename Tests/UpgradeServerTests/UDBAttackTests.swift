@@ -108,6 +108,32 @@ import UpgradeCore
         await wb.stop()
     }
 
+    /// Every node reads the whole whiteboard (a snapshot at each mount, the change feed after; a mount takes at most
+    /// 64 MiB per answer): one node writing thousands of files, or megabytes, would stop every node's follower.
+    @Test func nodeFillingTheWhiteboardWithFilesOrBytesStopsAtItsQuota() async throws {
+        let wb = try await WhiteboardServer.start(nodes: ["n1", "n2", "n3"])
+        let n1 = wb["n1"]
+        var statuses: [Int: Int] = [:]
+        for index in 0..<300 { statuses[try await wb.apply(n1.request(.put, "shared/f\(index)", "x")).status, default: 0] += 1 }
+        #expect(statuses == [200: WhiteboardRules.maxFilesPerWriter, 403: 300 - WhiteboardRules.maxFilesPerWriter])
+        // Overwriting one of its files, and writing after deleting one, still works.
+        _ = try await wb.applyOK(n1.request(.put, "shared/f0", "y"))
+        _ = try await wb.applyOK(n1.request(.delete, "shared/f1"))
+        _ = try await wb.applyOK(n1.request(.put, "nodes/n1/state", "running"))
+        // Bytes: 64 KiB files up to 1 MiB in all.
+        let big = String(repeating: "b", count: WhiteboardRules.maxFileBytes)
+        statuses = [:]
+        for index in 0..<20 { statuses[try await wb.apply(wb["n2"].request(.put, "shared/big\(index)", big)).status, default: 0] += 1 }
+        #expect(statuses == [200: 16, 403: 4])
+        let refused = try await wb.apply(wb["n2"].request(.put, "nodes/n2/log", big))
+        #expect(WhiteboardErrorBody.decode(refused.body)?.error
+            == "n2 may not write nodes/n2/log: its files would hold \(16 * 65536 + 65536) bytes, at most \(1 << 20)")
+        // Other nodes and the operator are not held back by it.
+        _ = try await wb.applyOK(wb["n3"].request(.put, "shared/mine", "z"))
+        _ = try await wb.applyOK(wb["operator"].request(.put, "upgrades/3/control", "pause"))
+        await wb.stop()
+    }
+
     // MARK: - Signature tricks
 
     @Test func signatureOverAnotherCanonicalisationOrWithTrailingGarbageIsRefused() async throws {

@@ -82,6 +82,10 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
                     """)
             }
         }
+        // v3: each writer's live files are counted on every put (`WhiteboardRules.quotaDenial`).
+        migrator.registerMigration("v3") { db in
+            try db.execute(sql: "CREATE INDEX files_writer ON files(writer) WHERE content IS NOT NULL")
+        }
         return migrator
     }
 
@@ -313,6 +317,16 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
             case .failure(let denial): return WhiteboardErrorBody(error: denial.message, code: .malformed)
             }
             if let conflict = try fileTreeConflict(db, path: path.string) { return conflict }
+            let usage = try Row.fetchOne(
+                db, sql: """
+                    SELECT COUNT(*) AS files, COALESCE(SUM(LENGTH(content)), 0) AS bytes FROM files
+                    WHERE writer = ? AND content IS NOT NULL AND path != ?
+                    """, arguments: [request.node, path.string])
+            if let denial = WhiteboardRules.quotaDenial(
+                node: request.node, path: path, files: (usage?["files"] ?? 0) + 1, bytes: (usage?["bytes"] ?? 0) + content.count)
+            {
+                return WhiteboardErrorBody(error: denial.message, code: .forbidden)
+            }
             try change.putFile(path.string, content: content, writer: request.node)
             if affectsSummaries(path) { try recomputeSummaries(&change) }
         case .delete:
