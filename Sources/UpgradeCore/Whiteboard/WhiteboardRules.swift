@@ -131,7 +131,7 @@ public enum WhiteboardRules {
     /// not be able to fill it.
     public static let maxBytesPerWriter = 1 << 20
     /// Most live files one node (not the operator) last wrote.
-    public static let maxFilesPerWriter = 256
+    public static let maxFilesPerWriter = 1024
 
     /// nil when the live files `node` last wrote may become `files` files of `bytes` bytes together, else why not.
     public static func quotaDenial(node: String, path: WhiteboardPath, files: Int, bytes: Int) -> WhiteboardDenial? {
