@@ -42,15 +42,25 @@ public struct WhiteboardResponse: Sendable, Hashable {
     public var result: Result
     /// The request's nonce.
     public var nonce: [UInt8]
+    /// In the answer to a session claim: the last seq the server took from the node on each channel, so that a new
+    /// journal (a wiped cache, a clock that was once far ahead) starts its new writes above them (`last_seqs`).
+    public var lastSeqs: [WhiteboardChannel: Int64]
 
-    public init(revision: Int64, result: Result, nonce: [UInt8]) {
+    public init(revision: Int64, result: Result, nonce: [UInt8], lastSeqs: [WhiteboardChannel: Int64] = [:]) {
         self.revision = revision
         self.result = result
         self.nonce = nonce
+        self.lastSeqs = lastSeqs
     }
 
     public func toJSON() -> JSONValue {
-        .object(["revision": .int(revision), "result": .string(result.rawValue), "nonce": .string(Hex.encode(nonce))])
+        var members: [String: JSONValue] = [
+            "revision": .int(revision), "result": .string(result.rawValue), "nonce": .string(Hex.encode(nonce)),
+        ]
+        if !lastSeqs.isEmpty {
+            members["last_seqs"] = .object(Dictionary(uniqueKeysWithValues: lastSeqs.map { ($0.key.rawValue, JSONValue.int($0.value)) }))
+        }
+        return .object(members)
     }
 
     public init(json: JSONValue) throws(WhiteboardProtocolError) {
@@ -58,7 +68,17 @@ public struct WhiteboardResponse: Sendable, Hashable {
               let result = json["result"]?.stringValue.flatMap(Result.init(rawValue:)),
               let nonceHex = json["nonce"]?.stringValue, let nonce = Hex.decode(nonceHex)
         else { throw WhiteboardProtocolError("response must have revision, result (ok|duplicate) and nonce") }
-        self.init(revision: revision, result: result, nonce: nonce)
+        var lastSeqs: [WhiteboardChannel: Int64] = [:]
+        if let members = json["last_seqs"] {
+            guard let members = members.objectValue else { throw WhiteboardProtocolError("response's last_seqs must be an object") }
+            for (name, value) in members {
+                guard let channel = WhiteboardChannel(rawValue: name), let seq = value.intValue else {
+                    throw WhiteboardProtocolError("response's last_seqs must map outbox and direct to integers")
+                }
+                lastSeqs[channel] = seq
+            }
+        }
+        self.init(revision: revision, result: result, nonce: nonce, lastSeqs: lastSeqs)
     }
 
     public func signed(by key: some Ed25519Signing) -> SignedWhiteboardResponse {

@@ -228,7 +228,14 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
             // A refused claim records nothing; a session changes no file, so the revision stays.
             if let refusal = try session(sessionAction, node: request.node, db: db, at: at) { return .refused(refusal) }
             try record(nil)
-            return .applied(WhiteboardResponse(revision: try currentRevision(db), result: .ok, nonce: request.nonce))
+            // The node's last seqs, so that a new journal's writes go above them instead of being refused as replays.
+            var lastSeqs: [WhiteboardChannel: Int64] = [:]
+            for channel in WhiteboardChannel.allCases {
+                lastSeqs[channel] = try Int64.fetchOne(
+                    db, sql: "SELECT last_seq FROM channels WHERE node = ? AND channel = ?", arguments: [request.node, channel.rawValue])
+            }
+            return .applied(WhiteboardResponse(
+                revision: try currentRevision(db), result: .ok, nonce: request.nonce, lastSeqs: lastSeqs))
         }
         // From here on the seq is used up, whatever the verdict: a refused request cannot be replayed later, when it
         // might succeed. Its verdict is kept with its digest, so a retry of it (the answer was lost) hears it again.
