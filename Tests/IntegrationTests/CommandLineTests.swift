@@ -61,4 +61,21 @@ struct CommandLineTests {
         #expect(missingKey.status == 66)
         #expect(missingKey.output.contains("/nonexistent/server.key"), "\(missingKey.output)")
     }
+
+    /// Node names are ASCII: a look-alike of `n1` (Cyrillic, full-width, zero-width space, capital) is refused at
+    /// enrolment, before anything is written, so no second identity can pass for n1 in `status` or the tree.
+    @Test func enrollingAUnicodeLookAlikeOfANodeNameIsRefused() throws {
+        let dir = try Harness.temporaryDirectory("cli-lookalike")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let key = String(repeating: "ab", count: 32)
+        for name in ["\u{043F}1", "n\u{FF11}", "n1\u{200B}", "N1", "n1/../n2"] {
+            let result = try Harness.run(Harness.binary, ["enroll", "--state", dir.path, "--create", name, key])
+            #expect(result.status == 64, "\(name.debugDescription): \(result.output)")
+            #expect(result.output.contains("is not a node name"), "\(result.output)")
+            let keygen = try Harness.run(Harness.binary, ["keygen", "--node", name, "--out", dir.appending(path: "node.key").path])
+            #expect(keygen.status == 64, "\(name.debugDescription): \(keygen.output)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir.appending(path: "udb.sqlite").path))
+        #expect(!FileManager.default.fileExists(atPath: dir.appending(path: "node.key").path))
+    }
 }

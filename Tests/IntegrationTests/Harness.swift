@@ -513,6 +513,14 @@ final class CutProxy: @unchecked Sendable {
     func cut() { lock.withLock { isCut = true } }
     func heal() { lock.withLock { isCut = false } }
 
+    /// While set, each chunk the client sends is passed through it (as text) before it goes on: an attacker on the
+    /// path rewriting requests.
+    var rewriteRequests: (@Sendable (String) -> String)? {
+        get { lock.withLock { rewriter } }
+        set { lock.withLock { rewriter = newValue } }
+    }
+    private var rewriter: (@Sendable (String) -> String)?
+
     private static func loopback(_ port: Int) -> sockaddr_in {
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -536,17 +544,22 @@ final class CutProxy: @unchecked Sendable {
                 continue
             }
             lock.withLock { sockets += [client, upstream] }
-            Thread { [self] in relay(from: client, to: upstream) }.start()
+            Thread { [self] in relay(from: client, to: upstream, rewriting: true) }.start()
             Thread { [self] in relay(from: upstream, to: client) }.start()
         }
     }
 
-    private func relay(from source: Int32, to destination: Int32) {
+    private func relay(from source: Int32, to destination: Int32, rewriting: Bool = false) {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
-            let count = read(source, &buffer, buffer.count)
+            var count = read(source, &buffer, buffer.count)
             if count <= 0 { break }
             while lock.withLock({ isCut && !stopped }) { usleep(10_000) }
+            if rewriting, let rewrite = rewriteRequests {
+                let chunk = Array(rewrite(String(decoding: buffer[0..<count], as: UTF8.self)).utf8)
+                buffer = chunk + [UInt8](repeating: 0, count: max(0, 65536 - chunk.count))
+                count = chunk.count
+            }
             var sent = 0
             while sent < count {
                 let n = buffer[sent..<count].withUnsafeBytes { write(destination, $0.baseAddress, $0.count) }

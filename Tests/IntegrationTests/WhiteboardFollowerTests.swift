@@ -63,4 +63,52 @@ import UpgradeServer
         await senderTask.value
         await fixture.stopServer()
     }
+
+    /// On the path, an attacker turns the node's read into `changes?after=HIGH` with the node's own nonce (the read
+    /// endpoints are open): the server's signed answer is empty, at the current revision. Taken as the snapshot it
+    /// would wipe the node's view, taken as the changes asked for it would make the node skip them (an `abort`).
+    @Test func readAnswerToAnotherQuestionSwappedOnThePathIsRefused() async throws {
+        let fixture = try await WhiteboardFixture.start("udb-swap", changesTimeoutMilliseconds: 300)
+        defer { fixture.remove() }
+        let n1 = try await fixture.enrolledNode("n1")
+        let n2 = try await fixture.enrolledNode("n2")
+        func write(_ content: String, seq: Int64) async throws {
+            let request = WhiteboardRequest(
+                node: "n1", channel: .outbox, seq: seq, op: .put, path: "shared/plan", content: Array(content.utf8),
+                nonce: Sodium.randomBytes(16))
+            #expect(try await fixture.store.apply(request.signed(by: n1.key)).isApplied)
+        }
+        try await write("go", seq: 1)
+        let proxy = try CutProxy(to: fixture.configuration.port)
+        let reader = try WhiteboardJournal(path: fixture.path + "/n2.sqlite", node: "n2", key: n2.key)
+        let follower = WhiteboardFollower(
+            journal: reader, baseURL: "http://127.0.0.1:\(proxy.port)", http: HTTPClient.shared, serverKey: fixture.serverKey,
+            logger: WhiteboardFixture.logger)
+        proxy.rewriteRequests = { request in
+            request.replacing("/v1/udb/snapshot?", with: "/v1/udb/changes?after=999999&")
+                .replacing(/changes\?after=[0-9]+&/, with: "changes?after=999999&")
+        }
+        await #expect(throws: WhiteboardProtocolError.self) { try await follower.poll() }
+        #expect(try reader.serverRevision() == 0)
+        proxy.rewriteRequests = nil
+        try await follower.poll()
+        #expect(try reader.view(path: "shared/plan") == Array("go".utf8))
+        let revision = try reader.serverRevision()
+
+        try await write("abort", seq: 2)
+        proxy.rewriteRequests = { $0.replacing(/changes\?after=[0-9]+&/, with: "changes?after=999999&") }
+        await #expect(throws: WhiteboardProtocolError.self) { try await follower.poll() }
+        #expect(try reader.serverRevision() == revision)
+        proxy.rewriteRequests = nil
+        try await follower.poll()
+        #expect(try reader.view(path: "shared/plan") == Array("abort".utf8))
+        await fixture.stopServer()
+    }
+}
+
+private extension WhiteboardApplyOutcome {
+    var isApplied: Bool {
+        if case .applied = self { return true }
+        return false
+    }
 }

@@ -134,6 +134,18 @@ enum Posix {
         #expect(n2.log.contains("n2 may not write nodes/n1/state"))
     }
 
+    /// A hostile n2 takes `locks/roll/n1` before n1 does: refused (EACCES), so n1's own mkdir acquires instead of
+    /// answering EEXIST, which an SF reads as "I hold it already"; n2 cannot release n1's holder either.
+    @Test func aLockHolderNamedAfterAnotherNodeIsRefusedOnTheMount() throws {
+        guard Harness.canMount else { return }
+        let fleet = try WhiteboardFleet(nodes: ["n1", "n2"])
+        let n1 = fleet["n1"], n2 = fleet["n2"]
+        #expect(Posix.mkdir(n2.path("udb/locks/roll/n1")) == EACCES)
+        #expect(Posix.mkdir(n1.path("udb/locks/roll/n1")) == 0)
+        #expect(Posix.rmdir(n2.path("udb/locks/roll/n1")) == EACCES)
+        #expect(Posix.rmdir(n1.path("udb/locks/roll/n1")) == 0)
+    }
+
     @Test func aReplayedSignedRequestIsRefusedAndChangesNothing() throws {
         guard Harness.canMount else { return }
         let fleet = try WhiteboardFleet(nodes: ["n1", "n2"])

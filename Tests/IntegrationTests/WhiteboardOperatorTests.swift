@@ -125,4 +125,23 @@ import UpgradeNode
         #expect(fleet.server.metric("upgradefs_udb_node_refused_total{node=\"\(loser)\"}") == 1)
         #expect(fleet.server.metric("upgradefs_udb_refused_total{reason=\"replayed\"}") == nil)
     }
+    /// `systemctl stop` of a server that nodes long-poll: the polls cut short are no failure, so the log stays free of
+    /// one "whiteboard request failed" error per waiting node.
+    @Test func longPollsCutByAServerStopAreNotLoggedAsFailures() throws {
+        let server = try TestServer()
+        defer { try? FileManager.default.removeItem(at: server.directory) }
+        let finished = LockedBox(0)
+        let baseURL = server.baseURL
+        for index in 0..<20 {
+            Thread {
+                _ = Harness.get("\(baseURL)/v1/udb/changes?after=999999&nonce=p\(index)")
+                finished.withValue { $0 += 1 }
+            }.start()
+        }
+        Thread.sleep(forTimeInterval: 1)
+        server.stop()
+        #expect(Harness.waitUntil(10) { finished.withValue { $0 } == 20 })
+        let log = try String(contentsOf: server.logFile, encoding: .utf8)
+        #expect(!log.contains("whiteboard request failed"), "\(log)")
+    }
 }

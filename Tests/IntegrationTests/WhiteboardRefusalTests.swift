@@ -93,6 +93,49 @@ import UpgradeServer
         await task.value
         await fixture.stopServer()
     }
+
+    /// A node's clock was once far ahead when its journal was made (seqs start at the time in µs), then its cache was
+    /// wiped and its clock fixed: the new journal's seqs are below the server's last seq from the node, so every write
+    /// and lock operation was refused as a replay and set aside. The signed answer to the mount's session claim names
+    /// the server's last seqs, and the new journal's writes start above them.
+    @Test func aNewJournalBelowTheServersLastSeqAfterAClockOnceAheadIsNotSilenced() async throws {
+        let fixture = try await WhiteboardFixture.start("udb-clock")
+        defer { fixture.remove() }
+        let n1 = try await fixture.enrolledNode("n1")
+        let ahead = Int64(Date().timeIntervalSince1970 * 1_000_000) + 10 * 365 * 86_400 * 1_000_000
+        let old = try WhiteboardJournal(path: fixture.path + "/old.sqlite", node: "n1", key: n1.key, firstSeq: ahead)
+        try old.enqueue(op: .put, path: "nodes/n1/state", content: Array("running".utf8))
+        let oldSender = fixture.sender(for: old, backoff: Self.fastBackoff)
+        let oldTask = Task { await oldSender.run() }
+        #expect(try await WhiteboardFixture.waitFor(30) { try old.pending().isEmpty })
+        oldTask.cancel()
+        await oldTask.value
+        let oldLocks = WhiteboardLockClient(
+            journal: old, baseURL: fixture.baseURL, http: HTTPClient.shared, serverKey: fixture.serverKey,
+            logger: WhiteboardFixture.logger)
+        let oldRelease = await Task.detached {
+            _ = oldLocks.perform(.acquire, path: "locks/roll/n1")
+            return oldLocks.perform(.release, path: "locks/roll/n1")
+        }.value
+        #expect((try? oldRelease.get()) != nil, "\(oldRelease)")
+
+        let journal = try WhiteboardJournal(path: fixture.path + "/new.sqlite", node: "n1", key: n1.key)
+        let locks = WhiteboardLockClient(
+            journal: journal, baseURL: fixture.baseURL, http: HTTPClient.shared, serverKey: fixture.serverKey,
+            logger: WhiteboardFixture.logger)
+        #expect(await locks.claimSession() == .granted)
+        try journal.enqueue(op: .put, path: "nodes/n1/state", content: Array("failed".utf8))
+        let sender = fixture.sender(for: journal, backoff: Self.fastBackoff)
+        let task = Task { await sender.run() }
+        #expect(try await WhiteboardFixture.waitFor(30) { try journal.pending().isEmpty })
+        #expect(try journal.refused().isEmpty)
+        #expect(try await fixture.store.snapshot().content("nodes/n1/state") == "failed")
+        let acquired = await Task.detached { locks.perform(.acquire, path: "locks/roll/n1") }.value
+        #expect((try? acquired.get()) != nil, "\(acquired)")
+        task.cancel()
+        await task.value
+        await fixture.stopServer()
+    }
 }
 
 extension WhiteboardView {

@@ -185,17 +185,17 @@ import UpgradeCore
         let header = WhiteboardServerSignature.header(
             keyID: "k", signature: WhiteboardServerSignature.sign(view.toJSON(), key: key))
         let decoded = try WhiteboardView.verifiedDecode(
-            body: body, signatureHeader: header, expectedNonce: "abc", publicKey: key.publicKey, verifier: verifier)
+            body: body, signatureHeader: header, expectedNonce: "abc", expectedAfter: nil, publicKey: key.publicKey, verifier: verifier)
         #expect(decoded == view)
         #expect(throws: WhiteboardProtocolError.self) {
             try WhiteboardView.verifiedDecode(
-                body: body, signatureHeader: header, expectedNonce: "other", publicKey: key.publicKey, verifier: verifier)
+                body: body, signatureHeader: header, expectedNonce: "other", expectedAfter: nil, publicKey: key.publicKey, verifier: verifier)
         }
         var tampered = body
         tampered[tampered.count - 3] ^= 1
         #expect(throws: WhiteboardProtocolError.self) {
             try WhiteboardView.verifiedDecode(
-                body: tampered, signatureHeader: header, expectedNonce: "abc", publicKey: key.publicKey, verifier: verifier)
+                body: tampered, signatureHeader: header, expectedNonce: "abc", expectedAfter: nil, publicKey: key.publicKey, verifier: verifier)
         }
     }
 }

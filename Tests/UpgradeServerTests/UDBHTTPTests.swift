@@ -64,7 +64,7 @@ final class WhiteboardServer: Sendable {
         guard result.status == 200 else { throw TestFailure("\(path) answered \(result.status): \(result.text)") }
         return try WhiteboardView.verifiedDecode(
             body: result.body, signatureHeader: result.headers["upgradefs-signature"], expectedNonce: nonce,
-            publicKey: fixture.keys.timestamp.publicKey, verifier: SodiumVerifier())
+            expectedAfter: WhiteboardView.after(inRoute: path), publicKey: fixture.keys.timestamp.publicKey, verifier: SodiumVerifier())
     }
 
     func stop() async { await server.stop() }
@@ -253,7 +253,7 @@ final class WhiteboardServer: Sendable {
         let nonce = "abc"
         let result = try await again.get("/v1/udb/snapshot?nonce=\(nonce)")
         let view = try WhiteboardView.verifiedDecode(
-            body: result.body, signatureHeader: result.headers["upgradefs-signature"], expectedNonce: nonce,
+            body: result.body, signatureHeader: result.headers["upgradefs-signature"], expectedNonce: nonce, expectedAfter: nil,
             publicKey: wb.fixture.keys.timestamp.publicKey, verifier: SodiumVerifier())
         #expect(view.content("nodes/n1/version") == "7")
         #expect(view.holders.map(\.holder) == ["n1"])

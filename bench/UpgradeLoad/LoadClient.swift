@@ -70,7 +70,8 @@ struct LoadClient: Sendable {
         }
         guard verify else { return nil }
         return try WhiteboardView.verifiedDecode(
-            body: answer.body, signatureHeader: answer.signatureHeader, expectedNonce: nonce, publicKey: serverKey,
+            body: answer.body, signatureHeader: answer.signatureHeader, expectedNonce: nonce,
+            expectedAfter: WhiteboardView.after(inRoute: route), publicKey: serverKey,
             verifier: SodiumVerifier())
     }
 }

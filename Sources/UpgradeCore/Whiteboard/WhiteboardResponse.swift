@@ -42,15 +42,25 @@ public struct WhiteboardResponse: Sendable, Hashable {
     public var result: Result
     /// The request's nonce.
     public var nonce: [UInt8]
+    /// In the answer to a session claim: the last seq the server took from the node on each channel, so that a new
+    /// journal (a wiped cache, a clock that was once far ahead) starts its new writes above them (`last_seqs`).
+    public var lastSeqs: [WhiteboardChannel: Int64]
 
-    public init(revision: Int64, result: Result, nonce: [UInt8]) {
+    public init(revision: Int64, result: Result, nonce: [UInt8], lastSeqs: [WhiteboardChannel: Int64] = [:]) {
         self.revision = revision
         self.result = result
         self.nonce = nonce
+        self.lastSeqs = lastSeqs
     }
 
     public func toJSON() -> JSONValue {
-        .object(["revision": .int(revision), "result": .string(result.rawValue), "nonce": .string(Hex.encode(nonce))])
+        var members: [String: JSONValue] = [
+            "revision": .int(revision), "result": .string(result.rawValue), "nonce": .string(Hex.encode(nonce)),
+        ]
+        if !lastSeqs.isEmpty {
+            members["last_seqs"] = .object(Dictionary(uniqueKeysWithValues: lastSeqs.map { ($0.key.rawValue, JSONValue.int($0.value)) }))
+        }
+        return .object(members)
     }
 
     public init(json: JSONValue) throws(WhiteboardProtocolError) {
@@ -58,7 +68,17 @@ public struct WhiteboardResponse: Sendable, Hashable {
               let result = json["result"]?.stringValue.flatMap(Result.init(rawValue:)),
               let nonceHex = json["nonce"]?.stringValue, let nonce = Hex.decode(nonceHex)
         else { throw WhiteboardProtocolError("response must have revision, result (ok|duplicate) and nonce") }
-        self.init(revision: revision, result: result, nonce: nonce)
+        var lastSeqs: [WhiteboardChannel: Int64] = [:]
+        if let members = json["last_seqs"] {
+            guard let members = members.objectValue else { throw WhiteboardProtocolError("response's last_seqs must be an object") }
+            for (name, value) in members {
+                guard let channel = WhiteboardChannel(rawValue: name), let seq = value.intValue else {
+                    throw WhiteboardProtocolError("response's last_seqs must map outbox and direct to integers")
+                }
+                lastSeqs[channel] = seq
+            }
+        }
+        self.init(revision: revision, result: result, nonce: nonce, lastSeqs: lastSeqs)
     }
 
     public func signed(by key: some Ed25519Signing) -> SignedWhiteboardResponse {
@@ -276,7 +296,7 @@ public struct WhiteboardHolder: Sendable, Hashable {
 }
 
 /// The body of `GET /v1/udb/snapshot` (everything) and `GET /v1/udb/changes?after=R`
-/// (what changed after R): `{"revision", "files", "holders", "nonce"}`.
+/// (what changed after R): `{"revision", "files", "holders", "nonce"}`, and `"after": R` for changes.
 /// The whole body is signed (header `Upgradefs-Signature`).
 public struct WhiteboardView: Sendable, Hashable {
     public var revision: Int64
@@ -284,19 +304,33 @@ public struct WhiteboardView: Sendable, Hashable {
     public var holders: [WhiteboardHolder]
     /// The `?nonce=` of the request, echoed ("" when none was given).
     public var nonce: String
+    /// The `?after=` of a `changes` request, echoed; nil for a snapshot. Binds the answer to the question asked, so
+    /// an answer to `changes?after=HIGH` fetched with the node's nonce passes neither as a snapshot nor as changes
+    /// after a lower revision (which would make the node skip changes).
+    public var after: Int64?
 
-    public init(revision: Int64, files: [WhiteboardFile], holders: [WhiteboardHolder], nonce: String = "") {
+    public init(revision: Int64, files: [WhiteboardFile], holders: [WhiteboardHolder], nonce: String = "", after: Int64? = nil) {
         self.revision = revision
         self.files = files
         self.holders = holders
         self.nonce = nonce
+        self.after = after
     }
 
     public func toJSON() -> JSONValue {
-        .object([
+        var members: [String: JSONValue] = [
             "revision": .int(revision), "files": .array(files.map { $0.toJSON() }),
             "holders": .array(holders.map { $0.toJSON() }), "nonce": .string(nonce),
-        ])
+        ]
+        if let after { members["after"] = .int(after) }
+        return .object(members)
+    }
+
+    /// The `after=R` a read of `route` (`snapshot…` or `changes?after=R…`) asks for: what its answer must echo.
+    public static func after(inRoute route: String) -> Int64? {
+        guard let query = route.split(separator: "?", maxSplits: 1).dropFirst().first else { return nil }
+        let pair = query.split(separator: "&").first { $0.hasPrefix("after=") }
+        return pair.flatMap { Int64($0.dropFirst("after=".count)) }
     }
 
     /// The HTTP body (canonical JSON, exactly what is signed after the domain prefix).
@@ -310,13 +344,18 @@ public struct WhiteboardView: Sendable, Hashable {
         for file in files { parsedFiles.append(try WhiteboardFile(json: file)) }
         var parsedHolders: [WhiteboardHolder] = []
         for holder in holders { parsedHolders.append(try WhiteboardHolder(json: holder)) }
-        self.init(revision: revision, files: parsedFiles, holders: parsedHolders, nonce: json["nonce"]?.stringValue ?? "")
+        if let after = json["after"], after.intValue == nil { throw WhiteboardProtocolError("view's after must be an integer") }
+        self.init(
+            revision: revision, files: parsedFiles, holders: parsedHolders, nonce: json["nonce"]?.stringValue ?? "",
+            after: json["after"]?.intValue)
     }
 
     /// Parses a read answer and checks its signature header against the
-    /// server's timestamp key and its nonce against the one sent.
+    /// server's timestamp key, its nonce against the one sent, and its `after` against the one asked
+    /// (`expectedAfter` nil: a snapshot).
     public static func verifiedDecode(
-        body: [UInt8], signatureHeader: String?, expectedNonce: String, publicKey: [UInt8], verifier: some Ed25519Verifying
+        body: [UInt8], signatureHeader: String?, expectedNonce: String, expectedAfter: Int64?, publicKey: [UInt8],
+        verifier: some Ed25519Verifying
     ) throws(WhiteboardProtocolError) -> WhiteboardView {
         guard let signatureHeader, let (_, signature) = WhiteboardServerSignature.parseHeader(signatureHeader) else {
             throw WhiteboardProtocolError("answer has no valid \(WhiteboardServerSignature.headerName) header")
@@ -328,6 +367,10 @@ public struct WhiteboardView: Sendable, Hashable {
         }
         let view = try WhiteboardView(json: json)
         guard view.nonce == expectedNonce else { throw WhiteboardProtocolError("answer carries another request's nonce") }
+        guard view.after == expectedAfter else {
+            func asked(_ after: Int64?) -> String { after.map { "changes after \($0)" } ?? "a snapshot" }
+            throw WhiteboardProtocolError("answer is \(asked(view.after)), not \(asked(expectedAfter)) as asked")
+        }
         return view
     }
 }

@@ -122,6 +122,50 @@ public enum WhiteboardRules {
         }
     }
 
+    /// Most holders one node (not the operator) has at once, over all locks: each lock is a row of `status` and
+    /// `/metrics`, so one node must not make thousands.
+    public static let maxHoldersPerNode = 64
+
+    /// Most bytes the live files one node (not the operator) last wrote may hold together, over its own files and
+    /// `shared/`: every node reads the whole whiteboard (a mount takes at most 64 MiB per answer), so one node must
+    /// not be able to fill it.
+    public static let maxBytesPerWriter = 1 << 20
+    /// Most live files one node (not the operator) last wrote.
+    public static let maxFilesPerWriter = 1024
+
+    /// nil when the live files `node` last wrote may become `files` files of `bytes` bytes together, else why not.
+    public static func quotaDenial(node: String, path: WhiteboardPath, files: Int, bytes: Int) -> WhiteboardDenial? {
+        guard node != operatorName else { return nil }
+        if files > maxFilesPerWriter {
+            return WhiteboardDenial(.forbidden, "\(node) may not write \(path.string): it would have \(files) files, at most \(maxFilesPerWriter)")
+        }
+        if bytes > maxBytesPerWriter {
+            return WhiteboardDenial(
+                .forbidden, "\(node) may not write \(path.string): its files would hold \(bytes) bytes, at most \(maxBytesPerWriter)")
+        }
+        return nil
+    }
+
+    /// nil when `node` may acquire the holder `path` names, else why not. A holder named after an enrolled node is
+    /// that node's (SFs use `$UPGRADEFS_NODE`): another node taking it would make that node's `mkdir` answer EEXIST,
+    /// which SFs read as "I hold it". `heldBy`: the node holding it now, if any; only that node hears EEXIST.
+    /// `holding`: how many holders `node` has now.
+    public static func authorizeAcquire(
+        node: String, path: WhiteboardPath, holderIsAnotherEnrolledNode: Bool, heldBy: String?, holding: Int
+    ) -> WhiteboardDenial? {
+        guard case .lockHolder(let lock, let holder) = path.kind, node != operatorName else { return nil }
+        if holderIsAnotherEnrolledNode {
+            return WhiteboardDenial(.forbidden, "\(node) may not acquire \(path.string): holder \(holder) is node \(holder)'s name")
+        }
+        if let heldBy, heldBy != node {
+            return WhiteboardDenial(.forbidden, "\(node) may not acquire \(path.string): lock \(lock)'s holder \(holder) is \(heldBy)'s")
+        }
+        if heldBy == nil && holding >= maxHoldersPerNode {
+            return WhiteboardDenial(.forbidden, "\(node) may not acquire \(path.string): it has \(holding) holders, at most \(maxHoldersPerNode)")
+        }
+        return nil
+    }
+
     /// The bytes to store for a put of `content` at `path`, or why the
     /// content is refused. One trailing newline is allowed after a word or
     /// a number (`echo running > state`). A `log` keeps its last

@@ -72,7 +72,7 @@ public actor WhiteboardFollower {
     public func poll() async throws {
         let nonce = Hex.encode(Sodium.randomBytes(16))
         if !synchronized {
-            let view = try await read("snapshot?nonce=\(nonce)", nonce: nonce, timeout: .seconds(30))
+            let view = try await read("snapshot?nonce=\(nonce)", nonce: nonce, after: nil, timeout: .seconds(30))
             try journal.applyServerChanges(
                 revision: view.revision,
                 files: view.files.map { .init(path: $0.path, content: $0.content, revision: $0.revision) },
@@ -82,7 +82,7 @@ public actor WhiteboardFollower {
             synchronized = true
         } else {
             let after = try journal.serverRevision()
-            let view = try await read("changes?after=\(after)&nonce=\(nonce)", nonce: nonce, timeout: pollTimeout)
+            let view = try await read("changes?after=\(after)&nonce=\(nonce)", nonce: nonce, after: after, timeout: pollTimeout)
             try journal.applyServerChanges(
                 revision: view.revision,
                 files: view.files.map { .init(path: $0.path, content: $0.content, revision: $0.revision) })
@@ -95,7 +95,7 @@ public actor WhiteboardFollower {
         lastError = nil
     }
 
-    private func read(_ pathAndQuery: String, nonce: String, timeout: TimeAmount) async throws -> WhiteboardView {
+    private func read(_ pathAndQuery: String, nonce: String, after: Int64?, timeout: TimeAmount) async throws -> WhiteboardView {
         let url = "\(baseURL)/v1/udb/\(pathAndQuery)"
         let response: HTTPClientResponse
         do {
@@ -112,6 +112,6 @@ public actor WhiteboardFollower {
         }
         return try WhiteboardView.verifiedDecode(
             body: body, signatureHeader: response.headers.first(name: WhiteboardServerSignature.headerName),
-            expectedNonce: nonce, publicKey: serverKey, verifier: SodiumVerifier())
+            expectedNonce: nonce, expectedAfter: after, publicKey: serverKey, verifier: SodiumVerifier())
     }
 }

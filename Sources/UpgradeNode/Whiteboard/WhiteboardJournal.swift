@@ -300,6 +300,33 @@ public final class WhiteboardJournal: Sendable {
         }
     }
 
+    /// Raises the counters so that each channel's next seq is above the last seq the server took from this node
+    /// (`lastSeqs`, from the signed answer to a session claim): a journal that starts below them (a wiped cache while
+    /// the clock was once far ahead) would have every new write refused as a replay. Entries already in the outbox
+    /// keep their seqs (they may be old writes). The channels raised, with their new next seq.
+    @discardableResult
+    public func raiseSeqs(above lastSeqs: [WhiteboardChannel: Int64]) throws(WhiteboardJournalError) -> [WhiteboardChannel: Int64] {
+        try directSeqs.withLock { (range: inout (next: Int64, limit: Int64)) throws(WhiteboardJournalError) in
+            let raised = try run("raise seqs") {
+                try database.write { db in
+                    var raised: [WhiteboardChannel: Int64] = [:]
+                    for (channel, last) in lastSeqs where last < Int64.max {
+                        let next = try Int64.fetchOne(
+                            db, sql: "SELECT next_seq FROM counters WHERE channel = ?", arguments: [channel.rawValue]) ?? 0
+                        let inMemory = channel == .direct && range.next < range.limit ? range.next : next
+                        guard min(next, inMemory) <= last else { continue }
+                        let raisedNext = max(next, last + 1)
+                        try db.execute(sql: "UPDATE counters SET next_seq = ? WHERE channel = ?", arguments: [raisedNext, channel.rawValue])
+                        raised[channel] = raisedNext
+                    }
+                    return raised
+                }
+            }
+            if raised[.direct] != nil { range = (0, 0) }
+            return raised
+        }
+    }
+
     /// Signs a direct-channel request (acquire/release of `locks/NAME/HOLDER`, the mount's session) with a fresh seq.
     /// Not journaled: a lock operation either reaches the server now or fails.
     public func signDirect(op: WhiteboardOp, path: String, content: [UInt8]? = nil) throws(WhiteboardJournalError)

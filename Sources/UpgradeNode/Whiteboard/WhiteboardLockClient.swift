@@ -108,7 +108,20 @@ public final class WhiteboardLockClient: Sendable {
             return .notEnrolled(refusal.error)
         }
         switch WhiteboardDeliveryOutcome.classify(answer, sent: signed.body, nonce: signed.nonce, serverKey: serverKey) {
-        case .delivered: return .granted
+        case .delivered:
+            // Signed and bound to this request's nonce (checked just above): new writes go above the server's last seqs.
+            if let lastSeqs = try? SignedWhiteboardResponse.decode(answer.body).response.lastSeqs, !lastSeqs.isEmpty {
+                do {
+                    for (channel, next) in try journal.raiseSeqs(above: lastSeqs) {
+                        logger.warning(
+                            "this journal's seqs were below the server's last seq from this node (cache wiped, or the clock was once ahead); its new writes start above it",
+                            metadata: ["udb.channel": "\(channel.rawValue)", "udb.seq": "\(next)"])
+                    }
+                } catch {
+                    return .unknown("\(error)")
+                }
+            }
+            return .granted
         case .retry(let reason): return .unknown(reason)
         case .refused(let status, let reason):
             return WhiteboardErrorBody.decode(answer.body)?.code == .inUse ? .inUse(reason) : .unknown("HTTP \(status): \(reason)")

@@ -82,6 +82,10 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
                     """)
             }
         }
+        // v3: each writer's live files are counted on every put (`WhiteboardRules.quotaDenial`).
+        migrator.registerMigration("v3") { db in
+            try db.execute(sql: "CREATE INDEX files_writer ON files(writer) WHERE content IS NOT NULL")
+        }
         return migrator
     }
 
@@ -224,7 +228,14 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
             // A refused claim records nothing; a session changes no file, so the revision stays.
             if let refusal = try session(sessionAction, node: request.node, db: db, at: at) { return .refused(refusal) }
             try record(nil)
-            return .applied(WhiteboardResponse(revision: try currentRevision(db), result: .ok, nonce: request.nonce))
+            // The node's last seqs, so that a new journal's writes go above them instead of being refused as replays.
+            var lastSeqs: [WhiteboardChannel: Int64] = [:]
+            for channel in WhiteboardChannel.allCases {
+                lastSeqs[channel] = try Int64.fetchOne(
+                    db, sql: "SELECT last_seq FROM channels WHERE node = ? AND channel = ?", arguments: [request.node, channel.rawValue])
+            }
+            return .applied(WhiteboardResponse(
+                revision: try currentRevision(db), result: .ok, nonce: request.nonce, lastSeqs: lastSeqs))
         }
         // From here on the seq is used up, whatever the verdict: a refused request cannot be replayed later, when it
         // might succeed. Its verdict is kept with its digest, so a retry of it (the answer was lost) hears it again.
@@ -313,6 +324,16 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
             case .failure(let denial): return WhiteboardErrorBody(error: denial.message, code: .malformed)
             }
             if let conflict = try fileTreeConflict(db, path: path.string) { return conflict }
+            let usage = try Row.fetchOne(
+                db, sql: """
+                    SELECT COUNT(*) AS files, COALESCE(SUM(LENGTH(content)), 0) AS bytes FROM files
+                    WHERE writer = ? AND content IS NOT NULL AND path != ?
+                    """, arguments: [request.node, path.string])
+            if let denial = WhiteboardRules.quotaDenial(
+                node: request.node, path: path, files: (usage?["files"] ?? 0) + 1, bytes: (usage?["bytes"] ?? 0) + content.count)
+            {
+                return WhiteboardErrorBody(error: denial.message, code: .forbidden)
+            }
             try change.putFile(path.string, content: content, writer: request.node)
             if affectsSummaries(path) { try recomputeSummaries(&change) }
         case .delete:
@@ -323,9 +344,18 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
         case .acquire:
             guard case .lockHolder(let lock, let holder) = path.kind else { return nil }
             try releaseExpired(&change, lock: lock, ttlSeconds: lockTTLSeconds)
-            if try Row.fetchOne(
-                db, sql: "SELECT 1 FROM holders WHERE lock = ? AND holder = ? AND released = 0", arguments: [lock, holder]) != nil
+            let heldBy = try String.fetchOne(
+                db, sql: "SELECT node FROM holders WHERE lock = ? AND holder = ? AND released = 0", arguments: [lock, holder])
+            let holderIsAnotherNode = try holder != request.node
+                && Row.fetchOne(db, sql: "SELECT 1 FROM nodes WHERE name = ?", arguments: [holder]) != nil
+            let holding = try Int.fetchOne(
+                db, sql: "SELECT COUNT(*) FROM holders WHERE node = ? AND released = 0", arguments: [request.node]) ?? 0
+            if let denial = WhiteboardRules.authorizeAcquire(
+                node: request.node, path: path, holderIsAnotherEnrolledNode: holderIsAnotherNode, heldBy: heldBy, holding: holding)
             {
+                return WhiteboardErrorBody(error: denial.message, code: .forbidden)
+            }
+            if heldBy != nil {
                 return WhiteboardErrorBody(error: "lock \(lock) already has holder \(holder)", code: .exists)
             }
             let held = try Int64.fetchOne(db, sql: "SELECT COUNT(*) FROM holders WHERE lock = ? AND released = 0", arguments: [lock]) ?? 0

@@ -47,6 +47,9 @@ struct WhiteboardHTTP: Sendable {
             default:
                 return HTTPHandler.text(.notFound, "not found: \(HTTPHandler.clean(request.uri.path))")
             }
+        } catch is CancellationError {
+            // The server is stopping (a long poll cut short): not a failure of the request, nothing to log.
+            return HTTPHandler.text(.serviceUnavailable, "the server is stopping")
         } catch {
             logger.error("whiteboard request failed", metadata: ["udb.route": .string(route), "error": .string("\(error)")])
             return Self.error(WhiteboardErrorBody(error: "internal error: \(error)", code: .internalError))
@@ -117,6 +120,7 @@ struct WhiteboardHTTP: Sendable {
         }
         var view = try await store.changes(after: after)
         view.nonce = nonce
+        view.after = after
         return signedView(view)
     }
 
