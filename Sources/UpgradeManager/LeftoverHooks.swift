@@ -110,7 +110,9 @@ enum ProcessTable {
     }
 
     /// Ends (SIGKILL) every group `markedGroups` finds, and waits (up to `seconds`) until none is left.
-    static func endMarked(root: String, seconds: Double = 10) -> String? {
+    /// `whose` says, for the log, whose programs they are.
+    static func endMarked(root: String, whose: String = "unrecorded programs of the previous manager",
+                          seconds: Double = 10) -> String? {
         var groups = markedGroups(root: root)
         guard !groups.isEmpty else { return nil }
         let ended = groups.sorted()
@@ -121,8 +123,8 @@ enum ProcessTable {
             groups = markedGroups(root: root)
         }
         let list = ended.map(String.init).joined(separator: ", ")
-        return groups.isEmpty ? "ended process groups \(list) (unrecorded programs of the previous manager)"
-                              : "process groups \(list) of the previous manager did not end within \(formatSeconds(seconds)) s of SIGKILL"
+        return groups.isEmpty ? "ended process groups \(list) (\(whose))"
+                              : "process groups \(list) (\(whose)) did not end within \(formatSeconds(seconds)) s of SIGKILL"
     }
 
     /// Ends the group if it is still the recorded one: SIGKILL to the whole group, then waits (up to
