@@ -39,9 +39,9 @@ public struct Installer: Sendable {
         let staged = staging(version)
         try removeTree(staged)
         try POSIXFiles.makeDirectories(staged)
-        try copyTree(from: payload, to: staged + "/release")
+        try copyTree(from: payload, to: staged + "/release", modeMask: Self.releaseModeMask)
         if from > 0 {
-            try copyTree(from: state(from), to: staged + "/state")
+            try copyTree(from: state(from), to: staged + "/state", modeMask: Self.stateModeMask)
         } else if mkdir(staged + "/state", 0o755) != 0 {
             throw FileError("mkdir", staged + "/state")
         }
@@ -109,18 +109,26 @@ public struct Installer: Sendable {
 
     // MARK: Trees
 
-    /// Copies a directory tree: directories, regular files (permission bits kept) and symlinks (as links).
-    public func copyTree(from source: String, to destination: String) throws(FileError) {
+    /// The permission bits a release keeps: no set-uid, set-gid or sticky bit, nothing writable but by its
+    /// owner (the manager). Whoever owned the payload's files, the copy is the manager's.
+    public static let releaseModeMask: mode_t = 0o755
+    /// The bits a state keeps: the app's own modes, but never set-uid or set-gid (the manager, often root,
+    /// copies it: a file the app made set-uid must not become the manager's).
+    public static let stateModeMask: mode_t = 0o1777
+
+    /// Copies a directory tree: directories, regular files (permission bits kept, as far as `modeMask` lets
+    /// them) and symlinks (as links, never followed). Anything else (a FIFO, a device, a socket) is refused.
+    public func copyTree(from source: String, to destination: String, modeMask: mode_t) throws(FileError) {
         guard let st = try POSIXFiles.lstatOrNil(source) else { throw FileError("copy", source, errno: ENOENT) }
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
             guard mkdir(destination, 0o700) == 0 else { throw FileError("mkdir", destination) }
             for name in try POSIXFiles.listDirectory(source).sorted() {
-                try copyTree(from: source + "/" + name, to: destination + "/" + name)
+                try copyTree(from: source + "/" + name, to: destination + "/" + name, modeMask: modeMask)
             }
-            guard chmod(destination, st.st_mode & 0o7777) == 0 else { throw FileError("chmod", destination) }
+            guard chmod(destination, st.st_mode & modeMask) == 0 else { throw FileError("chmod", destination) }
         case S_IFREG:
-            try copyFile(from: source, to: destination, mode: st.st_mode & 0o7777)
+            try copyFile(from: source, to: destination, mode: st.st_mode & modeMask)
         case S_IFLNK:
             let target = try POSIXFiles.readLink(source)
             let ok = (target + [0]).withUnsafeBufferPointer { buffer in
@@ -133,8 +141,13 @@ public struct Installer: Sendable {
     }
 
     private func copyFile(from source: String, to destination: String, mode: mode_t) throws(FileError) {
-        let input = try POSIXFiles.open(source, O_RDONLY | O_NOFOLLOW)
+        // O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open; it is then refused below.
+        let input = try POSIXFiles.open(source, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)
         defer { close(input) }
+        var st = stat()
+        guard fstat(input, &st) == 0, POSIXFiles.isRegular(st) else {
+            throw FileError("copy (not a regular file any more)", source, errno: EINVAL)
+        }
         let output = try POSIXFiles.open(destination, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         defer { close(output) }
         var buffer = [UInt8](repeating: 0, count: 1 << 17)
