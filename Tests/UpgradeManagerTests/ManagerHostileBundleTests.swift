@@ -258,8 +258,31 @@ struct ManagerHostileBundleTests {
         let configFile = node.directory + "/node.toml"
         try node.write(node.configText(), to: configFile)
         let process = try ManagerProcess(node, config: configFile, waitForHeartbeat: false)
+        defer { if process.wait(seconds: 0) == .running { kill(process.pid, SIGKILL); _ = process.wait(seconds: 10) } }
         #expect(process.wait(seconds: 30) == .exited(71))
         #expect(process.output.contains("upgradefs manager: local database \(ldb): open:"), "\(process.output)")
         #expect(node.current == "gen/1" && node.appProcess()?.0 == app.0 && !node.generationExists(2))
+    }
+
+    /// The intent journal edited behind the manager's back: a step it does not know, a version that is not a
+    /// number. The daemon exits 71 naming the database, and the node stays as it was.
+    @Test(arguments: ["step = 'bogus'", "version = 'abc'", "from_generation = -5"])
+    func aCorruptIntentJournalIsRefusedAndNothingIsTouched(corruption: String) throws {
+        let node = try TestNode()
+        defer { node.remove() }
+        do { _ = try Self.runningVersion1(node) }
+        let app = try #require(node.appProcess())
+        let ldb = node.root + "/ldb/" + LocalDatabase.fileName
+        let sql = "INSERT INTO intent(id, version, from_generation, from_version, step) VALUES (1, 2, 1, 1, 'staged'); UPDATE intent SET \(corruption);"
+        let edit = try ProcessRunner.run(Command(executable: "/usr/bin/sqlite3", arguments: [ldb, sql],
+                                                 outputPath: node.directory + "/sqlite.out", timeoutSeconds: 30))
+        #expect(edit.succeeded, "\(String(decoding: edit.output, as: UTF8.self))")
+        let configFile = node.directory + "/node.toml"
+        try node.write(node.configText(), to: configFile)
+        let process = try ManagerProcess(node, config: configFile, waitForHeartbeat: false)
+        defer { if process.wait(seconds: 0) == .running { kill(process.pid, SIGKILL); _ = process.wait(seconds: 10) } }
+        #expect(process.wait(seconds: 30) == .exited(71), "\(process.output)")
+        #expect(process.output.contains("upgradefs manager: local database \(ldb): read "), "\(process.output)")
+        #expect(node.current == "gen/1" && node.appProcess()?.0 == app.0)
     }
 }
