@@ -118,36 +118,79 @@ public struct Installer: Sendable {
 
     /// Copies a directory tree: directories, regular files (permission bits kept, as far as `modeMask` lets
     /// them) and symlinks (as links, never followed). Anything else (a FIFO, a device, a socket) is refused.
+    /// The source is walked by descriptors (`openat` with O_NOFOLLOW at every level): the old state belongs to
+    /// the app's user, who cannot swap one of its directories for a link and have the manager copy what the
+    /// link points at.
     public func copyTree(from source: String, to destination: String, modeMask: mode_t) throws(FileError) {
         guard let st = try POSIXFiles.lstatOrNil(source) else { throw FileError("copy", source, errno: ENOENT) }
-        switch st.st_mode & S_IFMT {
-        case S_IFDIR:
-            guard mkdir(destination, 0o700) == 0 else { throw FileError("mkdir", destination) }
-            for name in try POSIXFiles.listDirectory(source).sorted() {
-                try copyTree(from: source + "/" + name, to: destination + "/" + name, modeMask: modeMask)
-            }
-            guard chmod(destination, st.st_mode & modeMask) == 0 else { throw FileError("chmod", destination) }
-        case S_IFREG:
-            try copyFile(from: source, to: destination, mode: st.st_mode & modeMask)
-        case S_IFLNK:
-            let target = try POSIXFiles.readLink(source)
-            let ok = (target + [0]).withUnsafeBufferPointer { buffer in
-                buffer.withMemoryRebound(to: CChar.self) { symlink($0.baseAddress!, destination) == 0 }
-            }
-            guard ok else { throw FileError("symlink", destination) }
-        default:
-            throw FileError("copy (not a file, directory or symlink)", source, errno: EINVAL)
-        }
+        guard POSIXFiles.isDirectory(st) else { throw FileError("copy (not a directory)", source, errno: ENOTDIR) }
+        let fd = open(source, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError("open", source) }
+        try copyDirectory(fd, from: source, to: destination, modeMask: modeMask)
     }
 
-    private func copyFile(from source: String, to destination: String, mode: mode_t) throws(FileError) {
-        // O_NONBLOCK: a FIFO swapped in after the lstat must not hang the open; it is then refused below.
-        let input = try POSIXFiles.open(source, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)
+    /// Copies the directory open as `fd` (closed here) to `destination`, which is made.
+    private func copyDirectory(_ fd: Int32, from source: String, to destination: String, modeMask: mode_t) throws(FileError) {
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileError("stat", source) }
+        guard mkdir(destination, 0o700) == 0 else { throw FileError("mkdir", destination) }
+        for name in try Self.names(fd, path: source).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            let from = source + "/" + String(decoding: name, as: UTF8.self)
+            let to = destination + "/" + String(decoding: name, as: UTF8.self)
+            let cName = name.map { CChar(bitPattern: $0) } + [0]
+            var entry = stat()
+            guard fstatat(fd, cName, &entry, AT_SYMLINK_NOFOLLOW) == 0 else { throw FileError("stat", from) }
+            switch entry.st_mode & S_IFMT {
+            case S_IFDIR:
+                let child = openat(fd, cName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard child >= 0 else { throw FileError("open (changed while copied)", from) }
+                try copyDirectory(child, from: from, to: to, modeMask: modeMask)
+            case S_IFREG:
+                // O_NONBLOCK: a FIFO swapped in after the stat must not hang the open; it is refused below.
+                let input = openat(fd, cName, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+                guard input >= 0 else { throw FileError("open", from) }
+                try copyFile(input, from: from, to: to, modeMask: modeMask)
+            case S_IFLNK:
+                var buffer = [CChar](repeating: 0, count: 4097)
+                let n = readlinkat(fd, cName, &buffer, 4096)
+                guard n >= 0 else { throw FileError("readlink", from) }
+                buffer[n] = 0
+                guard symlink(buffer, to) == 0 else { throw FileError("symlink", to) }
+            default:
+                throw FileError("copy (not a file, directory or symlink)", from, errno: EINVAL)
+            }
+        }
+        guard chmod(destination, st.st_mode & modeMask) == 0 else { throw FileError("chmod", destination) }
+    }
+
+    /// The names in the directory open as `fd` (without `.` and `..`), as bytes.
+    private static func names(_ fd: Int32, path: String) throws(FileError) -> [[UInt8]] {
+        let copy = dup(fd)
+        guard copy >= 0, let dir = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            throw FileError("opendir", path)
+        }
+        defer { closedir(dir) }
+        var names: [[UInt8]] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                let bytes = raw.bindMemory(to: UInt8.self)
+                return Array(bytes[0..<(bytes.firstIndex(of: 0) ?? bytes.count)])
+            }
+            if name != [0x2E] && name != [0x2E, 0x2E] { names.append(name) }
+        }
+        return names
+    }
+
+    /// Copies the regular file open as `input` (closed here) to `destination`, which is made.
+    private func copyFile(_ input: Int32, from source: String, to destination: String, modeMask: mode_t) throws(FileError) {
         defer { close(input) }
         var st = stat()
         guard fstat(input, &st) == 0, POSIXFiles.isRegular(st) else {
             throw FileError("copy (not a regular file any more)", source, errno: EINVAL)
         }
+        let mode = st.st_mode & modeMask
         let output = try POSIXFiles.open(destination, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         defer { close(output) }
         var buffer = [UInt8](repeating: 0, count: 1 << 17)
@@ -182,16 +225,41 @@ public struct Installer: Sendable {
         }
     }
 
-    /// `rm -rf`; nothing to do when the path does not exist.
+    /// `rm -rf`; nothing to do when the path does not exist. Never follows a link: each directory is opened
+    /// relative to its parent with O_NOFOLLOW and its entries removed with `unlinkat`, so the app's user, who
+    /// owns a generation's state, cannot swap a directory for a link and have the manager remove (or chmod)
+    /// what lies outside.
     public func removeTree(_ path: String) throws(FileError) {
         guard let st = try POSIXFiles.lstatOrNil(path) else { return }
         if POSIXFiles.isDirectory(st) {
-            // The TF or the app may have left a directory without write permission.
-            _ = chmod(path, 0o700)
-            for name in try POSIXFiles.listDirectory(path) { try removeTree(path + "/" + name) }
-            guard rmdir(path) == 0 else { throw FileError("rmdir", path) }
-        } else {
-            guard unlink(path) == 0 else { throw FileError("unlink", path) }
+            let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if fd >= 0 {
+                try removeContents(fd, path: path)
+                guard rmdir(path) == 0 else { throw FileError("rmdir", path) }
+                return
+            }
+            guard errno == ENOTDIR || errno == ELOOP else { throw FileError("open", path) }
+        }
+        guard unlink(path) == 0 || errno == ENOENT else { throw FileError("unlink", path) }
+    }
+
+    /// Empties the directory open as `fd` (closed here).
+    private func removeContents(_ fd: Int32, path: String) throws(FileError) {
+        defer { close(fd) }
+        // The TF or the app may have left a directory without write permission.
+        _ = fchmod(fd, 0o700)
+        for name in try Self.names(fd, path: path) {
+            let child = path + "/" + String(decoding: name, as: UTF8.self)
+            let cName = name.map { CChar(bitPattern: $0) } + [0]
+            let sub = openat(fd, cName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if sub >= 0 {
+                try removeContents(sub, path: child)
+                guard unlinkat(fd, cName, AT_REMOVEDIR) == 0 else { throw FileError("rmdir", child) }
+            } else if errno == ENOTDIR || errno == ELOOP {
+                guard unlinkat(fd, cName, 0) == 0 || errno == ENOENT else { throw FileError("unlink", child) }
+            } else if errno != ENOENT {
+                throw FileError("open", child)
+            }
         }
     }
 }
