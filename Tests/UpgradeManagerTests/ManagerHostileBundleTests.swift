@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import Foundation
+import Synchronization
 import Testing
 import UpgradeFiles
 @testable import UpgradeManager
@@ -284,5 +285,72 @@ struct ManagerHostileBundleTests {
         #expect(process.wait(seconds: 30) == .exited(71), "\(process.output)")
         #expect(process.output.contains("upgradefs manager: local database \(ldb): read "), "\(process.output)")
         #expect(node.current == "gen/1" && node.appProcess()?.0 == app.0)
+    }
+}
+
+/// The app's user owns a generation's state: while the manager (often root) copies it to the next generation
+/// or removes it, that user swaps a directory in it for a link to a directory outside, again and again.
+struct ManagerTreeRaceTests {
+    /// Swaps `path` (a directory) for a link to `outside` and back, until stopped.
+    final class Swapper: @unchecked Sendable {
+        let path: String, outside: String
+        private let stopped = Mutex(false)
+        private var thread: Thread?
+        init(path: String, outside: String) { self.path = path; self.outside = outside }
+        func start() {
+            let thread = Thread { [self] in
+                let aside = path + ".aside"
+                while !stopped.withLock({ $0 }) {
+                    guard rename(path, aside) == 0 else { continue }
+                    symlink(outside, path)
+                    usleep(100)
+                    unlink(path)
+                    rename(aside, path)
+                    usleep(100)
+                }
+            }
+            self.thread = thread
+            thread.start()
+        }
+        func stop() {
+            stopped.withLock { $0 = true }
+            usleep(20_000)
+        }
+    }
+
+    @Test func aStateDirectorySwappedForALinkWhileCopiedOrRemovedIsNeverFollowed() throws {
+        let node = try TestNode()
+        defer { node.remove() }
+        let outside = node.directory + "/etc"
+        try node.write("secret\n", to: outside + "/shadow", mode: 0o640)
+        chmod(outside, 0o751)
+        let installer = Installer(root: node.root)
+        let deadline = Date().addingTimeInterval(3)
+        var rounds = 0
+        while Date() < deadline {
+            rounds += 1
+            let state = node.root + "/state-\(rounds)"
+            for file in ["shadow"] + (0..<50).map({ "f\($0)" }) { try node.write("mine\n", to: state + "/d/\(file)") }
+            let swapper = Swapper(path: state + "/d", outside: outside)
+            swapper.start()
+            let copy = node.root + "/copy-\(rounds)"
+            _ = try? installer.copyTree(from: state, to: copy, modeMask: Installer.stateModeMask)
+            try? installer.removeTree(state)
+            swapper.stop()
+            try? installer.removeTree(state)
+            try? installer.removeTree(state + "/d.aside")
+            try? installer.removeTree(state)
+            #expect(node.read(outside + "/shadow") == "secret\n", "round \(rounds): the manager removed through the link")
+            var st = stat()
+            #expect(stat(outside, &st) == 0 && st.st_mode & 0o7777 == 0o751, "round \(rounds): the manager chmodded through the link")
+            if node.read(outside + "/shadow") != "secret\n" || st.st_mode & 0o7777 != 0o751 { break }
+            // The copy may hold `d` as the link it was at that instant (copied as a link); a directory `d` with
+            // the outside's file in it would be the manager reading through the link.
+            if let copied = try? POSIXFiles.lstatOrNil(copy + "/d"), POSIXFiles.isDirectory(copied) {
+                #expect(node.read(copy + "/d/shadow") != "secret\n", "round \(rounds): the manager copied through the link")
+            }
+            try? installer.removeTree(copy)
+        }
+        #expect(rounds > 10)
     }
 }
