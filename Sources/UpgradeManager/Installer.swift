@@ -215,14 +215,33 @@ public struct Installer: Sendable {
     }
 
     /// fsync of every file and directory in a tree (symlinks are made durable by their directory's fsync).
+    /// Walked by descriptor like `removeTree`: no link followed, and O_NONBLOCK so that a FIFO the state's user
+    /// swapped in for a file cannot hang the open (FIFOs, sockets and devices are not synced).
     public func fsyncTree(_ path: String) throws(FileError) {
-        guard let st = try POSIXFiles.lstatOrNil(path) else { throw FileError("fsync", path, errno: ENOENT) }
+        guard POSIXFiles.exists(path) else { throw FileError("fsync", path, errno: ENOENT) }
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError("open", path) }
+        try fsyncEntry(fd, path: path)
+    }
+
+    /// fsync of what `fd` is open on (closed here), and of everything under it when it is a directory.
+    private func fsyncEntry(_ fd: Int32, path: String) throws(FileError) {
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileError("stat", path) }
         if POSIXFiles.isDirectory(st) {
-            for name in try POSIXFiles.listDirectory(path) { try fsyncTree(path + "/" + name) }
-            try POSIXFiles.fsyncPath(path, directory: true)
-        } else if POSIXFiles.isRegular(st) {
-            try POSIXFiles.fsyncPath(path)
+            for name in try Self.names(fd, path: path) {
+                let child = openat(fd, name.map { CChar(bitPattern: $0) } + [0], O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+                if child < 0 {
+                    if errno == ELOOP || errno == ENOENT || errno == ENXIO { continue } // a link; gone; a socket
+                    throw FileError("open", path + "/" + String(decoding: name, as: UTF8.self))
+                }
+                try fsyncEntry(child, path: path + "/" + String(decoding: name, as: UTF8.self))
+            }
+        } else if !POSIXFiles.isRegular(st) {
+            return
         }
+        guard fsync(fd) == 0 else { throw FileError("fsync", path) }
     }
 
     /// `rm -rf`; nothing to do when the path does not exist. Never follows a link: each directory is opened
