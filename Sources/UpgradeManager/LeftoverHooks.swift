@@ -96,35 +96,41 @@ enum ProcessTable {
     /// its spawn and its record (a kill -9 of the manager in that window) is still found.
     static let markerName = "UPGRADEFS_MANAGER_ROOT"
 
-    /// Process groups (other than the caller's) that hold a live process whose environment carries the marker
-    /// of `root`.
-    static func markedGroups(root: String) -> Set<pid_t> {
+    /// What to kill to end the live processes whose environment carries the marker of `root`: their process
+    /// groups (negative ids), but a marked process that joined the caller's own group (`setpgid` into it, which
+    /// the session allows) by its pid alone.
+    static func markedTargets(root: String) -> Set<pid_t> {
         let marker = Array((markerName + "=" + root).utf8)
-        let own = getpgrp()
-        var groups = Set<pid_t>()
-        for stat in all() where !stat.hasEnded && stat.pgrp != own {
+        let own = getpgrp(), me = getpid()
+        var targets = Set<pid_t>()
+        for stat in all() where !stat.hasEnded && stat.pid != me {
             guard let environ = try? POSIXFiles.readFile("/proc/\(stat.pid)/environ", limit: 1 << 20) else { continue }
-            if environ.split(separator: 0).contains(where: { $0.elementsEqual(marker) }) { groups.insert(stat.pgrp) }
+            if environ.split(separator: 0).contains(where: { $0.elementsEqual(marker) }) {
+                targets.insert(stat.pgrp == own ? stat.pid : -stat.pgrp)
+            }
         }
-        return groups
+        return targets
     }
 
-    /// Ends (SIGKILL) every group `markedGroups` finds, and waits (up to `seconds`) until none is left.
-    /// `whose` says, for the log, whose programs they are.
+    /// Ends (SIGKILL) every group or process `markedTargets` finds, and waits (up to `seconds`) until none is
+    /// left. `whose` says, for the log, whose programs they are.
     static func endMarked(root: String, whose: String = "unrecorded programs of the previous manager",
                           seconds: Double = 10) -> String? {
-        var groups = markedGroups(root: root)
-        guard !groups.isEmpty else { return nil }
-        let ended = groups.sorted()
+        var targets = markedTargets(root: root)
+        guard !targets.isEmpty else { return nil }
+        let groups = targets.filter { $0 < 0 }.map { -$0 }.sorted(), processes = targets.filter { $0 > 0 }.sorted()
         let deadline = monotonicSeconds() + seconds
-        while !groups.isEmpty && monotonicSeconds() < deadline {
-            for group in groups { kill(-group, SIGKILL) }
+        while !targets.isEmpty && monotonicSeconds() < deadline {
+            for target in targets { kill(target, SIGKILL) }
             usleep(20_000)
-            groups = markedGroups(root: root)
+            targets = markedTargets(root: root)
         }
-        let list = ended.map(String.init).joined(separator: ", ")
-        return groups.isEmpty ? "ended process groups \(list) (\(whose))"
-                              : "process groups \(list) (\(whose)) did not end within \(formatSeconds(seconds)) s of SIGKILL"
+        var what: [String] = []
+        if !groups.isEmpty { what.append("process groups " + groups.map(String.init).joined(separator: ", ")) }
+        if !processes.isEmpty { what.append("processes " + processes.map(String.init).joined(separator: ", ") + " in the manager's own group") }
+        let list = what.joined(separator: " and ")
+        return targets.isEmpty ? "ended \(list) (\(whose))"
+                               : "\(list) (\(whose)) did not end within \(formatSeconds(seconds)) s of SIGKILL"
     }
 
     /// Ends the group if it is still the recorded one: SIGKILL to the whole group, then waits (up to

@@ -47,6 +47,26 @@ struct ManagerHostileBundleTests {
         #expect(node.log.contains("left running by sf 1 outside its process group"), "\(node.log)")
     }
 
+    /// A TF that moves a child into the manager's own process group (`setpgid`, allowed within the session):
+    /// neither its group's kill nor a kill of the manager's group (the manager's own) may be used; it is ended
+    /// by its pid when the TF ends.
+    @Test func aTFThatJoinsTheManagersProcessGroupIsEndedWithIt() throws {
+        let node = try TestNode()
+        defer { node.remove() }
+        let manager = try Self.runningVersion1(node)
+        let joined = node.directory + "/joined"
+        try node.publish(2, from: 1, tf: """
+            #!/bin/sh
+            perl -e 'setpgrp(0, getpgrp($ARGV[0])) or die "setpgrp: $!"; open(F, ">", $ARGV[1]); print F "$$\\n"; close(F); exec "sleep", "1000"' $PPID \(joined) </dev/null >/dev/null 2>&1 &
+            while [ ! -s \(joined) ]; do sleep 0.05; done
+            """)
+        #expect(try manager.tick() == .running)
+        let pid = try #require(Self.pid(node, joined))
+        defer { kill(pid, SIGKILL) }
+        #expect(TestNode.waitUntil(5) { !TestNode.isAlive(pid) }, "\(pid) in the manager's group outlived the TF")
+        #expect(node.log.contains("ended processes \(pid) in the manager's own group (left running by tf 2 outside its process group)"), "\(node.log)")
+    }
+
     /// The real daemon killed with -9 while its TF runs, which has left its process group and session
     /// (`setsid`): the next manager ends it before it recovers anything.
     @Test func aTFThatEscapesWithSetsidIsEndedAfterTheManagerIsKilled() throws {
