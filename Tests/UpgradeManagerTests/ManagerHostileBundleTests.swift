@@ -249,6 +249,21 @@ struct ManagerHostileBundleTests {
         #expect(node.current == "gen/3" && node.stateData(3) == "v3 2")
     }
 
+    /// A bundle published as version 10^12 after 1 (before the server bounded the step): the gap is passed
+    /// over in one step, not version by version (which never ended and grew without bound).
+    @Test func aGapOfATrillionVersionsIsPassedOverInOneStep() throws {
+        let node = try TestNode()
+        defer { node.remove() }
+        let manager = try Self.runningVersion1(node)
+        let far: Int64 = 1_000_000_000_000
+        try node.publish(far, from: 1)
+        let began = Date()
+        #expect(try manager.tick() == .running)
+        #expect(Date().timeIntervalSince(began) < 30)
+        #expect(node.current == "gen/\(far)" && node.appVersion == far)
+        #expect(node.log.contains("versions 2 to \(far - 1) were never published (versions/ has newer ones but not these): passed over, now at version \(far - 1)"), "\(node.log)")
+    }
+
     // MARK: The local database
 
     /// A corrupt or unreadable LDB: the manager refuses to start, naming it, and touches nothing.
