@@ -97,17 +97,22 @@ enum ProcessTable {
     static let markerName = "UPGRADEFS_MANAGER_ROOT"
 
     /// What to kill to end the live processes whose environment carries the marker of `root`: their process
-    /// groups (negative ids), but a marked process that joined the caller's own group (`setpgid` into it, which
-    /// the session allows) by its pid alone.
+    /// groups (negative ids) — the groups the manager made, or that a marked process made (`setsid`), or whose
+    /// leader is gone — but by its pid alone a marked process that joined another group (`setpgid` within the
+    /// session): the caller's own, or one led by a live unmarked process (the shell that started the manager).
     static func markedTargets(root: String) -> Set<pid_t> {
         let marker = Array((markerName + "=" + root).utf8)
         let own = getpgrp(), me = getpid()
+        let live = all().filter { !$0.hasEnded && $0.pid != me }
+        let marked = live.filter { stat in
+            guard let environ = try? POSIXFiles.readFile("/proc/\(stat.pid)/environ", limit: 1 << 20) else { return false }
+            return environ.split(separator: 0).contains(where: { $0.elementsEqual(marker) })
+        }
+        let markedPids = Set(marked.map(\.pid)), livePids = Set(live.map(\.pid))
         var targets = Set<pid_t>()
-        for stat in all() where !stat.hasEnded && stat.pid != me {
-            guard let environ = try? POSIXFiles.readFile("/proc/\(stat.pid)/environ", limit: 1 << 20) else { continue }
-            if environ.split(separator: 0).contains(where: { $0.elementsEqual(marker) }) {
-                targets.insert(stat.pgrp == own ? stat.pid : -stat.pgrp)
-            }
+        for stat in marked {
+            let foreignLeader = livePids.contains(stat.pgrp) && !markedPids.contains(stat.pgrp)
+            targets.insert(stat.pgrp == own || foreignLeader ? stat.pid : -stat.pgrp)
         }
         return targets
     }

@@ -67,6 +67,29 @@ struct ManagerHostileBundleTests {
         #expect(node.log.contains("ended processes \(pid) in the manager's own group (left running by tf 2 outside its process group)"), "\(node.log)")
     }
 
+    /// A hook's child that moved into a group led by a live program that is not the manager's (the shell
+    /// script that started the manager) is ended alone: the script and the rest of its group keep running.
+    @Test func aMarkedProcessInAForeignGroupIsEndedAloneNotItsGroup() throws {
+        let node = try TestNode()
+        defer { node.remove() }
+        let childFile = node.directory + "/child"
+        let leader = try ProcessRunner.start(.shell(
+            "\(ProcessTable.markerName)=\(node.root) sleep 1000 & echo $! > \(childFile); exec sleep 1000",
+            environment: [:], outputPath: node.directory + "/script.out", timeoutSeconds: .infinity))
+        defer {
+            kill(-leader, SIGKILL)
+            var status: Int32 = 0
+            waitpid(leader, &status, 0)
+        }
+        #expect(TestNode.waitUntil(5) { Self.pid(node, childFile) != nil })
+        let child = try #require(Self.pid(node, childFile))
+        #expect(ProcessTable.stat(child)?.pgrp == leader)
+        let manager = try node.manager()
+        try manager.recover()
+        #expect(TestNode.waitUntil(5) { !TestNode.isAlive(child) }, "the marked child still runs")
+        #expect(TestNode.isAlive(leader), "the foreign group's leader was killed")
+    }
+
     /// The real daemon killed with -9 while its TF runs, which has left its process group and session
     /// (`setsid`): the next manager ends it before it recovers anything.
     @Test func aTFThatEscapesWithSetsidIsEndedAfterTheManagerIsKilled() throws {
