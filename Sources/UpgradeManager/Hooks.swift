@@ -88,6 +88,10 @@ struct Hooks {
     /// Runs `executable` in the bundle directory and appends its output to the log as `label: …`.
     func runBundleProgram(_ executable: String, label: String, version: Int64, environment: [String: String],
                           timeout: Double, shouldStop: () -> Bool = { false }) -> CommandResult {
+        if let problem = Self.leavesBundle(executable, bundle: view.bundle(version)) {
+            reporter.log(problem, prefix: label + ": ")
+            return CommandResult(ending: .notStarted(problem), output: [])
+        }
         var command = Command(executable: executable, environment: self.environment(environment),
                               workingDirectory: view.bundle(version),
                               outputPath: outputDirectory + "/\(label.replacingSpaces()).out", timeoutSeconds: timeout)
@@ -95,6 +99,18 @@ struct Hooks {
         command.inheritsEnvironment = false
         command.user = user
         return run(command, label: label, shouldStop: shouldStop)
+    }
+
+    /// Why `executable` may not be run as the bundle's program: it resolves (through links) outside the bundle,
+    /// e.g. a link `tf -> /bin/sh`; nil when it stays inside (or does not exist: running it then says so).
+    static func leavesBundle(_ executable: String, bundle: String) -> String? {
+        guard let resolved = realpath(executable, nil) else { return nil }
+        defer { free(resolved) }
+        let target = String(cString: resolved)
+        guard let top = realpath(bundle, nil) else { return "refusing to run \(executable): cannot resolve \(bundle)" }
+        defer { free(top) }
+        let prefix = String(cString: top) + "/"
+        return target.hasPrefix(prefix) ? nil : "refusing to run \(executable): it resolves to \(target), outside the bundle"
     }
 
     private func run(_ command: Command, label: String, isAppStart: Bool = false, shouldStop: () -> Bool) -> CommandResult {
@@ -123,6 +139,12 @@ struct Hooks {
                              shouldStop: () -> Bool) throws(ProcessRunnerError) -> CommandResult {
         var spawned: pid_t?
         defer {
+            // What left the group (setsid, a double fork, nohup … &) still carries the marker: it must not
+            // outlive the program (its timeout, the manager's stop) and go on changing what comes next.
+            if spawned != nil, command.environment[ProcessTable.markerName] != nil,
+               let done = ProcessTable.endMarked(root: config.root, whose: "left running by \(label) outside its process group") {
+                reporter.log(done, prefix: label + ": ")
+            }
             if let pid = spawned, let ldb {
                 do { try ldb.forgetHook(pid) } catch { reporter.log("cannot forget process \(pid): \(error)", prefix: label + ": ") }
             }

@@ -39,9 +39,9 @@ public struct Installer: Sendable {
         let staged = staging(version)
         try removeTree(staged)
         try POSIXFiles.makeDirectories(staged)
-        try copyTree(from: payload, to: staged + "/release")
+        try copyTree(from: payload, to: staged + "/release", modeMask: Self.releaseModeMask)
         if from > 0 {
-            try copyTree(from: state(from), to: staged + "/state")
+            try copyTree(from: state(from), to: staged + "/state", modeMask: Self.stateModeMask)
         } else if mkdir(staged + "/state", 0o755) != 0 {
             throw FileError("mkdir", staged + "/state")
         }
@@ -109,32 +109,88 @@ public struct Installer: Sendable {
 
     // MARK: Trees
 
-    /// Copies a directory tree: directories, regular files (permission bits kept) and symlinks (as links).
-    public func copyTree(from source: String, to destination: String) throws(FileError) {
+    /// The permission bits a release keeps: no set-uid, set-gid or sticky bit, nothing writable but by its
+    /// owner (the manager). Whoever owned the payload's files, the copy is the manager's.
+    public static let releaseModeMask: mode_t = 0o755
+    /// The bits a state keeps: the app's own modes, but never set-uid or set-gid (the manager, often root,
+    /// copies it: a file the app made set-uid must not become the manager's).
+    public static let stateModeMask: mode_t = 0o1777
+
+    /// Copies a directory tree: directories, regular files (permission bits kept, as far as `modeMask` lets
+    /// them) and symlinks (as links, never followed). Anything else (a FIFO, a device, a socket) is refused.
+    /// The source is walked by descriptors (`openat` with O_NOFOLLOW at every level): the old state belongs to
+    /// the app's user, who cannot swap one of its directories for a link and have the manager copy what the
+    /// link points at.
+    public func copyTree(from source: String, to destination: String, modeMask: mode_t) throws(FileError) {
         guard let st = try POSIXFiles.lstatOrNil(source) else { throw FileError("copy", source, errno: ENOENT) }
-        switch st.st_mode & S_IFMT {
-        case S_IFDIR:
-            guard mkdir(destination, 0o700) == 0 else { throw FileError("mkdir", destination) }
-            for name in try POSIXFiles.listDirectory(source).sorted() {
-                try copyTree(from: source + "/" + name, to: destination + "/" + name)
-            }
-            guard chmod(destination, st.st_mode & 0o7777) == 0 else { throw FileError("chmod", destination) }
-        case S_IFREG:
-            try copyFile(from: source, to: destination, mode: st.st_mode & 0o7777)
-        case S_IFLNK:
-            let target = try POSIXFiles.readLink(source)
-            let ok = (target + [0]).withUnsafeBufferPointer { buffer in
-                buffer.withMemoryRebound(to: CChar.self) { symlink($0.baseAddress!, destination) == 0 }
-            }
-            guard ok else { throw FileError("symlink", destination) }
-        default:
-            throw FileError("copy (not a file, directory or symlink)", source, errno: EINVAL)
-        }
+        guard POSIXFiles.isDirectory(st) else { throw FileError("copy (not a directory)", source, errno: ENOTDIR) }
+        let fd = open(source, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError("open", source) }
+        try copyDirectory(fd, from: source, to: destination, modeMask: modeMask)
     }
 
-    private func copyFile(from source: String, to destination: String, mode: mode_t) throws(FileError) {
-        let input = try POSIXFiles.open(source, O_RDONLY | O_NOFOLLOW)
+    /// Copies the directory open as `fd` (closed here) to `destination`, which is made.
+    private func copyDirectory(_ fd: Int32, from source: String, to destination: String, modeMask: mode_t) throws(FileError) {
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileError("stat", source) }
+        guard mkdir(destination, 0o700) == 0 else { throw FileError("mkdir", destination) }
+        for name in try Self.names(fd, path: source).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+            let from = source + "/" + String(decoding: name, as: UTF8.self)
+            let to = destination + "/" + String(decoding: name, as: UTF8.self)
+            let cName = name.map { CChar(bitPattern: $0) } + [0]
+            var entry = stat()
+            guard fstatat(fd, cName, &entry, AT_SYMLINK_NOFOLLOW) == 0 else { throw FileError("stat", from) }
+            switch entry.st_mode & S_IFMT {
+            case S_IFDIR:
+                let child = openat(fd, cName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                guard child >= 0 else { throw FileError("open (changed while copied)", from) }
+                try copyDirectory(child, from: from, to: to, modeMask: modeMask)
+            case S_IFREG:
+                // O_NONBLOCK: a FIFO swapped in after the stat must not hang the open; it is refused below.
+                let input = openat(fd, cName, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+                guard input >= 0 else { throw FileError("open", from) }
+                try copyFile(input, from: from, to: to, modeMask: modeMask)
+            case S_IFLNK:
+                var buffer = [CChar](repeating: 0, count: 4097)
+                let n = readlinkat(fd, cName, &buffer, 4096)
+                guard n >= 0 else { throw FileError("readlink", from) }
+                buffer[n] = 0
+                guard symlink(buffer, to) == 0 else { throw FileError("symlink", to) }
+            default:
+                throw FileError("copy (not a file, directory or symlink)", from, errno: EINVAL)
+            }
+        }
+        guard chmod(destination, st.st_mode & modeMask) == 0 else { throw FileError("chmod", destination) }
+    }
+
+    /// The names in the directory open as `fd` (without `.` and `..`), as bytes.
+    private static func names(_ fd: Int32, path: String) throws(FileError) -> [[UInt8]] {
+        let copy = dup(fd)
+        guard copy >= 0, let dir = fdopendir(copy) else {
+            if copy >= 0 { close(copy) }
+            throw FileError("opendir", path)
+        }
+        defer { closedir(dir) }
+        var names: [[UInt8]] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                let bytes = raw.bindMemory(to: UInt8.self)
+                return Array(bytes[0..<(bytes.firstIndex(of: 0) ?? bytes.count)])
+            }
+            if name != [0x2E] && name != [0x2E, 0x2E] { names.append(name) }
+        }
+        return names
+    }
+
+    /// Copies the regular file open as `input` (closed here) to `destination`, which is made.
+    private func copyFile(_ input: Int32, from source: String, to destination: String, modeMask: mode_t) throws(FileError) {
         defer { close(input) }
+        var st = stat()
+        guard fstat(input, &st) == 0, POSIXFiles.isRegular(st) else {
+            throw FileError("copy (not a regular file any more)", source, errno: EINVAL)
+        }
+        let mode = st.st_mode & modeMask
         let output = try POSIXFiles.open(destination, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         defer { close(output) }
         var buffer = [UInt8](repeating: 0, count: 1 << 17)
@@ -159,26 +215,70 @@ public struct Installer: Sendable {
     }
 
     /// fsync of every file and directory in a tree (symlinks are made durable by their directory's fsync).
+    /// Walked by descriptor like `removeTree`: no link followed, and O_NONBLOCK so that a FIFO the state's user
+    /// swapped in for a file cannot hang the open (FIFOs, sockets and devices are not synced).
     public func fsyncTree(_ path: String) throws(FileError) {
-        guard let st = try POSIXFiles.lstatOrNil(path) else { throw FileError("fsync", path, errno: ENOENT) }
-        if POSIXFiles.isDirectory(st) {
-            for name in try POSIXFiles.listDirectory(path) { try fsyncTree(path + "/" + name) }
-            try POSIXFiles.fsyncPath(path, directory: true)
-        } else if POSIXFiles.isRegular(st) {
-            try POSIXFiles.fsyncPath(path)
-        }
+        guard POSIXFiles.exists(path) else { throw FileError("fsync", path, errno: ENOENT) }
+        let fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+        guard fd >= 0 else { throw FileError("open", path) }
+        try fsyncEntry(fd, path: path)
     }
 
-    /// `rm -rf`; nothing to do when the path does not exist.
+    /// fsync of what `fd` is open on (closed here), and of everything under it when it is a directory.
+    private func fsyncEntry(_ fd: Int32, path: String) throws(FileError) {
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw FileError("stat", path) }
+        if POSIXFiles.isDirectory(st) {
+            for name in try Self.names(fd, path: path) {
+                let child = openat(fd, name.map { CChar(bitPattern: $0) } + [0], O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+                if child < 0 {
+                    if errno == ELOOP || errno == ENOENT || errno == ENXIO { continue } // a link; gone; a socket
+                    throw FileError("open", path + "/" + String(decoding: name, as: UTF8.self))
+                }
+                try fsyncEntry(child, path: path + "/" + String(decoding: name, as: UTF8.self))
+            }
+        } else if !POSIXFiles.isRegular(st) {
+            return
+        }
+        guard fsync(fd) == 0 else { throw FileError("fsync", path) }
+    }
+
+    /// `rm -rf`; nothing to do when the path does not exist. Never follows a link: each directory is opened
+    /// relative to its parent with O_NOFOLLOW and its entries removed with `unlinkat`, so the app's user, who
+    /// owns a generation's state, cannot swap a directory for a link and have the manager remove (or chmod)
+    /// what lies outside.
     public func removeTree(_ path: String) throws(FileError) {
         guard let st = try POSIXFiles.lstatOrNil(path) else { return }
         if POSIXFiles.isDirectory(st) {
-            // The TF or the app may have left a directory without write permission.
-            _ = chmod(path, 0o700)
-            for name in try POSIXFiles.listDirectory(path) { try removeTree(path + "/" + name) }
-            guard rmdir(path) == 0 else { throw FileError("rmdir", path) }
-        } else {
-            guard unlink(path) == 0 else { throw FileError("unlink", path) }
+            let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if fd >= 0 {
+                try removeContents(fd, path: path)
+                guard rmdir(path) == 0 else { throw FileError("rmdir", path) }
+                return
+            }
+            guard errno == ENOTDIR || errno == ELOOP else { throw FileError("open", path) }
+        }
+        guard unlink(path) == 0 || errno == ENOENT else { throw FileError("unlink", path) }
+    }
+
+    /// Empties the directory open as `fd` (closed here).
+    private func removeContents(_ fd: Int32, path: String) throws(FileError) {
+        defer { close(fd) }
+        // The TF or the app may have left a directory without write permission.
+        _ = fchmod(fd, 0o700)
+        for name in try Self.names(fd, path: path) {
+            let child = path + "/" + String(decoding: name, as: UTF8.self)
+            let cName = name.map { CChar(bitPattern: $0) } + [0]
+            let sub = openat(fd, cName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            if sub >= 0 {
+                try removeContents(sub, path: child)
+                guard unlinkat(fd, cName, AT_REMOVEDIR) == 0 else { throw FileError("rmdir", child) }
+            } else if errno == ENOTDIR || errno == ELOOP {
+                guard unlinkat(fd, cName, 0) == 0 || errno == ENOENT else { throw FileError("unlink", child) }
+            } else if errno != ENOENT {
+                throw FileError("open", child)
+            }
         }
     }
 }

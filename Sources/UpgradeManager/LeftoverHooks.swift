@@ -96,33 +96,46 @@ enum ProcessTable {
     /// its spawn and its record (a kill -9 of the manager in that window) is still found.
     static let markerName = "UPGRADEFS_MANAGER_ROOT"
 
-    /// Process groups (other than the caller's) that hold a live process whose environment carries the marker
-    /// of `root`.
-    static func markedGroups(root: String) -> Set<pid_t> {
+    /// What to kill to end the live processes whose environment carries the marker of `root`: their process
+    /// groups (negative ids) — the groups the manager made, or that a marked process made (`setsid`), or whose
+    /// leader is gone — but by its pid alone a marked process that joined another group (`setpgid` within the
+    /// session): the caller's own, or one led by a live unmarked process (the shell that started the manager).
+    static func markedTargets(root: String) -> Set<pid_t> {
         let marker = Array((markerName + "=" + root).utf8)
-        let own = getpgrp()
-        var groups = Set<pid_t>()
-        for stat in all() where !stat.hasEnded && stat.pgrp != own {
-            guard let environ = try? POSIXFiles.readFile("/proc/\(stat.pid)/environ", limit: 1 << 20) else { continue }
-            if environ.split(separator: 0).contains(where: { $0.elementsEqual(marker) }) { groups.insert(stat.pgrp) }
+        let own = getpgrp(), me = getpid()
+        let live = all().filter { !$0.hasEnded && $0.pid != me }
+        let marked = live.filter { stat in
+            guard let environ = try? POSIXFiles.readFile("/proc/\(stat.pid)/environ", limit: 1 << 20) else { return false }
+            return environ.split(separator: 0).contains(where: { $0.elementsEqual(marker) })
         }
-        return groups
+        let markedPids = Set(marked.map(\.pid)), livePids = Set(live.map(\.pid))
+        var targets = Set<pid_t>()
+        for stat in marked {
+            let foreignLeader = livePids.contains(stat.pgrp) && !markedPids.contains(stat.pgrp)
+            targets.insert(stat.pgrp == own || foreignLeader ? stat.pid : -stat.pgrp)
+        }
+        return targets
     }
 
-    /// Ends (SIGKILL) every group `markedGroups` finds, and waits (up to `seconds`) until none is left.
-    static func endMarked(root: String, seconds: Double = 10) -> String? {
-        var groups = markedGroups(root: root)
-        guard !groups.isEmpty else { return nil }
-        let ended = groups.sorted()
+    /// Ends (SIGKILL) every group or process `markedTargets` finds, and waits (up to `seconds`) until none is
+    /// left. `whose` says, for the log, whose programs they are.
+    static func endMarked(root: String, whose: String = "unrecorded programs of the previous manager",
+                          seconds: Double = 10) -> String? {
+        var targets = markedTargets(root: root)
+        guard !targets.isEmpty else { return nil }
+        let groups = targets.filter { $0 < 0 }.map { -$0 }.sorted(), processes = targets.filter { $0 > 0 }.sorted()
         let deadline = monotonicSeconds() + seconds
-        while !groups.isEmpty && monotonicSeconds() < deadline {
-            for group in groups { kill(-group, SIGKILL) }
+        while !targets.isEmpty && monotonicSeconds() < deadline {
+            for target in targets { kill(target, SIGKILL) }
             usleep(20_000)
-            groups = markedGroups(root: root)
+            targets = markedTargets(root: root)
         }
-        let list = ended.map(String.init).joined(separator: ", ")
-        return groups.isEmpty ? "ended process groups \(list) (unrecorded programs of the previous manager)"
-                              : "process groups \(list) of the previous manager did not end within \(formatSeconds(seconds)) s of SIGKILL"
+        var what: [String] = []
+        if !groups.isEmpty { what.append("process groups " + groups.map(String.init).joined(separator: ", ")) }
+        if !processes.isEmpty { what.append("processes " + processes.map(String.init).joined(separator: ", ") + " in the manager's own group") }
+        let list = what.joined(separator: " and ")
+        return targets.isEmpty ? "ended \(list) (\(whose))"
+                               : "\(list) (\(whose)) did not end within \(formatSeconds(seconds)) s of SIGKILL"
     }
 
     /// Ends the group if it is still the recorded one: SIGKILL to the whole group, then waits (up to

@@ -118,7 +118,9 @@ public final class LocalDatabase: Sendable {
 
     private func meta(_ key: String) throws(LocalDatabaseError) -> Int64 {
         try run("read \(key)") {
-            try database.read { db in try Int64.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [key]) ?? 0 }
+            try database.read { db in
+                try Row.fetchOne(db, sql: "SELECT value FROM meta WHERE key = ?", arguments: [key])?.decode(forColumn: "value") ?? 0
+            }
         }
     }
 
@@ -157,11 +159,22 @@ public final class LocalDatabase: Sendable {
         try run("save upgrade \(record.version)") { try database.write { db in try Self.save(db, record) } }
     }
 
-    private static func record(_ row: Row) -> UpgradeRecord {
-        UpgradeRecord(
-            version: row["version"], status: UpgradeStatus(rawValue: row["status"]) ?? .pending,
-            attempts: row["attempts"], sfFailures: row["sf_failures"], nextRunAt: row["next_run_at"],
-            lastError: row["last_error"], controlAtFailure: row["control_at_failure"])
+    /// Rows are decoded with `Row.decode`, which throws on a value of the wrong type (the subscript traps):
+    /// a database edited behind the manager's back is an error naming it, never a crash or a guess.
+    private static func record(_ row: Row) throws -> UpgradeRecord {
+        let status: String = try row.decode(forColumn: "status")
+        guard let known = UpgradeStatus(rawValue: status) else { throw Corrupt("upgrades: unknown status \"\(status)\"") }
+        return UpgradeRecord(
+            version: try row.decode(forColumn: "version"), status: known,
+            attempts: try row.decode(forColumn: "attempts"), sfFailures: try row.decode(forColumn: "sf_failures"),
+            nextRunAt: try row.decode(forColumn: "next_run_at"),
+            lastError: try row.decode(forColumn: "last_error"), controlAtFailure: try row.decode(forColumn: "control_at_failure"))
+    }
+
+    /// What was found in the database that the manager never writes.
+    struct Corrupt: Error, CustomStringConvertible {
+        let description: String
+        init(_ problem: String) { description = "corrupt: " + problem }
     }
 
     private static func save(_ db: Database, _ r: UpgradeRecord) throws {
@@ -177,8 +190,16 @@ public final class LocalDatabase: Sendable {
         try run("read intent") {
             try database.read { db in
                 try Row.fetchOne(db, sql: "SELECT version, from_generation, from_version, step FROM intent").map { row in
-                    UpgradeIntent(version: row["version"], fromGeneration: row["from_generation"], fromVersion: row["from_version"],
-                                  step: UpgradeStep(rawValue: row["step"]) ?? .intent)
+                    let version: Int64 = try row.decode(forColumn: "version")
+                    let from: Int64 = try row.decode(forColumn: "from_generation")
+                    let fromVersion: Int64 = try row.decode(forColumn: "from_version")
+                    let step: String = try row.decode(forColumn: "step")
+                    // The journal decides what recovery removes and switches to: only what the manager writes.
+                    guard let known = UpgradeStep(rawValue: step) else { throw Corrupt("intent: unknown step \"\(step)\"") }
+                    guard version > 0, from >= 0, from < version, fromVersion >= from, fromVersion < version else {
+                        throw Corrupt("intent: version \(version) from generation \(from), node version \(fromVersion)")
+                    }
+                    return UpgradeIntent(version: version, fromGeneration: from, fromVersion: fromVersion, step: known)
                 }
             }
         }
@@ -213,7 +234,8 @@ public final class LocalDatabase: Sendable {
                 try db.execute(sql: "UPDATE intent SET step = ?", arguments: [UpgradeStep.committed.rawValue])
                 try Self.setMeta(db, "version", version)
                 try Self.setMeta(db, "installed", version)
-                let attempts = try Int.fetchOne(db, sql: "SELECT attempts FROM upgrades WHERE version = ?", arguments: [version]) ?? 1
+                let attempts: Int = try Row.fetchOne(db, sql: "SELECT attempts FROM upgrades WHERE version = ?", arguments: [version])?
+                    .decode(forColumn: "attempts") ?? 1
                 try Self.save(db, UpgradeRecord(version: version, status: .done, attempts: attempts))
             }
         }
@@ -244,10 +266,10 @@ public final class LocalDatabase: Sendable {
         }
     }
 
-    private static func hook(_ row: Row) -> HookProcess {
-        let pgid: pid_t = row["pgid"], session: pid_t = row["session"]
-        let startTicks: Int64 = row["start_ticks"], bootID: String = row["boot_id"], label: String = row["label"]
-        let isAppStart: Bool = row["is_app_start"]
+    private static func hook(_ row: Row) throws -> HookProcess {
+        let pgid: pid_t = try row.decode(forColumn: "pgid"), session: pid_t = try row.decode(forColumn: "session")
+        let startTicks: Int64 = try row.decode(forColumn: "start_ticks"), bootID: String = try row.decode(forColumn: "boot_id")
+        let label: String = try row.decode(forColumn: "label"), isAppStart: Bool = try row.decode(forColumn: "is_app_start")
         return HookProcess(pgid: pgid, startTicks: startTicks, bootID: bootID, session: session, label: label, isAppStart: isAppStart)
     }
 

@@ -121,6 +121,12 @@ public struct NodeConfig: Sendable, Equatable {
         }
         let root = try string("root") ?? defaultRoot
         guard root.hasPrefix("/") else { throw fail("root", "must be an absolute path, got \"\(root)\"") }
+        // The manager creates, replaces and removes trees under root: never the host's own top directory, and
+        // no component that makes the path mean something else than it says.
+        guard root != "/" else { throw fail("root", "must be a directory of the manager's own, not \"/\"") }
+        guard root.split(separator: "/", omittingEmptySubsequences: false).dropFirst().allSatisfy({ !["", ".", ".."].contains($0) }) else {
+            throw fail("root", "must be a plain absolute path (no \".\", \"..\", empty components or trailing /), got \"\(BundlePath.printable(root))\"")
+        }
 
         func variableName(_ key: String, _ name: String) throws(NodeConfigError) -> String {
             guard isVariableName(name) else {

@@ -192,15 +192,20 @@ public final class NodeManager: @unchecked Sendable {
         }
         guard latest > nodeVersion else { return [] }
         var listed: Set<Int64>?? // versions/ as listed once in this pass (nil inside: it could not be listed)
-        for version in (nodeVersion + 1)...latest {
+        var version = nodeVersion
+        while version < latest {
+            version += 1
             let manifest: UpgradeManifest
             do {
                 manifest = try view.manifest(version)
             } catch {
                 // Never published (versions/ lists newer ones but not this one) is a gap to step over; anything
-                // else (an unreadable bundle, versions/ not listable) may pass, and stops here.
+                // else (an unreadable bundle, versions/ not listable) may pass, and stops here. A gap is passed
+                // over in one step up to the next listed version, however wide (1, then 10^12).
                 if listed == nil { listed = .some(try? view.publishedVersions()) }
-                if let versions = listed ?? nil, !versions.contains(version), versions.contains(where: { $0 > version }) {
+                if let versions = listed ?? nil, !versions.contains(version),
+                   let next = versions.filter({ $0 > version }).min() {
+                    version = next - 1
                     upgrades.append(.unpublished(version))
                     continue
                 }
@@ -252,7 +257,11 @@ public final class NodeManager: @unchecked Sendable {
 
         case .skipUnpublished(let n):
             try ldb.skip(version: n)
-            event("version \(n) was never published (versions/ has newer ones but not \(n)): passed over, now at version \(n)")
+            if n == nodeVersion + 1 {
+                event("version \(n) was never published (versions/ has newer ones but not \(n)): passed over, now at version \(n)")
+            } else {
+                event("versions \(nodeVersion + 1) to \(n) were never published (versions/ has newer ones but not these): passed over, now at version \(n)")
+            }
             return nil
 
         case .abort(let n):

@@ -16,7 +16,8 @@ public struct Command: Sendable {
     /// Run as this user (through util-linux's `setpriv`: its uid and primary gid, no supplementary groups).
     public var user: RunAsUser?
     public var workingDirectory: String?
-    /// stdout and stderr both go to this file (truncated first).
+    /// stdout and stderr both go to this file (truncated first, appended to; emptied again whenever it grows past
+    /// `ProcessRunner.maxOutputBytes` while the command runs).
     public var outputPath: String
     public var timeoutSeconds: Double
 
@@ -90,6 +91,14 @@ public struct CommandResult: Sendable, Equatable {
     public let ending: Ending
     /// The last (at most 64 KiB) bytes of stdout+stderr.
     public let output: [UInt8]
+    /// Bytes of output dropped because the command wrote more than `ProcessRunner.maxOutputBytes`.
+    public var droppedBytes: Int64 = 0
+
+    public init(ending: Ending, output: [UInt8], droppedBytes: Int64 = 0) {
+        self.ending = ending
+        self.output = output
+        self.droppedBytes = droppedBytes
+    }
 
     public var succeeded: Bool { ending == .exited(0) }
 
@@ -123,35 +132,74 @@ public struct ProcessRunnerError: Error, CustomStringConvertible, Sendable {
 /// start command daemonizes). The child gets an empty signal mask and default dispositions: threads started
 /// by Dispatch block SIGTERM, and a child would otherwise inherit that. On timeout the whole group gets
 /// SIGTERM, then SIGKILL 2 s later, so a grandchild the command started cannot outlive it.
+///
+/// Output is bounded: the file is opened for appending, and while the command runs it is emptied whenever it
+/// grows past `maxOutputBytes` (the bytes dropped are counted and noted at its end); only its last 64 KiB are
+/// ever read back into memory.
 public enum ProcessRunner {
     public static let killGraceSeconds = 2.0
     static let pollMicroseconds: UInt32 = 10_000
     static let outputTailBytes = 64 << 10
+    public static let maxOutputBytes: Int64 = 8 << 20
 
     /// Runs `command` to its end. `shouldStop` is polled while it runs; when it says so, the group is killed.
     /// `started` is called with the pid (= the group's id) right after the spawn, before anything waits.
     public static func run(_ command: Command, shouldStop: () -> Bool = { false },
                            started: (pid_t) -> Void = { _ in }) throws(ProcessRunnerError) -> CommandResult {
-        let pid = try spawn(command)
+        let output = try openOutput(command)
+        defer { close(output) }
+        let pid = try spawn(command, output: output)
         started(pid)
         let start = monotonicSeconds()
         var status: Int32 = 0
+        var dropped: Int64 = 0
+        func finish(_ ending: CommandResult.Ending) -> CommandResult {
+            // The last bytes are kept: they say how it ended.
+            let last = tail(output)
+            let grown = bound(output)
+            if grown > 0 {
+                dropped += grown - Int64(last.count)
+                _ = last.withUnsafeBytes { write(output, $0.baseAddress, $0.count) }
+            }
+            if dropped > 0 {
+                let note = "\n[upgradefs: \(dropped) bytes of output dropped: more than \(maxOutputBytes) bytes written]\n"
+                _ = note.utf8CString.withUnsafeBytes { write(output, $0.baseAddress, $0.count - 1) }
+            }
+            return CommandResult(ending: ending, output: tail(output), droppedBytes: dropped)
+        }
         while true {
             let reaped = waitpid(pid, &status, WNOHANG)
             if reaped == pid { break }
             if reaped < 0 && errno != EINTR {
                 throw ProcessRunnerError(executable: command.executable, message: "waitpid: \(String(cString: strerror(errno)))", code: errno)
             }
+            dropped += bound(output)
             let timedOut = monotonicSeconds() - start >= command.timeoutSeconds
             if timedOut || shouldStop() {
                 killGroup(pid)
-                return CommandResult(ending: timedOut ? .timedOut(seconds: command.timeoutSeconds) : .cancelled,
-                                     output: tail(command.outputPath))
+                return finish(timedOut ? .timedOut(seconds: command.timeoutSeconds) : .cancelled)
             }
             usleep(pollMicroseconds)
         }
-        let ending: CommandResult.Ending = (status & 0x7f) == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
-        return CommandResult(ending: ending, output: tail(command.outputPath))
+        return finish((status & 0x7f) == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f))
+    }
+
+    /// The command's output file, created or emptied, open for appending (the child's stdout and stderr are
+    /// this description: its writes land at the end even after the file is emptied).
+    private static func openOutput(_ command: Command) throws(ProcessRunnerError) -> Int32 {
+        let fd = open(command.outputPath, O_RDWR | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0o600)
+        guard fd >= 0 else {
+            throw ProcessRunnerError(executable: command.executable,
+                                     message: "open \(command.outputPath): \(String(cString: strerror(errno)))", code: errno)
+        }
+        return fd
+    }
+
+    /// Empties the output file when it has grown past `maxOutputBytes`; returns the bytes dropped.
+    private static func bound(_ output: Int32) -> Int64 {
+        var st = stat()
+        guard fstat(output, &st) == 0, Int64(st.st_size) > maxOutputBytes, ftruncate(output, 0) == 0 else { return 0 }
+        return Int64(st.st_size)
     }
 
     /// SIGTERM to the group led by `pid`, SIGKILL to it after the grace time, and the leader reaped.
@@ -174,10 +222,12 @@ public enum ProcessRunner {
     /// Starts `command` (its own process group, clean signal state, output to its file) and returns its pid
     /// at once; the caller reaps it. The timeout is not applied.
     public static func start(_ command: Command) throws(ProcessRunnerError) -> pid_t {
-        try spawn(command)
+        let output = try openOutput(command)
+        defer { close(output) }
+        return try spawn(command, output: output)
     }
 
-    private static func spawn(_ command: Command) throws(ProcessRunnerError) -> pid_t {
+    private static func spawn(_ command: Command, output: Int32) throws(ProcessRunnerError) -> pid_t {
         func fail(_ what: String, _ code: Int32) -> ProcessRunnerError {
             ProcessRunnerError(executable: command.executable, message: "\(what): \(String(cString: strerror(code)))", code: code)
         }
@@ -185,8 +235,8 @@ public enum ProcessRunner {
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, command.outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        posix_spawn_file_actions_adddup2(&actions, output, 1)
+        posix_spawn_file_actions_adddup2(&actions, output, 2)
         if let directory = command.workingDirectory {
             guard let addChdir = Self.addChdir else { throw fail("chdir \(directory)", ENOSYS) }
             let rc = addChdir(&actions, directory)
@@ -249,10 +299,15 @@ public enum ProcessRunner {
         return unsafeBitCast(symbol, to: AddChdir.self)
     }()
 
-    /// The last bytes a command wrote to its output file.
-    static func tail(_ path: String) -> [UInt8] {
-        guard let bytes = try? POSIXFiles.readFile(path, limit: 256 << 20) else { return [] }
-        return Array(bytes.suffix(outputTailBytes))
+    /// The last (at most `outputTailBytes`) bytes of the output file: never more is read.
+    static func tail(_ output: Int32) -> [UInt8] {
+        var st = stat()
+        guard fstat(output, &st) == 0 else { return [] }
+        let size = Int64(st.st_size)
+        let offset = max(0, size - Int64(outputTailBytes))
+        var bytes = [UInt8](repeating: 0, count: Int(size - offset))
+        let n = bytes.withUnsafeMutableBytes { pread(output, $0.baseAddress, $0.count, off_t(offset)) }
+        return n > 0 ? Array(bytes.prefix(n)) : []
     }
 }
 

@@ -76,4 +76,24 @@ struct NodeConfigTests {
             #expect(error.description == "/nonexistent/node.toml cannot be read: open /nonexistent/node.toml: No such file or directory")
         }
     }
+
+    /// A careless or hostile node.toml: root "/" or a path that means something else, negative or huge
+    /// seconds, a pattern for pass-env. Each is an error naming the key.
+    @Test func hostileValuesAreRefusedNamingTheKey() throws {
+        let base = "node = \"n1\"\nclass = \"c\"\n"
+        for (line, key) in [("root = \"/\"", "root"), ("root = \"/var/lib/../../etc\"", "root"),
+                            ("root = \"/var/lib/./x\"", "root"), ("root = \"/var//lib\"", "root"), ("root = \"/var/lib/\"", "root"),
+                            ("sf-timeout = -1", "sf-timeout"), ("tf-timeout = 0", "tf-timeout"),
+                            ("check-timeout = nan", "check-timeout"), ("stop-timeout = inf", "stop-timeout"),
+                            ("poll-interval = 1e12", "poll-interval"), ("heartbeat-interval = 86401", "heartbeat-interval"),
+                            ("pass-env = [\"*\"]", "pass-env"), ("pass-env = [\"UPGRADEFS_MANAGER_ROOT\"]", "pass-env"),
+                            ("run-as = \"-r\"", "run-as"), ("run-as = \"root;id\"", "run-as")] {
+            let found = error(base + line + "\n")
+            #expect(found?.key == key, "\(line): \(String(describing: found))")
+        }
+        #expect(error(base + "root = \"/\"\n")?.description
+            == "/etc/upgradefs/node.toml: key \"root\" must be a directory of the manager's own, not \"/\"")
+        // run-as root is the manager's own user: allowed (programs still get the built environment only).
+        #expect(error(base + "run-as = \"root\"\n") == nil)
+    }
 }
