@@ -2,6 +2,7 @@ import Dispatch
 import Foundation
 import Logging
 import Testing
+import TestSupport
 @testable import FuseKit
 
 @Suite("FuseMount against a real kernel mount", .serialized,
@@ -196,8 +197,7 @@ struct FuseMountTests {
 
     @Test("exit() before run() makes run() return at once")
     func exitBeforeRun() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fusekit-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = TemporaryDirectory("fusekit").path
         defer { rmdir(directory) }
         let mount = try FuseMount(fileSystem: MemoryFileSystem(), mountpoint: directory, fsName: "early",
                                   subtype: "fusekit-test", logger: .init(label: "fusekit.test"))
@@ -209,8 +209,7 @@ struct FuseMountTests {
 
     @Test("releasing a FuseMount that never ran unmounts it")
     func deinitUnmounts() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fusekit-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = TemporaryDirectory("fusekit").path
         defer { rmdir(directory) }
         var mount: FuseMount? = try FuseMount(fileSystem: MemoryFileSystem(), mountpoint: directory, fsName: "x",
                                               subtype: "fusekit-test", logger: .init(label: "fusekit.test"))
@@ -238,8 +237,7 @@ struct FuseMountTests {
         }
         #expect(notDirectory?.errno == ENOTDIR)
 
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fusekit-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = TemporaryDirectory("fusekit").path
         defer { rmdir(directory) }
         let badOption = #expect(throws: FuseMountError.self) {
             _ = try FuseMount(fileSystem: MemoryFileSystem(), mountpoint: directory, fsName: "x", subtype: "t",
