@@ -4,21 +4,11 @@ import Testing
 import FoundationNetworking
 #endif
 
-// Exported so that every file of this target sees the shared helpers (Harness, TemporaryDirectory).
+// Exported so that every file of this target sees the shared helpers (Harness, TemporaryDirectory, .realMounts).
 @_exported import TestSupport
 
 /// End-to-end fixtures over the shared `Harness`: real HTTP, FUSE mounts in temp dirs.
 extension Harness {
-    /// Whether real mounts are possible here. With CI=true they must be: the
-    /// tests then fail instead of being skipped.
-    static var canMount: Bool {
-        let possible = getuid() == 0 && FileManager.default.fileExists(atPath: "/dev/fuse")
-        if !possible && ProcessInfo.processInfo.environment["CI"] == "true" {
-            Issue.record("CI=true but FUSE mounts are impossible here (need root and /dev/fuse)")
-        }
-        return possible
-    }
-
     /// GET over real HTTP; nil if the server cannot be reached.
     static func get(_ url: String) -> (status: Int, body: Data)? { request(url) }
 
