@@ -100,6 +100,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Helpers shared by the test targets (temporary directories, the binary, processes, mount traits); in no product.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "UpgradeCoreTests", dependencies: ["UpgradeCore", "Sodium"]),
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"]),
         .testTarget(name: "UpgradeFilesTests", dependencies: ["UpgradeFiles"]),
@@ -113,3 +115,8 @@ let package = Package(
         ),
     ]
 )
+
+// Every test target may use the shared test helpers.
+for target in package.targets where target.type == .test {
+    target.dependencies.append("TestSupport")
+}

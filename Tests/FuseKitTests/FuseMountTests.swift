@@ -2,10 +2,13 @@ import Dispatch
 import Foundation
 import Logging
 import Testing
+import TestSupport
 @testable import FuseKit
 
+// Mount tests need /dev/fuse (and root or fusermount3). Under CI=true they always run, so a machine without FUSE
+// fails loudly instead of skipping.
 @Suite("FuseMount against a real kernel mount", .serialized,
-       .enabled(if: fuseAvailable, "/dev/fuse is missing (mount tests always run under CI=true)"))
+       .enabled(if: FUSEMounts.device || FUSEMounts.required, "/dev/fuse is missing (mount tests always run under CI=true)"))
 struct FuseMountTests {
     static func sampleFileSystem() -> MemoryFileSystem {
         let fs = MemoryFileSystem()
@@ -196,8 +199,7 @@ struct FuseMountTests {
 
     @Test("exit() before run() makes run() return at once")
     func exitBeforeRun() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fusekit-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = TemporaryDirectory("fusekit").path
         defer { rmdir(directory) }
         let mount = try FuseMount(fileSystem: MemoryFileSystem(), mountpoint: directory, fsName: "early",
                                   subtype: "fusekit-test", logger: .init(label: "fusekit.test"))
@@ -209,8 +211,7 @@ struct FuseMountTests {
 
     @Test("releasing a FuseMount that never ran unmounts it")
     func deinitUnmounts() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fusekit-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = TemporaryDirectory("fusekit").path
         defer { rmdir(directory) }
         var mount: FuseMount? = try FuseMount(fileSystem: MemoryFileSystem(), mountpoint: directory, fsName: "x",
                                               subtype: "fusekit-test", logger: .init(label: "fusekit.test"))
@@ -238,8 +239,7 @@ struct FuseMountTests {
         }
         #expect(notDirectory?.errno == ENOTDIR)
 
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("fusekit-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = TemporaryDirectory("fusekit").path
         defer { rmdir(directory) }
         let badOption = #expect(throws: FuseMountError.self) {
             _ = try FuseMount(fileSystem: MemoryFileSystem(), mountpoint: directory, fsName: "x", subtype: "t",

@@ -2,12 +2,8 @@ import Dispatch
 import Foundation
 import Logging
 import Testing
+import TestSupport
 @testable import FuseKit
-
-/// Mount tests need /dev/fuse (and root or fusermount3). Under CI=true they
-/// always run, so a machine without FUSE fails loudly instead of skipping.
-let fuseAvailable = FileManager.default.fileExists(atPath: "/dev/fuse")
-    || ProcessInfo.processInfo.environment["CI"] == "true"
 
 struct POSIXFailure: Error, Equatable, CustomStringConvertible {
     let call: String
@@ -25,9 +21,7 @@ final class TestMount: @unchecked Sendable {
     private var loopResult: Int32?
 
     init(_ fileSystem: MemoryFileSystem, fsName: String = "memory") throws {
-        let directory = FileManager.default.temporaryDirectory
-            .appendingPathComponent("fusekit-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = TemporaryDirectory("fusekit").path
         self.fileSystem = fileSystem
         do {
             mount = try FuseMount(fileSystem: fileSystem, mountpoint: directory, fsName: fsName,

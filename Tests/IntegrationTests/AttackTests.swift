@@ -6,8 +6,7 @@ import UpgradeCore
 /// the node downloads (a mirror or the network) but not the server's keys.
 @Suite(.serialized)
 struct AttackTests {
-    @Test func freezeAttackWithExpiredTimestampIsRefused() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func freezeAttackWithExpiredTimestampIsRefused() throws {
         let server = try TestServer(extraArguments: ["--timestamp-expiry", "3"])
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -22,8 +21,7 @@ struct AttackTests {
         #expect(failure.log.contains("expired"), "\(failure.log)")
     }
 
-    @Test func rollbackAttackToOlderMetadataIsRefusedAndTheNewerStateKept() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func rollbackAttackToOlderMetadataIsRefusedAndTheNewerStateKept() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -46,9 +44,8 @@ struct AttackTests {
 
     /// The current timestamp with the snapshot (or the current snapshot with the targets) of an earlier publish,
     /// validly signed, under the current file's name: refused, as its hash, length or version do not match.
-    @Test(arguments: ["snapshot", "targets"])
+    @Test(.realMounts, arguments: ["snapshot", "targets"])
     func mixAndMatchAttackWithAnOlderSnapshotOrTargetsIsRefused(role: String) throws {
-        guard Harness.canMount else { return }
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -64,8 +61,7 @@ struct AttackTests {
         #expect(failure.log.contains(role), "\(failure.log)")
     }
 
-    @Test func targetsMetadataWithATamperedSignedFieldIsRefused() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func targetsMetadataWithATamperedSignedFieldIsRefused() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }

@@ -4,120 +4,11 @@ import Testing
 import FoundationNetworking
 #endif
 
-/// Real processes for end-to-end tests: the `upgradefs` binary built next to
-/// this test bundle, a server on 127.0.0.1, and FUSE mounts in temp dirs.
-enum Harness {
-    /// `upgradefs`, from UPGRADEFS_BIN or beside the test executable.
-    static let binary: String = {
-        if let path = ProcessInfo.processInfo.environment["UPGRADEFS_BIN"] { return path }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        // The test executable sits inside upgradefsPackageTests.xctest on some toolchains.
-        while !FileManager.default.isExecutableFile(atPath: dir.appending(path: "upgradefs").path), dir.path != "/" {
-            dir.deleteLastPathComponent()
-        }
-        return dir.appending(path: "upgradefs").path
-    }()
+// Exported so that every file of this target sees the shared helpers (Harness, TemporaryDirectory, .realMounts).
+@_exported import TestSupport
 
-    /// Whether real mounts are possible here. With CI=true they must be: the
-    /// tests then fail instead of being skipped.
-    static var canMount: Bool {
-        let possible = getuid() == 0 && FileManager.default.fileExists(atPath: "/dev/fuse")
-        if !possible && ProcessInfo.processInfo.environment["CI"] == "true" {
-            Issue.record("CI=true but FUSE mounts are impossible here (need root and /dev/fuse)")
-        }
-        return possible
-    }
-
-    static func temporaryDirectory(_ label: String) throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appending(path: "upgradefs-\(label)-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }
-
-    /// A TCP port on 127.0.0.1 that was free a moment ago.
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
-        }
-        _ = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-        }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
-    /// Runs a command to completion; returns its status and combined output.
-    /// posix_spawn + waitpid rather than Foundation's Process: Process misses
-    /// the exit of a child that leaves a daemon behind (the mount helper) and
-    /// waits forever.
-    @discardableResult
-    static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
-        let outputPath = FileManager.default.temporaryDirectory.appending(path: "upgradefs-run-\(UUID().uuidString)").path
-        defer { unlink(outputPath) }
-        let pid = try spawn(executable, arguments, environment: environment, log: outputPath)
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
-        return (exitStatus(status), output)
-    }
-
-    /// Starts a process in the background with no signal blocked (Dispatch workers block most, and children
-    /// inherit the mask), stdin from /dev/null, stdout and stderr appended to `log`.
-    static func spawn(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-                      log: String) throws -> pid_t {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var noSignals = sigset_t()
-        sigemptyset(&noSignals)
-        posix_spawnattr_setsigmask(&attributes, &noSignals)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK))
-        let env = ProcessInfo.processInfo.environment.merging(environment) { $1 }.map { "\($0)=\($1)" }
-        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
-        let envp = env.map { strdup($0) } + [nil]
-        defer { (argv + envp).forEach { free($0) } }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-        guard spawned == 0 else { throw HarnessError("cannot run \(executable): \(String(cString: strerror(spawned)))") }
-        return pid
-    }
-
-    /// The exit status of `pid` if it has ended (and reaps it), nil while it runs.
-    static func reap(_ pid: pid_t) -> Int32? {
-        var status: Int32 = 0
-        let result = waitpid(pid, &status, WNOHANG)
-        guard result == pid else { return result < 0 ? -1 : nil }
-        return exitStatus(status)
-    }
-
-    /// A wait status as a shell shows it: the exit code, or 128 + the signal.
-    static func exitStatus(_ status: Int32) -> Int32 {
-        status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-    }
-
-    /// Polls until `condition` holds or `seconds` pass.
-    static func waitUntil(_ seconds: Double, _ condition: () throws -> Bool) rethrows -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if try condition() { return true }
-            usleep(50_000)
-        }
-        return try condition()
-    }
-
+/// End-to-end fixtures over the shared `Harness`: real HTTP, FUSE mounts in temp dirs.
+extension Harness {
     /// GET over real HTTP; nil if the server cannot be reached.
     static func get(_ url: String) -> (status: Int, body: Data)? { request(url) }
 
@@ -477,11 +368,6 @@ struct Errno: Error, Equatable, CustomStringConvertible {
     let code: Int32
     static let EIO = Errno(code: Glibc.EIO)
     var description: String { String(cString: strerror(code)) }
-}
-
-struct HarnessError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// A TCP relay on 127.0.0.1 in front of a server, for fault injection: `cut()` stops every byte in both directions

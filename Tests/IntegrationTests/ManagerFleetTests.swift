@@ -29,8 +29,7 @@ import UpgradeCore
         return peak
     }
 
-    @Test func aRollingUpgradeNeverHasMoreThanKNodesUpgradingAtOnce() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aRollingUpgradeNeverHasMoreThanKNodesUpgradingAtOnce() throws {
         let fleet = try ManagedFleet(nodes: (1...6).map { "n\($0)" })
         try installVersion1(fleet)
         #expect(Posix.write(fleet.operator.path("udb/locks/counter-rolling/capacity"), "2\n") == 0)
@@ -70,8 +69,7 @@ import UpgradeCore
         }
     }
 
-    @Test func aFailingTFAndAFailingCheckRollBackAndTheFailureBudgetStopsTheRollout() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aFailingTFAndAFailingCheckRollBackAndTheFailureBudgetStopsTheRollout() throws {
         let fleet = try ManagedFleet(nodes: ["n1", "n2", "n3", "n4"])
         try installVersion1(fleet)
         // n3 and n4 ask only once n1 and n2 have failed (a gate in shared/), so the budget decides for them.
@@ -111,8 +109,7 @@ import UpgradeCore
         #expect(summary.contains("failed 2"), "\(summary)")
     }
 
-    @Test func theOperatorPausesApprovesAndAborts() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func theOperatorPausesApprovesAndAborts() throws {
         let fleet = try ManagedFleet(nodes: ["n1", "n2", "n3"])
         try installVersion1(fleet)
 
@@ -152,9 +149,8 @@ import UpgradeCore
 
     /// kill -9 of the manager right after each step of an upgrade, then a restart: the node is wholly at the old
     /// version or wholly at the new one at every point, and ends at the new one with its state transformed.
-    @Test(arguments: ["intent", "staged", "transformed", "stopped", "switched", "started", "checked", "committed"])
+    @Test(.realMounts, arguments: ["intent", "staged", "transformed", "stopped", "switched", "started", "checked", "committed"])
     func aManagerKilledAtAnyStepEndsConsistent(step: String) throws {
-        guard Harness.canMount else { return }
         let fleet = try ManagedFleet(nodes: ["n1"])
         try installVersion1(fleet, requests: 5)
         fleet.stopManager("n1")
@@ -180,8 +176,7 @@ import UpgradeCore
         #expect(try fleet.request("n1") == 6)
     }
 
-    @Test func aNodeThatWasDownDuringARolloutCatchesUpWhenItReturns() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aNodeThatWasDownDuringARolloutCatchesUpWhenItReturns() throws {
         let fleet = try ManagedFleet(nodes: ["n1", "n2", "n3"])
         try installVersion1(fleet)
         // n3 goes down: its manager and its mount stop (its app keeps its state on disk).

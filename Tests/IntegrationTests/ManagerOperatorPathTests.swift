@@ -5,8 +5,7 @@ import UpgradeCore
 /// Operator paths of issue 8 on real mounts: a failed upgrade given up with `abort`, and a version number that
 /// was never published, do not leave nodes stuck.
 @Suite(.serialized) struct ManagerOperatorPathTests {
-    @Test func abortOfAFailedUpgradeAndAGapLetTheFleetMoveOnToTheFixedRelease() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func abortOfAFailedUpgradeAndAGapLetTheFleetMoveOnToTheFixedRelease() throws {
         let fleet = try ManagedFleet(nodes: ["n1", "n2"])
         try fleet.startManagers()
         try fleet.publish(try fleet.bundle("counter-v1", sf: "fast-reboot"))
@@ -40,8 +39,7 @@ import UpgradeCore
         #expect(fleet.appStatus("n2")?["version"] == "2")
     }
 
-    @Test func aManagerOnAMountWithoutANodeKeyRefusesToStart() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aManagerOnAMountWithoutANodeKeyRefusesToStart() throws {
         let server = try TestServer()
         let mount = try TestMount()
         defer { mount.unmount() }

@@ -9,8 +9,7 @@ struct MountAttackTests {
     /// Item 1: the attacker answers with the node's own current timestamp after it has expired. Nothing
     /// newer gets through (every later upgrade is hidden), but the node says so: `stale` names the expiry,
     /// a log line reports it, and what was verified stays on show.
-    @Test func freezeByReplayingTheNodesOwnExpiredTimestampIsReportedInStale() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func freezeByReplayingTheNodesOwnExpiredTimestampIsReportedInStale() throws {
         let server = try TestServer(extraArguments: ["--timestamp-expiry", "12"])
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -36,8 +35,7 @@ struct MountAttackTests {
 
     /// Item 1, the class around it: a node restarted while the attacker keeps replaying shows `stale`
     /// from the start.
-    @Test func remountFromCacheUnderAFreezeIsStaleFromTheStart() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func remountFromCacheUnderAFreezeIsStaleFromTheStart() throws {
         let server = try TestServer(extraArguments: ["--timestamp-expiry", "4"])
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -61,8 +59,7 @@ struct MountAttackTests {
 
     /// Around item 1: a refresh that stops half way (the snapshot the new timestamp names cannot be had) must
     /// leave the node's cache as it was, so that after a restart with the server away it shows what it verified.
-    @Test func restartWithTheServerAwayAfterAHalfFinishedRefreshShowsWhatWasVerified() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func restartWithTheServerAwayAfterAHalfFinishedRefreshShowsWhatWasVerified() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -89,8 +86,7 @@ struct MountAttackTests {
 
     /// Item 3: a plain static mirror answers /v1/notify with 404; the mount used to retry about 70 times a
     /// second. It now polls the timestamp at a modest pace.
-    @Test func staticMirrorWithoutNotifyIsPolledAtAModestRateNotHammered() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func staticMirrorWithoutNotifyIsPolledAtAModestRateNotHammered() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -111,8 +107,7 @@ struct MountAttackTests {
 
     /// Item 2: a cache filled from server A, used with a mount source naming server B, used to show A's
     /// content under B's id. It is refused, naming both ids and the fix.
-    @Test func cacheFilledFromServerAIsRefusedWhenTheSourceNamesServerB() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func cacheFilledFromServerAIsRefusedWhenTheSourceNamesServerB() throws {
         let serverA = try TestServer()
         let serverB = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
@@ -140,8 +135,7 @@ struct MountAttackTests {
     /// Item 17: root alters a cached file while the mount serves it. A handle that was open gives EIO, a
     /// fresh open gets the verified bytes again (fetched anew), and with the server away, EIO — never the
     /// altered bytes.
-    @Test func cachedFileAlteredOnDiskWhileMountedIsNeverServed() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func cachedFileAlteredOnDiskWhileMountedIsNeverServed() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }

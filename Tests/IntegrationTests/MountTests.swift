@@ -5,8 +5,7 @@ import UpgradeCore
 /// End to end: a real server process, real FUSE mounts, real HTTP.
 @Suite(.serialized)
 struct MountTests {
-    @Test func publishedBundleReadsBackByteForByteThroughTheMount() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func publishedBundleReadsBackByteForByteThroughTheMount() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -45,8 +44,7 @@ struct MountTests {
         #expect(try Harness.readFile(mount.path("versions/1/payload/data/big.bin")).get() == files["payload/data/big.bin"])
     }
 
-    @Test func newUpgradeAppearsOnAMountedNodeWithinAboutASecond() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func newUpgradeAppearsOnAMountedNodeWithinAboutASecond() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -66,8 +64,7 @@ struct MountTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: mount.path("versions")).sorted() == ["1", "2"])
     }
 
-    @Test func tamperedOrTruncatedBlobOnTheServerGivesEIONeverWrongBytes() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func tamperedOrTruncatedBlobOnTheServerGivesEIONeverWrongBytes() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -97,8 +94,7 @@ struct MountTests {
         #expect(try Harness.readFile(mount.path("versions/1/payload/flipped")).get() == good)
     }
 
-    @Test func mountOfAServerWithTheWrongIDIsRefused() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func mountOfAServerWithTheWrongIDIsRefused() throws {
         let server = try TestServer()
         let impostorID = String(repeating: "a", count: 52)
         let mount = try TestMount()
@@ -109,8 +105,7 @@ struct MountTests {
         #expect(!Harness.isMounted(mount.mountpoint.path))
     }
 
-    @Test func mountOfAnUnreachableServerWithNothingCachedIsRefused() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func mountOfAnUnreachableServerWithNothingCachedIsRefused() throws {
         let mount = try TestMount()
         defer { mount.unmount() }
         let port = Harness.freePort()
@@ -120,8 +115,7 @@ struct MountTests {
         #expect(!failure.log.contains("errno"), "no library internals: \(failure.log)")
     }
 
-    @Test func serverOutageAndRestartWhileMounted() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func serverOutageAndRestartWhileMounted() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -146,8 +140,7 @@ struct MountTests {
         #expect(try Harness.readFile(mount.path("versions/2/payload/new")).get() == Array("two\n".utf8))
     }
 
-    @Test func remountWhileTheServerIsDownShowsTheVerifiedCache() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func remountWhileTheServerIsDownShowsTheVerifiedCache() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
@@ -166,8 +159,7 @@ struct MountTests {
         #expect(try Harness.readFile(second.path("versions/1/payload/file")).get() == bytes)
     }
 
-    @Test func mountHelperMountsThroughMountCommand() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func mountHelperMountsThroughMountCommand() throws {
         let server = try TestServer()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }

@@ -12,9 +12,8 @@ import UpgradeServer
 struct NetworkAttackTests {
     /// Endless data on each metadata file the refresh fetches: cut off at its limit, refused, and the node goes
     /// on showing (and serving) what it verified.
-    @Test(arguments: ["/metadata/2.root.json", "/metadata/timestamp.json", ".snapshot.json", ".targets.json"])
+    @Test(.realMounts, arguments: ["/metadata/2.root.json", "/metadata/timestamp.json", ".snapshot.json", ".targets.json"])
     func endlessMetadataIsCutOffAtItsLimitAndTheCacheStillServed(path: String) throws {
-        guard Harness.canMount else { return }
         let node = try RelayedNode(rules: [[path, "endless"]], cached: true)
         #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
         #expect(node.mount.log.contains("endless-data defence"), "\(node.mount.log)")
@@ -24,8 +23,7 @@ struct NetworkAttackTests {
 
     /// Endless headers before the timestamp's body: refused by the HTTP decoder at its header limit (80 KiB),
     /// at once; the node goes on showing what it verified.
-    @Test func endlessHeadersAreRefusedAndTheCacheStillServed() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func endlessHeadersAreRefusedAndTheCacheStillServed() throws {
         let node = try RelayedNode(rules: [["/metadata/timestamp.json", "endless-headers"]], cached: true)
         let started = Date()
         #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
@@ -36,8 +34,7 @@ struct NetworkAttackTests {
     }
 
     /// Endless data in place of a target: refused once it passes the signed length; the read fails with EIO.
-    @Test func endlessTargetIsCutOffAtItsSignedLength() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func endlessTargetIsCutOffAtItsSignedLength() throws {
         let node = try RelayedNode(rules: [["/targets/", "endless"]], cached: false)
         #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
         #expect(Harness.readFile(node.mount.path("versions/1/payload/x")) == .failure(.EIO))
@@ -46,8 +43,7 @@ struct NetworkAttackTests {
 
     /// Slow retrieval of metadata: a timestamp dripped a byte a second. The refresh gives up in bounded time,
     /// the mount comes up with what it verified, and says why.
-    @Test func slowRetrievalOfTheTimestampTimesOutAndTheCacheIsServed() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func slowRetrievalOfTheTimestampTimesOutAndTheCacheIsServed() throws {
         let node = try RelayedNode(rules: [["/metadata/timestamp.json", "drip"]], cached: true)
         let started = Date()
         #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
@@ -59,8 +55,7 @@ struct NetworkAttackTests {
 
     /// Slow retrieval of a target not yet cached: the read fails with EIO in bounded time, never hangs, and the
     /// rest of the mount answers meanwhile.
-    @Test func slowRetrievalOfATargetFailsTheReadWithEIOInBoundedTime() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func slowRetrievalOfATargetFailsTheReadWithEIOInBoundedTime() throws {
         let node = try RelayedNode(rules: [["/targets/", "drip"]], content: TestBundle.randomBytes(1000), cached: false)
         #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
         let result = LockedBox<Result<[UInt8], Errno>?>(nil)
@@ -77,8 +72,7 @@ struct NetworkAttackTests {
 
     /// The change notification (long poll) answers its head and then stalls: the node must not wait on it for
     /// ever (every later upgrade would be hidden, and nothing said). It gives up and finds the new version.
-    @Test func stalledChangeNotificationDoesNotHideANewUpgrade() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func stalledChangeNotificationDoesNotHideANewUpgrade() throws {
         let node = try RelayedNode(rules: [["/v1/notify", "stall"]], cached: false)
         #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
         #expect(node.mount.text("latest") == "1\n")
@@ -88,8 +82,7 @@ struct NetworkAttackTests {
 
     /// A large target (4 MiB: 158 s allowed) whose download stalls after the answer's head: the read fails with
     /// EIO once no byte has come for 45 s, not after the whole bound.
-    @Test func stalledDownloadOfALargeTargetFailsTheReadWithEIOAfterTheStallTimeout() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func stalledDownloadOfALargeTargetFailsTheReadWithEIOAfterTheStallTimeout() throws {
         let node = try RelayedNode(rules: [["/targets/", "stall"]], content: TestBundle.randomBytes(4 << 20), cached: false)
         #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
         let started = Date()
@@ -99,8 +92,7 @@ struct NetworkAttackTests {
     }
 
     /// A redirect (302) to another server is not followed: the answer is refused as it stands.
-    @Test func redirectToAnotherServerIsNotFollowed() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func redirectToAnotherServerIsNotFollowed() throws {
         let elsewhere = LockedBox<StaticMirror?>(nil)
         let node = try RelayedNode(cached: true) { server in
             let mirror = try StaticMirror(copying: server.state.appending(path: "metadata"))
@@ -117,13 +109,12 @@ struct NetworkAttackTests {
 
     /// Malformed metadata (nesting 8,000 deep, a number beyond 64 bits, a duplicate key) is refused with a
     /// reason, without a crash; the node goes on showing what it verified.
-    @Test(arguments: [
+    @Test(.realMounts, arguments: [
         (String(repeating: "[", count: 8000) + String(repeating: "]", count: 8000), "nesting deeper than"),
         (#"{"signed": {"version": 99999999999999999999999}, "signatures": []}"#, "does not fit in 64 bits"),
         (#"{"signed": {}, "signed": {}, "signatures": []}"#, "duplicate key"),
     ])
     func malformedTimestampIsRefusedWithAReason(body: String, reason: String) throws {
-        guard Harness.canMount else { return }
         let node = try RelayedNode(rules: [["/metadata/timestamp.json", "body", body]], cached: true)
         #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
         #expect(node.mount.log.contains(reason), "\(node.mount.log)")
@@ -153,8 +144,7 @@ struct NetworkAttackTests {
 
     /// A chain of roots with a version jump: after an honest rotation to root 2, `3.root.json` holds root
     /// version 4 (validly signed by root 2's key and its own). Refused; the node keeps root 2 and what it shows.
-    @Test func rootChainWithAVersionJumpFrom2To4IsRefused() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func rootChainWithAVersionJumpFrom2To4IsRefused() throws {
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         let key2 = Ed25519KeyPair.generate()
@@ -184,10 +174,9 @@ struct NetworkAttackTests {
     /// A new root signed only by its own new key (an attacker's), or only by the old key (not by the keys it
     /// names): refused, naming the missing signatures. Signed by both (the control: the same code signs), it is
     /// followed.
-    @Test(arguments: [("new", "root version 2 is signed by 0 of the 1 required keys of the trusted root"),
+    @Test(.realMounts, arguments: [("new", "root version 2 is signed by 0 of the 1 required keys of the trusted root"),
                       ("old", "root is signed by 0 of the 1 required keys"), ("both", nil)])
     func newRootSignedByOnlyOneSideOfTheRotationIsRefused(signedBy: String, refusal: String?) throws {
-        guard Harness.canMount else { return }
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         let newKey = Ed25519KeyPair.generate()

@@ -59,8 +59,7 @@ enum Posix {
 }
 
 @Suite(.serialized) struct WhiteboardMountTests {
-    @Test func aStatusWrittenOnOneNodeIsReadOnAnotherWithinASecondOrSo() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aStatusWrittenOnOneNodeIsReadOnAnotherWithinASecondOrSo() throws {
         let fleet = try WhiteboardFleet(nodes: ["n1", "n2"])
         let n1 = fleet["n1"], n2 = fleet["n2"]
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: n1.path("self")) == "udb/nodes/n1")
@@ -100,8 +99,7 @@ enum Posix {
         #expect(status.output.contains("n1") && status.output.contains("upgrading"))
     }
 
-    @Test func writesANodeMayNotMakeAreRefusedWithEACCESAndChangeNothing() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func writesANodeMayNotMakeAreRefusedWithEACCESAndChangeNothing() throws {
         let fleet = try WhiteboardFleet(nodes: ["n1", "n2"])
         let n1 = fleet["n1"], n2 = fleet["n2"]
         #expect(Posix.write(n1.path("self/state"), "running\n") == 0)
@@ -136,8 +134,7 @@ enum Posix {
 
     /// A hostile n2 takes `locks/roll/n1` before n1 does: refused (EACCES), so n1's own mkdir acquires instead of
     /// answering EEXIST, which an SF reads as "I hold it already"; n2 cannot release n1's holder either.
-    @Test func aLockHolderNamedAfterAnotherNodeIsRefusedOnTheMount() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aLockHolderNamedAfterAnotherNodeIsRefusedOnTheMount() throws {
         let fleet = try WhiteboardFleet(nodes: ["n1", "n2"])
         let n1 = fleet["n1"], n2 = fleet["n2"]
         #expect(Posix.mkdir(n2.path("udb/locks/roll/n1")) == EACCES)
@@ -146,8 +143,7 @@ enum Posix {
         #expect(Posix.rmdir(n1.path("udb/locks/roll/n1")) == 0)
     }
 
-    @Test func aReplayedSignedRequestIsRefusedAndChangesNothing() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aReplayedSignedRequestIsRefusedAndChangesNothing() throws {
         let fleet = try WhiteboardFleet(nodes: ["n1", "n2"])
         // What an attacker on the network captured: two of n1's signed writes, in order.
         let key = try NodeKeyFile.load(from: fleet.keys["n1"]!)
@@ -178,8 +174,7 @@ enum Posix {
 
     /// Six nodes race for a lock of capacity 2, twenty rounds: never more than two holders, always exactly two
     /// winners, the losers fail with EBUSY.
-    @Test func lockCapacityHoldsUnderConcurrentMkdirFromManyNodes() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func lockCapacityHoldsUnderConcurrentMkdirFromManyNodes() throws {
         let names = (1...6).map { "n\($0)" }
         let fleet = try WhiteboardFleet(nodes: names)
         #expect(Posix.write(fleet.operator.path("udb/locks/roll/capacity"), "2\n") == 0)
@@ -228,8 +223,7 @@ enum Posix {
         #expect(failures.isEmpty, "errnos: \(failures)")
     }
 
-    @Test func aHolderWhoseHeartbeatStopsIsReleasedAfterTheTTL() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aHolderWhoseHeartbeatStopsIsReleasedAfterTheTTL() throws {
         let fleet = try WhiteboardFleet(nodes: ["n1", "n2"], serverArguments: ["--lock-ttl", "2"])
         #expect(Posix.write(fleet["n1"].path("self/heartbeat"), "\(Int(Date().timeIntervalSince1970))\n") == 0)
         #expect(Posix.mkdir(fleet["n1"].path("udb/locks/roll/n1")) == 0)
@@ -241,8 +235,7 @@ enum Posix {
         #expect(fleet.server.metric("upgradefs_udb_ttl_releases_total") == 1)
     }
 
-    @Test func lockOperationsFailAtOnceWithEHOSTUNREACHWhileTheServerIsDown() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func lockOperationsFailAtOnceWithEHOSTUNREACHWhileTheServerIsDown() throws {
         let fleet = try WhiteboardFleet(nodes: ["n1"])
         #expect(Posix.mkdir(fleet["n1"].path("udb/locks/held/n1")) == 0)
         fleet.server.stop(signal: SIGKILL)
@@ -257,8 +250,7 @@ enum Posix {
     }
 
     /// kill -9 of the server while nodes keep writing; after the restart every write arrives, once.
-    @Test func writesMadeWhileTheServerIsDownArriveExactlyOnceAfterItRestarts() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func writesMadeWhileTheServerIsDownArriveExactlyOnceAfterItRestarts() throws {
         let names = ["n1", "n2", "n3"]
         let fleet = try WhiteboardFleet(nodes: names)
         for name in names { #expect(Posix.write(fleet[name].path("self/state"), "running\n") == 0) }
@@ -294,8 +286,7 @@ enum Posix {
     }
 
     /// The mount process is killed with writes still in its journal; the restarted mount shows them and delivers them.
-    @Test func aNodeMountRestartedWithPendingWritesLosesNothing() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aNodeMountRestartedWithPendingWritesLosesNothing() throws {
         let fleet = try WhiteboardFleet(nodes: ["n1", "n2"])
         let n1 = fleet["n1"]
         fleet.server.stop(signal: SIGKILL)
@@ -317,8 +308,7 @@ enum Posix {
 
     /// A network cut between one node and the server: the node keeps writing (each write durable at once), its lock
     /// operations fail with EHOSTUNREACH, nobody sees its writes; after the cut heals every write arrives, in order, once.
-    @Test func writesMadeDuringANetworkCutArriveInOrderExactlyOnceAfterItHeals() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func writesMadeDuringANetworkCutArriveInOrderExactlyOnceAfterItHeals() throws {
         let fleet = try WhiteboardFleet(nodes: ["n2"])
         let proxy = try CutProxy(to: fleet.server.port)
         let n1Key = try fleet.server.enroll("n1")

@@ -28,8 +28,7 @@ import UpgradeNode
 
     /// Item 18: a mount whose node key the server does not know fails at once with a clear error and exit 67,
     /// instead of accepting writes that are never delivered.
-    @Test func aMountWhoseNodeKeyIsNotEnrolledFailsAtStartWithExit67() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aMountWhoseNodeKeyIsNotEnrolledFailsAtStartWithExit67() throws {
         let server = try TestServer()
         let keyFile = server.directory.appending(path: "n9.key").path
         #expect(try Harness.run(Harness.binary, ["keygen", "--node", "n9", "--out", keyFile]).status == 0)
@@ -42,8 +41,7 @@ import UpgradeNode
     /// Item 18: the same node key mounted twice at once (another cache directory) is refused (exit 73) while the
     /// first mount is live, so the first mount's writes are never refused as replays; after a clean unmount of the
     /// first, the second mounts at once.
-    @Test func aSecondLiveMountOfTheSameNodeKeyIsRefusedAndTheFirstKeepsDelivering() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aSecondLiveMountOfTheSameNodeKeyIsRefusedAndTheFirstKeepsDelivering() throws {
         let fleet = try WhiteboardFleet(nodes: ["n1"])
         let second = try TestMount()
         let failure = try second.start(fleet.server.source, nodeKey: fleet.keys["n1"])
@@ -65,8 +63,7 @@ import UpgradeNode
     /// Items 18 and 12 on a real mount: the operator removes n1 while it is mounted; its writes are answered 401 and
     /// wait (retried with back-off, shown by `status` as a name not enrolled); once n1 is enrolled again with its key
     /// they are delivered by themselves, without a remount, and its journal's seqs go on above the old ones.
-    @Test func writesRefusedAsNotEnrolledAreDeliveredOnceTheNodeIsEnrolledAgainWithoutRemount() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func writesRefusedAsNotEnrolledAreDeliveredOnceTheNodeIsEnrolledAgainWithoutRemount() throws {
         let fleet = try WhiteboardFleet(nodes: ["n1"])
         let state = fleet.server.state.path
         #expect(Posix.write(fleet["n1"].path("self/state"), "idle\n") == 0)
@@ -88,8 +85,7 @@ import UpgradeNode
     /// down (the mount log says "cannot reach 127.0.0.1:PORT: connection refused"). Whichever arrives second is
     /// refused: its writer's later writes still arrive, its log says what was set aside, and `upgradefs status` and
     /// `/metrics` show the node whose write was refused.
-    @Test func aNodeWhoseWriteWasRefusedGoesOnAndShowsInStatusAndMetrics() throws {
-        guard Harness.canMount else { return }
+    @Test(.realMounts) func aNodeWhoseWriteWasRefusedGoesOnAndShowsInStatusAndMetrics() throws {
         let fleet = try WhiteboardFleet(nodes: ["n1", "n3"])
         let port = fleet.server.port
         fleet.server.stop(signal: SIGKILL)

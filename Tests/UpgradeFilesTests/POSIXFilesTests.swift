@@ -3,16 +3,13 @@ import Glibc
 #endif
 import Foundation
 import Testing
+import TestSupport
 import UpgradeFiles
 
 /// The durable-write helpers every file writer of the project goes through (metadata, blobs, key files).
 struct POSIXFilesTests {
     final class Directory {
-        let path: String
-        init() {
-            var template = Array((NSTemporaryDirectory() + "/upgradefs-files-test-XXXXXX").utf8CString)
-            path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-        }
+        let path = TemporaryDirectory("files-test").path
         deinit { try? FileManager.default.removeItem(atPath: path) }
         var names: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted() }
     }

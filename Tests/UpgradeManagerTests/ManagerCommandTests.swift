@@ -55,11 +55,11 @@ struct ManagerCommandTests {
     @Test func upgradefsWithoutArgumentsPrintsUsageOnStderrAndExits64() throws {
         let node = try TestNode()
         defer { node.remove() }
-        let quietErrors = try ProcessRunner.run(.shell("exec \"\(ManagerProcess.binary)\" 2>/dev/null",
+        let quietErrors = try ProcessRunner.run(.shell("exec \"\(Harness.binary)\" 2>/dev/null",
                                                        environment: [:], outputPath: node.directory + "/stdout", timeoutSeconds: 30))
         #expect(quietErrors.ending == .exited(64))
         #expect(quietErrors.output.isEmpty, "\(String(decoding: quietErrors.output, as: UTF8.self))")
-        let quietOutput = try ProcessRunner.run(.shell("exec \"\(ManagerProcess.binary)\" >/dev/null", environment: [:],
+        let quietOutput = try ProcessRunner.run(.shell("exec \"\(Harness.binary)\" >/dev/null", environment: [:],
                                                        outputPath: node.directory + "/stderr", timeoutSeconds: 30))
         #expect(quietOutput.ending == .exited(64))
         #expect(String(decoding: quietOutput.output, as: UTF8.self).contains("USAGE: upgradefs"))

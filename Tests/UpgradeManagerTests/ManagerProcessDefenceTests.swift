@@ -159,7 +159,7 @@ extension ManagerProcess {
         let heartbeat = node.selfDirectory + "/heartbeat"
         unlink(heartbeat)
         outputPath = node.directory + "/manager-\(UInt32.random(in: 0...UInt32.max)).log"
-        pid = try ProcessRunner.start(Command(executable: Self.binary, arguments: arguments, environment: environment,
+        pid = try ProcessRunner.start(Command(executable: Harness.binary, arguments: arguments, environment: environment,
                                               workingDirectory: workingDirectory, outputPath: outputPath, timeoutSeconds: .infinity))
         if waitForHeartbeat {
             let output = outputPath

@@ -129,16 +129,6 @@ struct ManagerProcess {
     let pid: pid_t
     let outputPath: String
 
-    static let binary: String = {
-        if let path = ProcessInfo.processInfo.environment["UPGRADEFS_BIN"] { return path }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        while !FileManager.default.isExecutableFile(atPath: dir.appending(path: "upgradefs").path), dir.path != "/" {
-            dir.deleteLastPathComponent()
-        }
-        return dir.appending(path: "upgradefs").path
-    }()
-
     /// Starts the manager; unless told otherwise, waits for its first heartbeat (by then it handles SIGTERM).
     init(_ node: TestNode, config: String, environment: [String: String] = [:], waitForHeartbeat: Bool = true) throws {
         try self.init(node, arguments: ["manager", "--mount", node.mount, "--config", config], environment: environment,

@@ -6,6 +6,8 @@ import Logging
 import Testing
 import UpgradeFiles
 @testable import UpgradeManager
+// Exported so that every file of this target sees the shared helpers (Harness, TemporaryDirectory).
+@_exported import TestSupport
 
 /// A node for tests: a plain directory laid out like the mount (`latest`, `versions/N/`, `udb/upgrades/N/control`,
 /// `udb/nodes/n1/`, `self -> udb/nodes/n1`), a root for the manager, and a tiny app: `start` backgrounds a
@@ -19,9 +21,7 @@ final class TestNode {
     var selfDirectory: String { mount + "/udb/nodes/n1" }
 
     init() throws {
-        let temporary = NSTemporaryDirectory().hasSuffix("/") ? String(NSTemporaryDirectory().dropLast()) : NSTemporaryDirectory()
-        var template = Array((temporary + "/upgradefs-manager-test-XXXXXX").utf8CString)
-        directory = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        directory = TemporaryDirectory("manager-test").path
         try POSIXFiles.makeDirectories(mount + "/versions")
         try POSIXFiles.makeDirectories(mount + "/udb/upgrades")
         try POSIXFiles.makeDirectories(selfDirectory)
@@ -154,11 +154,6 @@ final class TestNode {
     }
 
     static func waitUntil(_ seconds: Double, _ condition: () -> Bool) -> Bool {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            if condition() { return true }
-            usleep(50_000)
-        }
-        return condition()
+        Harness.waitUntil(seconds, condition)
     }
 }

@@ -1,16 +1,2 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-import Foundation
-
-/// A fresh temporary directory, removed by `remove()`.
-struct TemporaryDirectory {
-    let path: String
-
-    init() {
-        var template = Array((NSTemporaryDirectory() + "/upgradefs-node-test-XXXXXX").utf8CString)
-        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
+// Exported so that every file of this target sees the shared helpers (TemporaryDirectory).
+@_exported import TestSupport

@@ -7,18 +7,8 @@ import Sodium
 import Testing
 import UpgradeCore
 @testable import UpgradeServer
-
-/// A fresh temporary directory, removed by `remove()`.
-struct TemporaryDirectory {
-    let path: String
-
-    init() {
-        var template = Array((NSTemporaryDirectory() + "/upgradefs-server-test-XXXXXX").utf8CString)
-        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    }
-
-    func remove() { try? FileManager.default.removeItem(atPath: path) }
-}
+// Exported so that every file of this target sees the shared helpers (TemporaryDirectory, Harness).
+@_exported import TestSupport
 
 enum Files {
     static func write(_ path: String, _ text: String, mode: mode_t = 0o644) {
@@ -152,7 +142,7 @@ final class LiveServer: Sendable {
         var iterator = stream.makeAsyncIterator()
         guard let ready = await iterator.next() else {
             _ = try await task.value
-            throw TestFailure("server ended before it listened")
+            throw HarnessError("server ended before it listened")
         }
         return LiveServer(ready: ready, task: task)
     }
@@ -170,11 +160,6 @@ final class LiveServer: Sendable {
     func get(_ path: String, method: String = "GET") async throws -> HTTPResult {
         try await HTTPResult.request(port: port, method: method, path: path)
     }
-}
-
-struct TestFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// A minimal HTTP/1.1 client over a socket: sends the path exactly as given
@@ -205,7 +190,7 @@ struct HTTPResult: Sendable {
         var sent = 0
         while sent < request.count {
             let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-            guard n > 0 else { throw TestFailure("send failed") }
+            guard n > 0 else { throw HarnessError("send failed") }
             sent += n
         }
         var response: [UInt8] = []
@@ -216,11 +201,11 @@ struct HTTPResult: Sendable {
             response.append(contentsOf: buffer[0..<n])
         }
         guard let split = response.firstRange(of: Array("\r\n\r\n".utf8)) else {
-            throw TestFailure("no HTTP header in response: \(String(decoding: response, as: UTF8.self))")
+            throw HarnessError("no HTTP header in response: \(String(decoding: response, as: UTF8.self))")
         }
         let head = String(decoding: response[..<split.lowerBound], as: UTF8.self).components(separatedBy: "\r\n")
         let statusParts = head[0].split(separator: " ")
-        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw TestFailure("bad status line \(head[0])") }
+        guard statusParts.count >= 2, let status = Int(statusParts[1]) else { throw HarnessError("bad status line \(head[0])") }
         var headers: [String: String] = [:]
         for line in head.dropFirst() {
             guard let colon = line.firstIndex(of: ":") else { continue }
@@ -250,7 +235,7 @@ struct HTTPResult: Sendable {
 /// A TCP connection to 127.0.0.1:`port` (a descriptor the caller closes).
 func connectLoopback(port: Int) throws -> Int32 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw TestFailure("socket failed: errno \(errno)") }
+    guard fd >= 0 else { throw HarnessError("socket failed: errno \(errno)") }
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
     address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -260,7 +245,7 @@ func connectLoopback(port: Int) throws -> Int32 {
     }
     guard connected == 0 else {
         close(fd)
-        throw TestFailure("connect to port \(port) failed: errno \(errno)")
+        throw HarnessError("connect to port \(port) failed: errno \(errno)")
     }
     return fd
 }
@@ -273,7 +258,7 @@ func verifiedPayload<P: TUFPayload>(_ bytes: [UInt8], as type: P.Type, key: [UIn
     let valid = decoded.signatures.contains {
         $0.keyID == keyID && verifier.isValid(signature: $0.signature, message: decoded.signedBytes, publicKey: key)
     }
-    guard valid else { throw TestFailure("\(P.role.rawValue) is not signed by its key") }
+    guard valid else { throw HarnessError("\(P.role.rawValue) is not signed by its key") }
     // The signed bytes are the canonical form of the `signed` object exactly as received.
     #expect(decoded.signedBytes == (try JSONValue.parse(bytes))["signed"]!.canonicalBytes())
     return decoded.payload

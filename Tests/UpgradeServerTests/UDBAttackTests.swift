@@ -343,7 +343,7 @@ private func partialPost(port: Int, path: String, declaredLength: Int, sending: 
                 }
                 let line = String(decoding: response.prefix { $0 != UInt8(ascii: "\r") }, as: UTF8.self)
                 let parts = line.split(separator: " ")
-                guard parts.count >= 2, let status = Int(parts[1]) else { throw TestFailure("no answer to a partial body: \(line)") }
+                guard parts.count >= 2, let status = Int(parts[1]) else { throw HarnessError("no answer to a partial body: \(line)") }
                 return status
             })
         }.start()

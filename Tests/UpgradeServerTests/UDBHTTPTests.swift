@@ -51,7 +51,7 @@ final class WhiteboardServer: Sendable {
     /// Applies and checks the answer is signed by the server's timestamp key and echoes the nonce.
     func applyOK(_ signed: SignedWhiteboardRequest) async throws -> WhiteboardResponse {
         let result = try await apply(signed)
-        guard result.status == 200 else { throw TestFailure("apply answered \(result.status): \(result.text)") }
+        guard result.status == 200 else { throw HarnessError("apply answered \(result.status): \(result.text)") }
         let answer = try SignedWhiteboardResponse.decode(result.body)
         #expect(answer.verify(publicKey: fixture.keys.timestamp.publicKey, verifier: SodiumVerifier()))
         #expect(answer.response.nonce == signed.request.nonce)
@@ -61,7 +61,7 @@ final class WhiteboardServer: Sendable {
     func read(_ path: String, nonce: String = Hex.encode(Sodium.randomBytes(16))) async throws -> WhiteboardView {
         let separator = path.contains("?") ? "&" : "?"
         let result = try await server.get("/v1/udb/\(path)\(separator)nonce=\(nonce)")
-        guard result.status == 200 else { throw TestFailure("\(path) answered \(result.status): \(result.text)") }
+        guard result.status == 200 else { throw HarnessError("\(path) answered \(result.status): \(result.text)") }
         return try WhiteboardView.verifiedDecode(
             body: result.body, signatureHeader: result.headers["upgradefs-signature"], expectedNonce: nonce,
             expectedAfter: WhiteboardView.after(inRoute: path), publicKey: fixture.keys.timestamp.publicKey, verifier: SodiumVerifier())

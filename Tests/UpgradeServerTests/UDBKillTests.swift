@@ -11,32 +11,7 @@ import UpgradeCore
 /// The real `upgradefs serve` process, killed with SIGKILL while nodes write:
 /// every write it answered with 200 must be in the database afterwards.
 @Suite(.serialized) struct UDBKillTests {
-    /// `upgradefs`, from UPGRADEFS_BIN or beside the test executable.
-    static let binary: String? = {
-        if let path = ProcessInfo.processInfo.environment["UPGRADEFS_BIN"] { return path }
-        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
-        while !FileManager.default.isExecutableFile(atPath: dir.appending(path: "upgradefs").path), dir.path != "/" {
-            dir.deleteLastPathComponent()
-        }
-        let path = dir.appending(path: "upgradefs").path
-        return FileManager.default.isExecutableFile(atPath: path) ? path : nil
-    }()
-
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length); return getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    @Test(.enabled(if: binary != nil, "the upgradefs binary is not built"))
+    @Test(.enabled(if: Harness.binaryIsBuilt, "the upgradefs binary is not built"))
     func everyAnsweredWriteSurvivesKill9() async throws {
         let directory = TemporaryDirectory()
         defer { directory.remove() }
@@ -49,9 +24,9 @@ import UpgradeCore
             for writer in writers { try await store.enroll(node: writer.name, publicKey: writer.key.publicKey) }
         }
         for round in 1...3 {
-            let port = Self.freePort()
+            let port = Harness.freePort()
             let process = Process()
-            process.executableURL = URL(fileURLWithPath: Self.binary!)
+            process.executableURL = URL(fileURLWithPath: Harness.binary)
             process.arguments = ["serve", "--key", directory.path + "/server.key", "--state", state,
                                  "--publish", directory.path + "/publish", "--listen", "127.0.0.1:\(port)", "--log-level", "error"]
             process.standardError = FileHandle.nullDevice
