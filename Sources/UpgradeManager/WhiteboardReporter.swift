@@ -6,6 +6,7 @@ import Musl
 import Foundation
 import Logging
 import Synchronization
+import UpgradeCore
 import UpgradeFiles
 
 /// Writes the node's own whiteboard files, `MOUNT/self/{state,version,upgrade,heartbeat,log}`.
@@ -121,13 +122,7 @@ public final class WhiteboardReporter: Sendable {
         guard close(fd) == 0 else { throw FileError("close", path) }
     }
 
-    static func timestamp(_ date: Date = Date()) -> String {
-        var time = time_t(date.timeIntervalSince1970)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-                      parts.tm_hour, parts.tm_min, parts.tm_sec)
-    }
+    static func timestamp(_ date: Date = Date()) -> String { TUFDate.format(date) }
 
     /// Control characters (but tab) made visible, so one event stays one line.
     static func oneLine(_ text: String) -> String {
