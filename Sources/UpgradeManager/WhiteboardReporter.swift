@@ -12,7 +12,7 @@ import UpgradeFiles
 /// Writes the node's own whiteboard files, `MOUNT/self/{state,version,upgrade,heartbeat,log}`.
 ///
 /// Only plain file calls the mount supports: whole files are written with open(O_TRUNC), write, close (the
-/// mount commits a write at close, and has no rename); `log` is appended with O_APPEND. A failing write is
+/// mount commits each write as it comes, and has no rename); `log` is appended with O_APPEND. A failing write is
 /// logged and kept to be retried at the next `flush()` (the heartbeat calls it); it never stops the manager.
 /// Thread-safe: the heartbeat thread and the manager's loop both call it.
 public final class WhiteboardReporter: Sendable {
@@ -118,7 +118,7 @@ public final class WhiteboardReporter: Sendable {
             close(fd)
             throw error
         }
-        // The mount commits the write at close: its result is the write's.
+        // An empty file is committed at close (the mount commits every other write as it comes): its result counts.
         guard close(fd) == 0 else { throw FileError("close", path) }
     }
 
