@@ -75,7 +75,6 @@ let package = Package(
                 "UpgradeCore", "Sodium", "FuseKit", "UpgradeFiles", "UpgradeWhiteboardClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
