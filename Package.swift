@@ -58,13 +58,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The node's whiteboard client and keys, without FUSE: the mount and the load tool both use it.
+        .target(
+            name: "UpgradeWhiteboardClient",
+            dependencies: [
+                "UpgradeCore", "Sodium", "UpgradeFiles",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "UpgradeNode",
             dependencies: [
-                "UpgradeCore", "Sodium", "FuseKit", "UpgradeFiles",
+                "UpgradeCore", "Sodium", "FuseKit", "UpgradeFiles", "UpgradeWhiteboardClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -82,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "upgradefs",
             dependencies: [
-                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeManager",
+                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeWhiteboardClient", "UpgradeManager",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -92,7 +102,7 @@ let package = Package(
         .executableTarget(
             name: "UpgradeLoad",
             dependencies: [
-                "UpgradeCore", "Sodium", "UpgradeFiles", "UpgradeNode",
+                "UpgradeCore", "Sodium", "UpgradeFiles", "UpgradeWhiteboardClient",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -108,10 +118,14 @@ let package = Package(
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
         .testTarget(name: "UpgradeServerTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeServer"]),
         .testTarget(name: "UpgradeNodeTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeNode"]),
+        .testTarget(
+            name: "UpgradeWhiteboardClientTests",
+            dependencies: ["UpgradeCore", "Sodium", "UpgradeWhiteboardClient"]
+        ),
         .testTarget(name: "UpgradeManagerTests", dependencies: ["UpgradeCore", "UpgradeFiles", "UpgradeManager"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode"]
+            dependencies: ["UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeWhiteboardClient"]
         ),
     ]
 )

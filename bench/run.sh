@@ -177,9 +177,7 @@ timed_read() {
     elapsed "$t0" "$t1"
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
+free_port() { "$repo/examples/free-port"; }
 
 mount_fs() {
     mkdir -p "$mnt" "$cache"

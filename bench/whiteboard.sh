@@ -29,7 +29,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$("$repo/examples/free-port")
 id=$("$BIN" keygen --out "$work/server.key")
 mkdir -p "$work/publish" "$work/local"
 "$BIN" serve --key "$work/server.key" --state "$work/state" --publish "$work/publish" \

@@ -48,15 +48,8 @@ fleet_wait() {
 fleet_now() { date +%s.%N; }
 fleet_since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 
-fleet_free_port() { # a TCP port nobody listens on at 127.0.0.1, from FLEET_PORT or 27420 up
-    local p=${FLEET_PORT:-27420}
-    [ -n "${FLEET_PORT:-}" ] && { echo "$p"; return; }
-    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-    echo "$p"
-}
-
 fleet_server_start() {
-    FLEET_PORT=$(fleet_free_port)
+    FLEET_PORT=${FLEET_PORT:-$("$FLEET_SRC/free-port" 27420)}
     FLEET_ID=$("$FLEET_BIN" keygen --out "$FLEET_WORK/server.key") || { echo "fleet: keygen failed" >&2; return 1; }
     "$FLEET_BIN" serve --key "$FLEET_WORK/server.key" --state "$FLEET_WORK/server" --publish "$FLEET_WORK/publish" \
         --listen "127.0.0.1:$FLEET_PORT" --settle-ms "${FLEET_SETTLE_MS:-200}" > "$FLEET_WORK/server.log" 2>&1 &

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import UpgradeCore
 import UpgradeFiles
 
 /// The SF's answer in the `before` phase.

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
+import UpgradeCore
 import UpgradeFiles
 
 /// A program the manager started in a process group of its own (SF, TF, check, the app's start or stop),

@@ -113,7 +113,7 @@ public struct NodeConfig: Sendable, Equatable {
 
         guard let node = try string("node") else { throw fail("node", "is required (the name this node is enrolled under)") }
         guard WhiteboardPath.isNodeName(node) else {
-            throw fail("node", "\"\(BundlePath.printable(node))\" is not a node name: expected [a-z0-9][a-z0-9._-]{0,62}")
+            throw fail("node", "\"\(BundlePath.printable(node))\" is not a node name: expected \(WhiteboardPath.nodeNameGrammar)")
         }
         guard let className = try string("class") else { throw fail("class", "is required (the class of upgrades this node applies)") }
         guard UpgradeManifest.isValidClassName(className) else {

@@ -351,7 +351,7 @@ public final class NodeManager: @unchecked Sendable {
         var aborted = false
     }
 
-    /// Steps 1–8 of docs/DESIGN.md ("TF, install, check"); on a failure, the rollback.
+    /// The steps of docs/DESIGN.md ("TF, install, check"), recorded as `UpgradeStep`s; on a failure, the rollback.
     private func upgrade(_ n: Int64, manifest: UpgradeManifest, nodeVersion: Int64, record: UpgradeRecord) throws(LocalDatabaseError) {
         let f = try ldb.installedVersion()
         var r = record

@@ -1,20 +1,4 @@
-/// What `self/state` says (docs/DESIGN.md, "The state machine").
-public enum NodeState: String, Sendable, CaseIterable {
-    /// No version of the class installed yet, nothing pending.
-    case idle
-    /// The app runs at the node's version, nothing pending.
-    case running
-    /// An upgrade is pending: its SF said not yet, or failed and is retried with back-off.
-    case waiting
-    /// The operator paused the pending upgrade.
-    case paused
-    /// An upgrade is in flight (`self/upgrade` names it).
-    case upgrading
-    /// The upgrade failed and the node rolled back; not retried until the operator writes `retry`.
-    case failed
-    /// The operator aborted the upgrade; the node stays at the old version.
-    case aborted
-}
+import UpgradeCore
 
 /// The steps of one upgrade, in order; each is recorded in the LDB's intent journal once done.
 /// `UPGRADEFS_MANAGER_CRASH_AT` names one of them (tests only).
@@ -38,17 +22,6 @@ public enum UpgradeStatus: String, Sendable {
     case done
     /// Another class's upgrade, passed over.
     case skipped
-}
-
-/// The operator's word in `udb/upgrades/N/control`.
-public enum ControlWord: String, Sendable, CaseIterable {
-    case go, pause, abort, approve, retry
-
-    /// Missing or empty means `go`; `nil` for a word the manager does not know.
-    public static func parse(_ text: String?) -> ControlWord? {
-        let word = (text ?? "").trimmingWhitespace()
-        return word.isEmpty ? .go : ControlWord(rawValue: word)
-    }
 }
 
 /// What the planner knows about one published upgrade above the node's version.
@@ -159,15 +132,5 @@ public enum UpgradePlanner {
     public static func backoffSeconds(failures: Int) -> Double {
         guard failures > 0 else { return 0 }
         return min(60, Double(1 << min(failures - 1, 6)))
-    }
-}
-
-extension String {
-    func trimmingWhitespace() -> String {
-        let scalars = unicodeScalars
-        let isSpace: (Unicode.Scalar) -> Bool = { $0 == " " || $0 == "\n" || $0 == "\t" || $0 == "\r" }
-        guard let first = scalars.firstIndex(where: { !isSpace($0) }),
-              let last = scalars.lastIndex(where: { !isSpace($0) }) else { return "" }
-        return String(scalars[first...last])
     }
 }

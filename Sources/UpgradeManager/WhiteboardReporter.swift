@@ -6,12 +6,13 @@ import Musl
 import Foundation
 import Logging
 import Synchronization
+import UpgradeCore
 import UpgradeFiles
 
 /// Writes the node's own whiteboard files, `MOUNT/self/{state,version,upgrade,heartbeat,log}`.
 ///
 /// Only plain file calls the mount supports: whole files are written with open(O_TRUNC), write, close (the
-/// mount commits a write at close, and has no rename); `log` is appended with O_APPEND. A failing write is
+/// mount commits each write as it comes, and has no rename); `log` is appended with O_APPEND. A failing write is
 /// logged and kept to be retried at the next `flush()` (the heartbeat calls it); it never stops the manager.
 /// Thread-safe: the heartbeat thread and the manager's loop both call it.
 public final class WhiteboardReporter: Sendable {
@@ -117,17 +118,11 @@ public final class WhiteboardReporter: Sendable {
             close(fd)
             throw error
         }
-        // The mount commits the write at close: its result is the write's.
+        // An empty file is committed at close (the mount commits every other write as it comes): its result counts.
         guard close(fd) == 0 else { throw FileError("close", path) }
     }
 
-    static func timestamp(_ date: Date = Date()) -> String {
-        var time = time_t(date.timeIntervalSince1970)
-        var parts = tm()
-        gmtime_r(&time, &parts)
-        return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday,
-                      parts.tm_hour, parts.tm_min, parts.tm_sec)
-    }
+    static func timestamp(_ date: Date = Date()) -> String { TUFDate.format(date) }
 
     /// Control characters (but tab) made visible, so one event stays one line.
     static func oneLine(_ text: String) -> String {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import UpgradeCore
+import UpgradeWhiteboardClient
 
 /// Keeps the mount's metadata current: waits for change (the server's long poll, or a steady poll where the
 /// server has none), refreshes, and shows in `stale` when what is on show has expired — whatever the reason:

@@ -6,6 +6,7 @@ import NIOCore
 import Sodium
 import Synchronization
 import UpgradeCore
+import UpgradeWhiteboardClient
 
 /// What `upgradefs mount` needs to know.
 public struct MountConfiguration: Sendable {

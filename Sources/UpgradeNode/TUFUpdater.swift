@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import UpgradeCore
 import UpgradeFiles
+import UpgradeWhiteboardClient
 
 /// The node's TUF client: the I/O around `TrustedMetadataSet`, which makes
 /// every trust decision. This type fetches (with length limits), hands the

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Synchronization
 import UpgradeCore
+import UpgradeWhiteboardClient
 
 /// The mount's file system: `server`, `latest` and `versions/N/...` from the
 /// verified targets metadata. Names and attributes come from memory; file

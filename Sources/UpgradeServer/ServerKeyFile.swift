@@ -92,7 +92,8 @@ public struct ServerKeyFile: Sendable {
     /// Writes the key file, created with mode 0600 (never wider, not even for
     /// a moment). Refuses to replace an existing file unless `overwrite`.
     public func write(to path: String, overwrite: Bool = false) throws(ServerKeyFileError) {
-        let bytes = encoded()
+        var bytes = encoded()
+        defer { Sodium.wipe(&bytes) }
         do {
             try POSIXFiles.writeAtomically(bytes, to: path, mode: 0o600, replace: overwrite)
         } catch where !overwrite && error.errno == EEXIST {
@@ -105,7 +106,7 @@ public struct ServerKeyFile: Sendable {
     /// Reads and checks a key file. A file its group or others may read or write is refused (as ssh
     /// does), with the fix in the message.
     public static func load(from path: String, logger: Logger? = nil) throws(ServerKeyFileError) -> ServerKeyFile {
-        let bytes: [UInt8]
+        var bytes: [UInt8]
         do {
             bytes = try POSIXFiles.readSecret(path, limit: 1 << 20).bytes
         } catch where error.isNotFound {
@@ -113,6 +114,7 @@ public struct ServerKeyFile: Sendable {
         } catch {
             throw ServerKeyFileError(path: path, problem: error.explanation ?? "cannot read: \(error)")
         }
+        defer { Sodium.wipe(&bytes) }
         return try parse(bytes, path: path)
     }
 

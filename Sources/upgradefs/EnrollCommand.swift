@@ -46,7 +46,7 @@ struct EnrollCommand: AsyncParsableCommand {
 
     @OptionGroup var stateOptions: StateOptions
 
-    @Argument(help: "The node's name ([a-z0-9][a-z0-9._-]{0,62}).")
+    @Argument(help: "The node's name (\(WhiteboardPath.nodeNameGrammar)).")
     var name: String
 
     @Argument(help: "The node's Ed25519 public key, 64 hex digits (not needed with --remove).")
@@ -60,7 +60,7 @@ struct EnrollCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard WhiteboardPath.isNodeName(name) else {
-            throw ValidationError("'\(name)' is not a node name: expected [a-z0-9][a-z0-9._-]{0,62}")
+            throw ValidationError("'\(name)' is not a node name: expected \(WhiteboardPath.nodeNameGrammar)")
         }
         if remove {
             if publicKeyHex != nil { throw ValidationError("--remove takes only NAME") }

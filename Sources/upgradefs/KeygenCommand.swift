@@ -1,7 +1,8 @@
 import ArgumentParser
 import Foundation
-import UpgradeNode
+import UpgradeCore
 import UpgradeServer
+import UpgradeWhiteboardClient
 
 struct KeygenCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -22,7 +23,7 @@ struct KeygenCommand: ParsableCommand {
     @Option(help: "Where to write the key file (default \(ServerKeyFile.defaultPath), or \(NodeKeyFile.defaultPath) with --node).")
     var out: String?
 
-    @Option(help: ArgumentHelp("Create a node's whiteboard key for NAME ([a-z0-9][a-z0-9._-]{0,62}).", valueName: "NAME"))
+    @Option(help: ArgumentHelp("Create a node's whiteboard key for NAME (\(WhiteboardPath.nodeNameGrammar)).", valueName: "NAME"))
     var node: String?
 
     @Flag(help: "Replace an existing key file (a server's id or a node's key changes).")
@@ -30,7 +31,7 @@ struct KeygenCommand: ParsableCommand {
 
     func validate() throws {
         if let node, !NodeKeyFile.isValidNodeName(node) {
-            throw ValidationError("--node '\(node)' is not a node name: expected [a-z0-9][a-z0-9._-]{0,62}")
+            throw ValidationError("--node '\(node)' is not a node name: expected \(WhiteboardPath.nodeNameGrammar)")
         }
     }
 

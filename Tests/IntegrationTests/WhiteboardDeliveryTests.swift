@@ -6,6 +6,7 @@ import Testing
 import UpgradeCore
 import UpgradeNode
 import UpgradeServer
+import UpgradeWhiteboardClient
 
 /// The node's journal and sender against a live in-process server: the SPEC's "delivered to the server in
 /// order, exactly once in effect, also across a server outage or a node restart".

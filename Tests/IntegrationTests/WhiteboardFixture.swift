@@ -6,6 +6,7 @@ import Testing
 import UpgradeCore
 import UpgradeNode
 import UpgradeServer
+import UpgradeWhiteboardClient
 
 /// What every live whiteboard test stands on: a server key, a server running in this process on a free
 /// port over an empty state directory, and its whiteboard database opened beside it, where nodes are

@@ -6,6 +6,7 @@ import Testing
 import UpgradeCore
 import UpgradeNode
 import UpgradeServer
+import UpgradeWhiteboardClient
 
 /// A node's view of the whiteboard follows the server: other nodes' writes, deletions and lock holders
 /// arrive through the signed change feed; an answer not signed by the server's key changes nothing.

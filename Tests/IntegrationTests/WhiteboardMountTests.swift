@@ -3,6 +3,7 @@ import Testing
 import Sodium
 import UpgradeCore
 @testable import UpgradeNode
+@testable import UpgradeWhiteboardClient
 
 /// A server and several nodes, each with its own key and its own real mount (`mount --node-key`), plus the
 /// operator's mount: the whiteboard as scripts and operators use it.

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import UpgradeCore
 import UpgradeNode
+import UpgradeWhiteboardClient
 
 /// What a new operator runs into (issue 8, items 18, 21, 24), with the real binary and real mounts.
 @Suite(.serialized) struct WhiteboardOperatorTests {

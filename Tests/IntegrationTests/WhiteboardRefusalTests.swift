@@ -6,6 +6,7 @@ import Testing
 import UpgradeCore
 import UpgradeNode
 import UpgradeServer
+import UpgradeWhiteboardClient
 
 /// Issue 8, item 13: one node must not be able to silence another, and nobody on the path can forge the server's
 /// verdicts. A write the server refuses (signed) is set aside and the writes behind it go on; an unsigned refusal is

@@ -198,4 +198,18 @@ import UpgradeCore
                 body: tampered, signatureHeader: header, expectedNonce: "abc", expectedAfter: nil, publicKey: key.publicKey, verifier: verifier)
         }
     }
+
+    /// A read answer whose bytes were changed on the way into other JSON text of the same value (here a space) is
+    /// refused: the signature is checked over the bytes received, not over a canonical re-encoding of what they parse to.
+    @Test func answerReencodedOnTheWayIsRefused() throws {
+        let view = WhiteboardView(revision: 1, files: [], holders: [], nonce: "abc")
+        let header = WhiteboardServerSignature.header(
+            keyID: "k", signature: WhiteboardServerSignature.sign(view.toJSON(), key: key))
+        let respaced = Array(" ".utf8) + view.encoded()
+        #expect(try JSONValue.parse(respaced) == view.toJSON())
+        #expect(throws: WhiteboardProtocolError.self) {
+            try WhiteboardView.verifiedDecode(
+                body: respaced, signatureHeader: header, expectedNonce: "abc", expectedAfter: nil, publicKey: key.publicKey, verifier: verifier)
+        }
+    }
 }

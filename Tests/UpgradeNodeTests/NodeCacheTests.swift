@@ -87,11 +87,3 @@ struct RefreshPacingTests {
         #expect(pacing.next(after: .nothingNew, cycle: .seconds(25)) == .zero, "a long poll that ran out goes on at once")
     }
 }
-
-struct NetworkErrorTextTests {
-    @Test func refusedConnectionReadsAsCannotReachHostPortWithoutLibraryInternals() {
-        let error = IOError(errnoCode: ECONNREFUSED, reason: "connection reset (error set)")
-        #expect(NetworkErrorText.describe(error, endpoint: "127.0.0.1:7420") == "cannot reach 127.0.0.1:7420: connection refused")
-        #expect(NetworkErrorText.describe(TUFError.hashMismatch(what: "x"), endpoint: "h:1") == "\(TUFError.hashMismatch(what: "x"))")
-    }
-}

@@ -14,7 +14,7 @@ LC_ALL=C; export LC_ALL
 bin=${UPGRADEFS_BIN:?set UPGRADEFS_BIN to the upgradefs program}
 sfdir=$(cd "$(dirname "$0")/../../examples/sf" && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/upgradefs-examples-mount.XXXXXX")
-port=${EXAMPLES_PORT:-$((20000 + $$ % 20000))}
+port=${EXAMPLES_PORT:-$("$(dirname "$0")/../../examples/free-port")}
 nodes="n1 n2 n3 operator"
 failures=0 passes=0 pids=
 

@@ -1,6 +1,7 @@
 import ArgumentParser
+import UpgradeCore
 import UpgradeFiles
-import UpgradeNode
+import UpgradeWhiteboardClient
 
 /// Writes `n1.key` … `nN.key` and `operator.key` (node key files, mode 0600) and prints what to enroll.
 struct LoadKeygenCommand: ParsableCommand {
@@ -21,7 +22,7 @@ struct LoadKeygenCommand: ParsableCommand {
 
     func run() throws {
         try POSIXFiles.makeDirectories(out)
-        for name in SimulatedNode.names(count: nodes) + [NodeKeyFile.operatorName] {
+        for name in SimulatedNode.names(count: nodes) + [WhiteboardRules.operatorName] {
             let key = try NodeKeyFile.generate(node: name)
             try key.write(to: SimulatedNode.keyPath(directory: out, name: name))
             print(key.enrollmentLine)

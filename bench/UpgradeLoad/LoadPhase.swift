@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import UpgradeCore
-import UpgradeNode
+import UpgradeWhiteboardClient
 
 /// What a phase asks of the server, every simulated node in a closed loop (next request when the
 /// answer is in).

@@ -2,7 +2,7 @@ import ArgumentParser
 import AsyncHTTPClient
 import Foundation
 import UpgradeCore
-import UpgradeNode
+import UpgradeWhiteboardClient
 
 /// Measures the server phase by phase for each number of simulated nodes and prints a table.
 struct LoadRunCommand: AsyncParsableCommand {
@@ -63,7 +63,7 @@ struct LoadRunCommand: AsyncParsableCommand {
             SimulatedNode(try NodeKeyFile.load(from: SimulatedNode.keyPath(directory: keys, name: $0)), firstSeq: firstSeq)
         }
         var operatorNode = SimulatedNode(
-            try NodeKeyFile.load(from: SimulatedNode.keyPath(directory: keys, name: NodeKeyFile.operatorName)), firstSeq: firstSeq)
+            try NodeKeyFile.load(from: SimulatedNode.keyPath(directory: keys, name: WhiteboardRules.operatorName)), firstSeq: firstSeq)
 
         let http = LoadClient.makeHTTPClient(connections: total + 4)
         do {

@@ -1,7 +1,7 @@
 import Foundation
 import Sodium
 import UpgradeCore
-import UpgradeNode
+import UpgradeWhiteboardClient
 
 /// One enrolled node as the load tool plays it: its name, its key, and its replay counters on both
 /// channels (each signed request carries the next seq, as the node's journal does). A value owned by

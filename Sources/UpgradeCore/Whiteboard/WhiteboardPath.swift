@@ -71,6 +71,9 @@ public struct WhiteboardPath: Sendable, Hashable, CustomStringConvertible {
     /// The path of a node's file.
     public static func node(_ node: String, _ name: String) -> String { "nodes/\(node)/\(name)" }
 
+    /// The grammar of node (and operator) names, as messages and help texts print it.
+    public static let nodeNameGrammar = "[a-z0-9][a-z0-9._-]{0,62}"
+
     /// Node (and operator) names: `[a-z0-9][a-z0-9._-]{0,62}`.
     public static func isNodeName(_ name: String) -> Bool {
         let bytes = Array(name.utf8)

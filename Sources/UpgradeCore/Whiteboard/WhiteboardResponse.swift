@@ -19,6 +19,11 @@ public enum WhiteboardServerSignature {
         verifier.isValid(signature: signature, message: signingBytes(value), publicKey: publicKey)
     }
 
+    /// True when `signature` covers exactly `body`, the bytes received (a read answer or a refusal, signed whole).
+    public static func isValid(body: [UInt8], signature: [UInt8], publicKey: [UInt8], verifier: some Ed25519Verifying) -> Bool {
+        verifier.isValid(signature: signature, message: domain + body, publicKey: publicKey)
+    }
+
     /// `<keyid>:<hex signature>` (the key id as TUF computes it).
     public static func header(keyID: String, signature: [UInt8]) -> String { keyID + ":" + Hex.encode(signature) }
 
@@ -196,7 +201,7 @@ public struct WhiteboardErrorBody: Sendable, Hashable {
         }
         if let publicKey {
             guard let signatureHeader, let (_, signature) = WhiteboardServerSignature.parseHeader(signatureHeader),
-                  WhiteboardServerSignature.isValid(json, signature: signature, publicKey: publicKey, verifier: verifier)
+                  WhiteboardServerSignature.isValid(body: body, signature: signature, publicKey: publicKey, verifier: verifier)
             else { return .failure(WhiteboardProtocolError("the refusal is not signed by the server's timestamp key")) }
         }
         guard refusal.nonce == Hex.encode(nonce) else {
@@ -362,7 +367,7 @@ public struct WhiteboardView: Sendable, Hashable {
         }
         let json: JSONValue
         do { json = try JSONValue.parse(body) } catch { throw WhiteboardProtocolError("answer is not JSON: \(error)") }
-        guard WhiteboardServerSignature.isValid(json, signature: signature, publicKey: publicKey, verifier: verifier) else {
+        guard WhiteboardServerSignature.isValid(body: body, signature: signature, publicKey: publicKey, verifier: verifier) else {
             throw WhiteboardProtocolError("answer is not signed by the server's timestamp key")
         }
         let view = try WhiteboardView(json: json)

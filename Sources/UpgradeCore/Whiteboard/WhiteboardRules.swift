@@ -83,7 +83,7 @@ public enum WhiteboardRules {
     /// Most bytes a `log` put may carry; the server keeps the last `maxFileBytes`.
     public static let maxLogPutBytes = 1 << 20
     /// Words `upgrades/N/control` accepts.
-    public static let controlWords: Set<String> = ["go", "pause", "abort", "approve", "retry"]
+    public static let controlWords = Set(ControlWord.allCases.map(\.rawValue))
     /// Node files only the node itself writes (not the operator).
     public static let nodeOnlyFiles: Set<String> = ["heartbeat", "log"]
 

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Synchronization
 import UpgradeCore
+import UpgradeWhiteboardClient
 
 /// The whiteboard as files: `udb/` and `self -> udb/nodes/NODE` of the mount (docs/DESIGN.md, "Node side").
 ///

@@ -4,7 +4,7 @@ import Logging
 import Sodium
 import Testing
 import UpgradeCore
-@testable import UpgradeNode
+@testable import UpgradeWhiteboardClient
 
 /// Delivery of the outbox: what each answer of the server means, and the back-off while it is away.
 struct WhiteboardSenderTests {

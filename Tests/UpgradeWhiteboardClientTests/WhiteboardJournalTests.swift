@@ -2,7 +2,7 @@ import Foundation
 import Sodium
 import Testing
 import UpgradeCore
-@testable import UpgradeNode
+@testable import UpgradeWhiteboardClient
 
 /// The node's durable journal: what a write that returned must survive, and what reads see meanwhile.
 struct WhiteboardJournalTests {

@@ -5,7 +5,7 @@ import Foundation
 import Sodium
 import Testing
 import UpgradeCore
-@testable import UpgradeNode
+@testable import UpgradeWhiteboardClient
 
 /// The node key file: what `upgradefs keygen --node` writes and `mount --node-key` reads.
 struct NodeKeyFileTests {

@@ -208,7 +208,7 @@ public final class WhiteboardJournal: Sendable {
     }
 
     /// The bytes the server will store for this write (nil for a delete), or the rule it breaks.
-    static func check(node: String, op: Op, path: String, content: [UInt8]?) throws(WhiteboardJournalError) -> [UInt8]? {
+    package static func check(node: String, op: Op, path: String, content: [UInt8]?) throws(WhiteboardJournalError) -> [UInt8]? {
         func refuse(_ denial: WhiteboardDenial) -> WhiteboardJournalError {
             WhiteboardJournalError(path: path, operation: "write", message: denial.message, denial: denial)
         }

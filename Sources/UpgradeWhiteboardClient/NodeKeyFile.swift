@@ -13,8 +13,6 @@ import UpgradeFiles
 public struct NodeKeyFile: Sendable {
     public static let kind = "upgradefs-node-key"
     public static let defaultPath = "/etc/upgradefs/node.key"
-    /// The name reserved for the operator's key, which carries the operator's rights.
-    public static let operatorName = "operator"
 
     public let node: String
     public let key: Ed25519KeyPair
@@ -22,14 +20,8 @@ public struct NodeKeyFile: Sendable {
     /// The line the operator enrolls: `NAME <public key hex>`.
     public var enrollmentLine: String { "\(node) \(Hex.encode(key.publicKey))" }
 
-    /// A node name is `[a-z0-9][a-z0-9._-]{0,62}`: safe as a path component and in a log line.
-    public static func isValidNodeName(_ name: String) -> Bool {
-        let bytes = Array(name.utf8)
-        guard (1...63).contains(bytes.count) else { return false }
-        func alphanumeric(_ b: UInt8) -> Bool { (0x61...0x7A).contains(b) || (0x30...0x39).contains(b) }
-        guard alphanumeric(bytes[0]) else { return false }
-        return bytes.dropFirst().allSatisfy { alphanumeric($0) || $0 == 0x2E || $0 == 0x5F || $0 == 0x2D }
-    }
+    /// A node name is `[a-z0-9][a-z0-9._-]{0,62}` (`WhiteboardPath.isNodeName`): safe as a path component and in a log line.
+    public static func isValidNodeName(_ name: String) -> Bool { WhiteboardPath.isNodeName(name) }
 
     /// A fresh key for `node`.
     public static func generate(node: String) throws(NodeKeyFileError) -> NodeKeyFile {
@@ -100,7 +92,7 @@ public struct NodeKeyFile: Sendable {
         }
         guard document.kind == kind else { throw fail("kind is \"\(document.kind)\", expected \"\(kind)\"") }
         guard isValidNodeName(document.node) else {
-            throw fail("node name \"\(document.node)\" is not valid ([a-z0-9][a-z0-9._-]{0,62})")
+            throw fail("node name \"\(document.node)\" is not valid (\(WhiteboardPath.nodeNameGrammar))")
         }
         guard let secret = Hex.decode(document.secret) else { throw fail("secret is not hex") }
         let key: Ed25519KeyPair
@@ -125,6 +117,6 @@ public struct NodeKeyFileError: Error, CustomStringConvertible, Sendable {
     }
 
     static func badName(_ name: String) -> NodeKeyFileError {
-        NodeKeyFileError(path: "", problem: "bad node name \"\(name)\": expected [a-z0-9][a-z0-9._-]{0,62}")
+        NodeKeyFileError(path: "", problem: "bad node name \"\(name)\": expected \(WhiteboardPath.nodeNameGrammar)")
     }
 }
