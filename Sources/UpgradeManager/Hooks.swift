@@ -59,7 +59,7 @@ struct Hooks {
         ]
     }
 
-    /// The whole environment of a program (README, "The environment of SFs, TFs, checks, start and stop"):
+    /// The whole environment of a program (docs/REFERENCE.md, "The environment of SFs, TFs, checks, start and stop"):
     /// a fixed base, the manager's variables node.toml's `pass-env` names, node.toml's `[env]`, then
     /// `upgradefs` (the UPGRADEFS_ variables). Nothing else of the manager's environment.
     func environment(_ upgradefs: [String: String]) -> [String: String] {

@@ -2,7 +2,7 @@ import TOMLKit
 import UpgradeCore
 import UpgradeFiles
 
-/// The manager's configuration, `node.toml` (docs/DESIGN.md, "Node config"; README, "The manager").
+/// The manager's configuration, `node.toml` (docs/DESIGN.md, "Node config"; docs/REFERENCE.md, "node.toml").
 /// Every key but `node` and `class` has a default; unknown keys are refused, so a typo never passes silently.
 public struct NodeConfig: Sendable, Equatable {
     public static let defaultPath = "/etc/upgradefs/node.toml"

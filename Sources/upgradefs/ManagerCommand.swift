@@ -10,7 +10,7 @@ struct ManagerCommand: AsyncParsableCommand {
         abstract: "Run the node's upgrade manager: apply published upgrades with their scheduling and transform functions.",
         discussion: """
         Reads the mount's latest/ and versions/, asks each pending upgrade's SF when, and installs it under \
-        the config's root (docs in README, "The manager"). Reports on the whiteboard through MOUNT/self/. \
+        the config's root (docs: README, "The manager"; docs/REFERENCE.md). Reports on the whiteboard through MOUNT/self/. \
         Runs in the foreground until SIGTERM or SIGINT; an upgrade in flight is finished first. Exit status \
         66 when the config file does not exist, 78 for a bad config file, 69 when --mount is not an upgradefs \
         mount with a whiteboard (latest, versions/ and self/, i.e. mounted with --node-key), 71 when the \

@@ -47,7 +47,7 @@ section() { echo "== $*"; }
 # gen/N/state; the app's runtime files land in gen/N/run.
 node=$work/node
 gen() { echo "$node/gen/$1"; }
-# The environment the manager builds for what it runs (README, "The environment of SFs, TFs, checks, start
+# The environment the manager builds for what it runs (docs/REFERENCE.md, "The environment of SFs, TFs, checks, start
 # and stop"): nothing of the caller's but these, plus the UPGRADEFS_ variables and node.toml's settings.
 menv="env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=${HOME:-/} USER=$(id -un) LOGNAME=$(id -un)"
 # appcmd V PROGRAM [ARGS]: run release V's bin/PROGRAM with the manager's env

@@ -1,7 +1,7 @@
 import ArgumentParser
 
 /// `upgradefs-load`: drives a running `upgradefs serve` on loopback with many simulated nodes and
-/// reports what the server sustains (bench/run.sh runs it; README.md, "Benchmark", has figures).
+/// reports what the server sustains (bench/run.sh runs it; docs/BENCHMARKS.md, "The whiteboard under load", has figures).
 @main
 struct UpgradeLoad: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
