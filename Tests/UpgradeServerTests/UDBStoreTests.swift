@@ -255,6 +255,17 @@ extension WhiteboardApplyOutcome {
         #expect(try await store.refusals().first { $0.node == "n9" }?.enrolled == false)
     }
 
+    /// Anyone can send a request in an enrolled node's name: one that fails the signature check is refused, and
+    /// it must not make the real node show as refusing in `status` and `/metrics`.
+    @Test func forgedRequestsInAnEnrolledNodesNameDoNotMarkItRefusing() async throws {
+        defer { directory.remove() }
+        let store = try await enrolled()
+        let impostor = WhiteboardWriter("n1")
+        #expect(try await store.apply(impostor.request(.put, "nodes/n1/state", "failed")).code == .unauthenticated)
+        #expect(try await store.refusals().contains { $0.node == "n1" } == false)
+        #expect(try await store.snapshot().content("nodes/n1/state") == nil)
+    }
+
     /// Issue 8, item 23: an upgrade's summary counts only nodes of its class, by what they report; nodes that never
     /// reported a class count nowhere, and a control file for an upgrade never published adds no summary.
     @Test func summariesCountOnlyNodesOfTheUpgradesClass() async throws {

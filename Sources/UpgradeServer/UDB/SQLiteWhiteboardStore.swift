@@ -161,7 +161,8 @@ public final class SQLiteWhiteboardStore: WhiteboardStore {
             guard signed.verify(publicKey: Array(key), verifier: verifier) else {
                 let refusal = WhiteboardErrorBody(
                     error: "bad signature on a request from \(request.node) (is it enrolled with another key?)", code: .unauthenticated)
-                try Self.recordRefusal(db, node: request.node, enrolled: true, refusal: refusal, at: at)
+                // Not recorded against the node: anyone can send a request in its name, and a forgery must not
+                // make a healthy node show as refusing (upgradefs_udb_refused_total{reason="unauthenticated"} counts it).
                 return .refused(refusal)
             }
             let outcome = try Self.applyAuthenticated(request, db: db, at: at, lockTTLSeconds: ttl, expired: expired)
