@@ -38,7 +38,7 @@ public actor WhiteboardSender {
     private let journal: WhiteboardJournal
     private let url: String
     private let http: HTTPClient
-    private let serverKey: [UInt8]?
+    private let serverKey: [UInt8]
     private let requestTimeout: TimeAmount
     private let logger: Logger
     private var backoff: WhiteboardBackoff
@@ -48,12 +48,11 @@ public actor WhiteboardSender {
 
     /// - Parameters:
     ///   - baseURL: `http://HOST:PORT` of the server.
-    ///   - serverKey: the public key that signs whiteboard answers (the TUF root's timestamp key); nil
-    ///     checks only the echoed nonce.
+    ///   - serverKey: the public key that signs whiteboard answers and refusals (the TUF root's timestamp key).
     ///   - requestTimeout: the deadline of one attempt. AsyncHTTPClient keeps retrying a refused connection
     ///     until this deadline (unless the client was configured with `retryConnectionEstablishment = false`),
     ///     so it is also how long an attempt against a stopped server takes.
-    public init(journal: WhiteboardJournal, baseURL: String, http: HTTPClient, serverKey: [UInt8]? = nil,
+    public init(journal: WhiteboardJournal, baseURL: String, http: HTTPClient, serverKey: [UInt8],
                 backoff: WhiteboardBackoff = WhiteboardBackoff(), requestTimeout: TimeAmount = .seconds(10),
                 logger: Logger) {
         self.journal = journal
@@ -193,7 +192,7 @@ public enum WhiteboardDeliveryOutcome: Sendable, Equatable {
 
     /// - Parameters:
     ///   - sent: the signed request body sent (a refusal must name its hash); `nonce`: its nonce.
-    public static func classify(_ answer: WhiteboardHTTPAnswer, sent: [UInt8], nonce: [UInt8], serverKey: [UInt8]?)
+    public static func classify(_ answer: WhiteboardHTTPAnswer, sent: [UInt8], nonce: [UInt8], serverKey: [UInt8])
         -> WhiteboardDeliveryOutcome {
         let status = answer.status, body = answer.body
         switch status {
@@ -207,7 +206,7 @@ public enum WhiteboardDeliveryOutcome: Sendable, Equatable {
             guard Sodium.constantTimeEqual(answer.response.nonce, nonce) else {
                 return .retry("the answer does not echo the request's nonce")
             }
-            if let serverKey, !answer.verify(publicKey: serverKey, verifier: SodiumVerifier()) {
+            if !answer.verify(publicKey: serverKey, verifier: SodiumVerifier()) {
                 return .retry("the answer is not signed by the server's key")
             }
             return .delivered(revision: answer.response.revision, duplicate: answer.response.result == .duplicate)

@@ -109,6 +109,7 @@ struct WhiteboardSenderTests {
         let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
         // Nothing listens on port 1 of the loopback address: every attempt is refused at once.
         let sender = WhiteboardSender(journal: journal, baseURL: "http://127.0.0.1:1", http: http,
+                                      serverKey: Ed25519KeyPair.generate().publicKey,
                                       backoff: WhiteboardBackoff(initial: .milliseconds(10), maximum: .milliseconds(40)),
                                       requestTimeout: .milliseconds(100),
                                       logger: Logger(label: "test"))

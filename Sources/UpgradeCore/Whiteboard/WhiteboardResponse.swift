@@ -190,20 +190,18 @@ public struct WhiteboardErrorBody: Sendable, Hashable {
     }
 
     /// A refusal of the request `sent` (the signed body, with `nonce`), or why it cannot be trusted as the server's
-    /// verdict: the body must be signed by `publicKey` (nil: the signature is not checked), echo the nonce, name the
+    /// verdict: the body must be signed by `publicKey`, echo the nonce, name the
     /// SHA-256 of exactly `sent`, and name the HTTP status it came with.
     public static func verifiedRefusal(
-        status: Int, body: [UInt8], signatureHeader: String?, sent: [UInt8], nonce: [UInt8], publicKey: [UInt8]?,
+        status: Int, body: [UInt8], signatureHeader: String?, sent: [UInt8], nonce: [UInt8], publicKey: [UInt8],
         verifier: some Ed25519Verifying
     ) -> Result<WhiteboardErrorBody, WhiteboardProtocolError> {
         guard let json = try? JSONValue.parse(body), let refusal = decode(body) else {
             return .failure(WhiteboardProtocolError("the refusal is not a whiteboard error body"))
         }
-        if let publicKey {
-            guard let signatureHeader, let (_, signature) = WhiteboardServerSignature.parseHeader(signatureHeader),
-                  WhiteboardServerSignature.isValid(body: body, signature: signature, publicKey: publicKey, verifier: verifier)
-            else { return .failure(WhiteboardProtocolError("the refusal is not signed by the server's timestamp key")) }
-        }
+        guard let signatureHeader, let (_, signature) = WhiteboardServerSignature.parseHeader(signatureHeader),
+              WhiteboardServerSignature.isValid(body: body, signature: signature, publicKey: publicKey, verifier: verifier)
+        else { return .failure(WhiteboardProtocolError("the refusal is not signed by the server's timestamp key")) }
         guard refusal.nonce == Hex.encode(nonce) else {
             return .failure(WhiteboardProtocolError("the refusal does not echo the request's nonce"))
         }
