@@ -87,9 +87,8 @@ public enum POSIXFiles {
     }
 
     /// Reads a secret (a key file). Refuses, like ssh, a file that its group or others may read or
-    /// write: the error names the file, its mode and the fix (`chmod 600 FILE`). `looseMode` is
-    /// always nil now (kept so callers that used to warn still compile).
-    public static func readSecret(_ path: String, limit: Int) throws(FileError) -> (bytes: [UInt8], looseMode: mode_t?) {
+    /// write: the error names the file, its mode and the fix (`chmod 600 FILE`).
+    public static func readSecret(_ path: String, limit: Int) throws(FileError) -> [UInt8] {
         let fd = try open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK)
         defer { close(fd) }
         var st = stat()
@@ -101,7 +100,7 @@ public enum POSIXFiles {
                 explanation: "has mode 0\(mode): its group or others may read or write it, so it is not used "
                     + "(fix: chmod 600 \(path))")
         }
-        return (try readToEnd(fd, path: path, limit: limit), nil)
+        return try readToEnd(fd, path: path, limit: limit)
     }
 
     /// Reads a whole (small) file; a file larger than `limit` fails with EFBIG before anything is read

@@ -83,7 +83,7 @@ public final class MountService: Sendable {
                        ready: @Sendable () -> Void) async throws {
         // The node key is read before anything else, so a bad key fails the mount at once.
         let nodeKey = try config.nodeKeyFile.map { path throws(MountError) in
-            do { return try NodeKeyFile.load(from: path, logger: logger) } catch { throw MountError.nodeKey("\(error)") }
+            do { return try NodeKeyFile.load(from: path) } catch { throw MountError.nodeKey("\(error)") }
         }
         let cache = try NodeCache(directory: URL(fileURLWithPath: config.cacheDirectory), serverID: config.source.serverID)
         let updater = try await TUFUpdater(source: config.source, cache: cache, http: http,

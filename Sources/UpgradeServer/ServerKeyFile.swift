@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import Foundation
-import Logging
 import Sodium
 import UpgradeCore
 import UpgradeFiles
@@ -105,10 +104,10 @@ public struct ServerKeyFile: Sendable {
 
     /// Reads and checks a key file. A file its group or others may read or write is refused (as ssh
     /// does), with the fix in the message.
-    public static func load(from path: String, logger: Logger? = nil) throws(ServerKeyFileError) -> ServerKeyFile {
+    public static func load(from path: String) throws(ServerKeyFileError) -> ServerKeyFile {
         var bytes: [UInt8]
         do {
-            bytes = try POSIXFiles.readSecret(path, limit: 1 << 20).bytes
+            bytes = try POSIXFiles.readSecret(path, limit: 1 << 20)
         } catch where error.isNotFound {
             throw ServerKeyFileError(path: path, problem: "does not exist (create one with `upgradefs keygen --out \(path)`)")
         } catch {

@@ -127,7 +127,7 @@ public func runUpgradeServer(
     onReady: (@Sendable (ServerReady) async -> Void)? = nil
 ) async throws {
     if let problem = configuration.validationProblem() { throw ServerStartError(description: problem) }
-    let keys = try ServerKeyFile.load(from: configuration.keyFile, logger: logger)
+    let keys = try ServerKeyFile.load(from: configuration.keyFile)
     let lock = try StateLock.acquire(stateDirectory: configuration.stateDirectory)
     defer { lock.release() }
     let publisher: Publisher

@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import Foundation
-import Logging
 import Sodium
 import UpgradeCore
 import UpgradeFiles
@@ -62,23 +61,19 @@ public struct NodeKeyFile: Sendable {
         }
     }
 
-    /// Reads and checks a node key file. Permissions wider than 0600 are logged as a warning, not refused.
-    public static func load(from path: String, logger: Logger? = nil) throws(NodeKeyFileError) -> NodeKeyFile {
-        var secret: (bytes: [UInt8], looseMode: mode_t?)
+    /// Reads and checks a node key file. A file its group or others may read or write is refused (as ssh
+    /// does), with the fix in the message.
+    public static func load(from path: String) throws(NodeKeyFileError) -> NodeKeyFile {
+        var bytes: [UInt8]
         do {
-            secret = try POSIXFiles.readSecret(path, limit: 64 << 10)
+            bytes = try POSIXFiles.readSecret(path, limit: 64 << 10)
         } catch where error.isNotFound {
             throw NodeKeyFileError(path: path, problem: "does not exist (create one with `upgradefs keygen --node NAME --out \(path)`)")
         } catch {
-            throw NodeKeyFileError(path: path, problem: "cannot read: \(error)")
+            throw NodeKeyFileError(path: path, problem: error.explanation ?? "cannot read: \(error)")
         }
-        if let mode = secret.looseMode {
-            logger?.warning(
-                "node key file is readable or writable by others; it should be mode 0600",
-                metadata: ["key.path": .string(path), "key.mode": .string(String(mode, radix: 8))])
-        }
-        defer { Sodium.wipe(&secret.bytes) }
-        return try parse(secret.bytes, path: path)
+        defer { Sodium.wipe(&bytes) }
+        return try parse(bytes, path: path)
     }
 
     /// Parses a node key file's bytes.
