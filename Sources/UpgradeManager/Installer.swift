@@ -135,7 +135,7 @@ public struct Installer: Sendable {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw FileError("stat", source) }
         guard mkdir(destination, 0o700) == 0 else { throw FileError("mkdir", destination) }
-        for name in try Self.names(fd, path: source).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
+        for name in try POSIXFiles.listDirectoryBytes(fd, path: source).sorted(by: { $0.lexicographicallyPrecedes($1) }) {
             let from = source + "/" + String(decoding: name, as: UTF8.self)
             let to = destination + "/" + String(decoding: name, as: UTF8.self)
             let cName = name.map { CChar(bitPattern: $0) } + [0]
@@ -152,35 +152,13 @@ public struct Installer: Sendable {
                 guard input >= 0 else { throw FileError("open", from) }
                 try copyFile(input, from: from, to: to, modeMask: modeMask)
             case S_IFLNK:
-                var buffer = [CChar](repeating: 0, count: 4097)
-                let n = readlinkat(fd, cName, &buffer, 4096)
-                guard n >= 0 else { throw FileError("readlink", from) }
-                buffer[n] = 0
-                guard symlink(buffer, to) == 0 else { throw FileError("symlink", to) }
+                let target = try POSIXFiles.readLink(at: fd, name, path: from).map { CChar(bitPattern: $0) } + [0]
+                guard symlink(target, to) == 0 else { throw FileError("symlink", to) }
             default:
                 throw FileError("copy (not a file, directory or symlink)", from, errno: EINVAL)
             }
         }
         guard chmod(destination, st.st_mode & modeMask) == 0 else { throw FileError("chmod", destination) }
-    }
-
-    /// The names in the directory open as `fd` (without `.` and `..`), as bytes.
-    private static func names(_ fd: Int32, path: String) throws(FileError) -> [[UInt8]] {
-        let copy = dup(fd)
-        guard copy >= 0, let dir = fdopendir(copy) else {
-            if copy >= 0 { close(copy) }
-            throw FileError("opendir", path)
-        }
-        defer { closedir(dir) }
-        var names: [[UInt8]] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                let bytes = raw.bindMemory(to: UInt8.self)
-                return Array(bytes[0..<(bytes.firstIndex(of: 0) ?? bytes.count)])
-            }
-            if name != [0x2E] && name != [0x2E, 0x2E] { names.append(name) }
-        }
-        return names
     }
 
     /// Copies the regular file open as `input` (closed here) to `destination`, which is made.
@@ -230,7 +208,7 @@ public struct Installer: Sendable {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw FileError("stat", path) }
         if POSIXFiles.isDirectory(st) {
-            for name in try Self.names(fd, path: path) {
+            for name in try POSIXFiles.listDirectoryBytes(fd, path: path) {
                 let child = openat(fd, name.map { CChar(bitPattern: $0) } + [0], O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
                 if child < 0 {
                     if errno == ELOOP || errno == ENOENT || errno == ENXIO { continue } // a link; gone; a socket
@@ -267,7 +245,7 @@ public struct Installer: Sendable {
         defer { close(fd) }
         // The TF or the app may have left a directory without write permission.
         _ = fchmod(fd, 0o700)
-        for name in try Self.names(fd, path: path) {
+        for name in try POSIXFiles.listDirectoryBytes(fd, path: path) {
             let child = path + "/" + String(decoding: name, as: UTF8.self)
             let cName = name.map { CChar(bitPattern: $0) } + [0]
             let sub = openat(fd, cName, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
