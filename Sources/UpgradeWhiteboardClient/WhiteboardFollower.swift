@@ -98,14 +98,16 @@ public actor WhiteboardFollower {
     private func read(_ pathAndQuery: String, nonce: String, after: Int64?, timeout: TimeAmount) async throws -> WhiteboardView {
         let url = "\(baseURL)/v1/udb/\(pathAndQuery)"
         let response: HTTPClientResponse
+        let body: [UInt8]
         do {
+            // The body too: a connection cut while it arrives is a network failure like a refused connect.
             response = try await http.execute(HTTPClientRequest(url: url), timeout: timeout, logger: logger)
+            body = Array(try await response.body.collect(upTo: 64 << 20).readableBytesView)
         } catch is CancellationError {
             throw CancellationError()
         } catch {
             throw WhiteboardProtocolError(NetworkErrorText.describe(error, url: url))
         }
-        let body = Array(try await response.body.collect(upTo: 64 << 20).readableBytesView)
         guard response.status == .ok else {
             throw WhiteboardProtocolError("GET /v1/udb/\(pathAndQuery.prefix { $0 != "?" }) answered HTTP \(response.status.code)"
                 + (WhiteboardErrorBody.decode(body).map { ": \($0.error)" } ?? ""))
