@@ -100,7 +100,7 @@ public enum POSIXFiles {
                 explanation: "has mode 0\(mode): its group or others may read or write it, so it is not used "
                     + "(fix: chmod 600 \(path))")
         }
-        return try readToEnd(fd, path: path, limit: limit)
+        return try readToEnd(fd, path: path, limit: limit, secret: true)
     }
 
     /// Reads a whole (small) file; a file larger than `limit` fails with EFBIG before anything is read
@@ -112,8 +112,9 @@ public enum POSIXFiles {
     }
 
     /// Reads the regular file open on `fd` from its current offset to its end, at most `limit` bytes
-    /// (EFBIG beyond). The size `fstat` reports is checked first and only trusted up to `limit`.
-    public static func readToEnd(_ fd: Int32, path: String, limit: Int) throws(FileError) -> [UInt8] {
+    /// (EFBIG beyond). The size `fstat` reports is checked first and only trusted up to `limit`. With
+    /// `secret`, the read buffer is wiped before it is freed (the caller wipes the result).
+    public static func readToEnd(_ fd: Int32, path: String, limit: Int, secret: Bool = false) throws(FileError) -> [UInt8] {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw FileError("fstat", path) }
         guard isRegular(st) else { throw FileError("read", path, errno: EINVAL) }
@@ -121,6 +122,7 @@ public enum POSIXFiles {
         var result: [UInt8] = []
         result.reserveCapacity(Int(st.st_size))
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        defer { if secret { buffer.withUnsafeMutableBytes { explicit_bzero($0.baseAddress!, $0.count) } } }
         while true {
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
             if n < 0 {
