@@ -111,7 +111,7 @@ public final class MountService: Sendable {
             let board = try Whiteboard(node: nodeKey, cacheDirectory: config.cacheDirectory,
                                        baseURL: config.source.baseURL, http: whiteboardHTTP,
                                        serverKey: serverKey, logger: logger)
-            try await board.claimSession(logger: logger)
+            try await board.claimSession()
             whiteboard = board
         }
         let fileSystem = await UpgradeFileSystem(updater: updater, whiteboard: whiteboard?.fileSystem, logger: logger)
@@ -179,7 +179,7 @@ struct Whiteboard {
     /// Claims the node's mount session (`WhiteboardSession`): fails the mount when the server says (signed) that the
     /// node key is not enrolled or is mounted elsewhere; when it cannot say, the mount starts anyway (offline work goes
     /// on; the sender retries until the node is enrolled, the session is claimed at the next renewal).
-    func claimSession(logger: Logger) async throws(MountError) {
+    func claimSession() async throws(MountError) {
         switch await locks.claimSession() {
         case .granted:
             break

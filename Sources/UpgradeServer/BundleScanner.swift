@@ -99,11 +99,8 @@ enum BundleScanner {
         guard FileIdentity(st) == result.identity(of: name) else {
             throw FileError("open (the manifest changed while scanning)", path, errno: EAGAIN)
         }
-        guard st.st_size <= maxManifestBytes else {
-            result.problem = BundleRejection(path: name, reason: "the manifest is larger than \(maxManifestBytes) bytes")
-            return
-        }
         do {
+            // readToEnd checks fstat's size against the limit before it reads or allocates anything (EFBIG).
             result.manifestBytes = try POSIXFiles.readToEnd(fd, path: path, limit: maxManifestBytes)
         } catch where error.errno == EFBIG {
             result.problem = BundleRejection(path: name, reason: "the manifest is larger than \(maxManifestBytes) bytes")
