@@ -131,12 +131,12 @@ public final class NodeManager: @unchecked Sendable {
         try endLeftoverPrograms()
         if let intent = try ldb.intent() {
             if intent.step != .committed {
-                let f = intent.fromGeneration
+                let f = intent.fromInstalledVersion
                 try rollBack(intent.version, from: f, outcome: .restarted,
                              reason: "manager restarted during upgrade \(intent.version) at step \(intent.step.rawValue); rolled back to \(f)")
                 return
             }
-            try finishCommit(intent.version, fromVersion: intent.fromVersion)
+            try finishCommit(intent.version, fromNodeVersion: intent.fromNodeVersion)
         }
         let installed = try ldb.installedVersion()
         if installed > 0 {
@@ -357,7 +357,7 @@ public final class NodeManager: @unchecked Sendable {
         var r = record
         r.attempts += 1
         r.status = .pending
-        try ldb.begin(r, fromGeneration: f, fromVersion: nodeVersion)
+        try ldb.begin(r, fromInstalledVersion: f, fromNodeVersion: nodeVersion)
         reached(.intent)
         reporter.report(state: .upgrading, version: nodeVersion, upgrade: n)
         event("upgrade \(n): starting (attempt \(r.attempts)) from version \(f)")
@@ -415,7 +415,7 @@ public final class NodeManager: @unchecked Sendable {
         }
         try ldb.commit(version: n)
         reached(.committed)
-        try finishCommit(n, fromVersion: nodeVersion)
+        try finishCommit(n, fromNodeVersion: nodeVersion)
     }
 
     private func step(_ name: String, _ body: () throws(FileError) -> Void) throws(StepFailure) {
@@ -449,10 +449,10 @@ public final class NodeManager: @unchecked Sendable {
     }
 
     /// After the commit: report, tell the SF, drop old generations, forget the intent.
-    private func finishCommit(_ n: Int64, fromVersion: Int64) throws(LocalDatabaseError) {
+    private func finishCommit(_ n: Int64, fromNodeVersion: Int64) throws(LocalDatabaseError) {
         reporter.report(state: .running, version: n, upgrade: nil)
         event("upgrade \(n): done, running version \(n)")
-        tellScheduler(n, nodeVersion: fromVersion, attempt: (try ldb.record(n))?.attempts ?? 1, result: "done")
+        tellScheduler(n, nodeVersion: fromNodeVersion, attempt: (try ldb.record(n))?.attempts ?? 1, result: "done")
         do { try installer.prune(current: n) } catch { event("cannot remove old generations: \(error)", level: .warning) }
         try ldb.finish()
     }
