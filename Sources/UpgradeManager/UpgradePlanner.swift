@@ -1,15 +1,5 @@
 import UpgradeCore
 
-/// The steps of one upgrade, in order; each is recorded in the LDB's intent journal once done.
-/// `UPGRADEFS_MANAGER_CRASH_AT` names one of them (tests only).
-public enum UpgradeStep: String, Sendable, CaseIterable, Comparable {
-    case intent, stopped, staged, transformed, switched, started, checked, committed
-
-    public static func < (a: UpgradeStep, b: UpgradeStep) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
-    }
-}
-
 /// A per-upgrade record's status in the LDB.
 public enum UpgradeStatus: String, Sendable {
     /// Not applied yet (maybe waiting for its SF).
