@@ -36,14 +36,19 @@ extension NodeManager {
         return try drive(&job, .begin(stopAtPrepared: stopAtPrepared))
     }
 
-    /// Goes on with the install the journal names, as `InstallMachine.recovery(at:)` says (after a restart).
-    func resumeInstall(_ intent: UpgradeIntent) throws(LocalDatabaseError) -> InstallState {
+    /// Goes on with the install the journal names: recovered as `InstallMachine.recovery(at:)` says, then, when it
+    /// is prepared and a `decision` (commit or abort) is given, on from there.
+    func resumeInstall(_ intent: UpgradeIntent, deciding decision: InstallEvent? = nil) throws(LocalDatabaseError) -> InstallState {
         let n = intent.version
-        // Recovery carries out only `rollBack` and `finishCommit`, or rests: it reads no bundle.
         var job = InstallJob(machine: InstallMachine(upgrade: n, fromInstalledVersion: intent.fromInstalledVersion),
-                             fromNodeVersion: intent.fromNodeVersion, manifest: nil,
+                             fromNodeVersion: intent.fromNodeVersion,
+                             manifest: decision == nil ? nil : try? view.manifest(n), // recovery reads no bundle
                              record: try ldb.record(n) ?? UpgradeRecord(version: n))
-        return try drive(&job, .recovered(at: intent.step))
+        let state = try drive(&job, .recovered(at: intent.step))
+        guard let decision, state == .prepared else { return state }
+        job.environment = hooks.baseEnvironment(to: n, from: job.fromNodeVersion, attempt: max(job.record.attempts, 1),
+                                                control: view.control(n).word.rawValue)
+        return try drive(&job, decision)
     }
 
     /// The loop: ask the machine, carry the action out, feed the outcome back, until it rests.
@@ -59,6 +64,52 @@ extension NodeManager {
             }
             guard let action else { return job.machine.state }
             event = try carryOut(action, &job)
+        }
+    }
+
+    // MARK: The prepared install (for the two-phase install to come)
+
+    /// Prepares upgrade N and stops in `prepared`: release N staged and its links judged, the TF run on a copy
+    /// of the installed version's state while its app still serves, the journal at `prepared`. A restart leaves
+    /// it so (`recover()`), and `tick()` begins nothing meanwhile; `commitPrepared()` or `abortPrepared(reason:)`
+    /// ends it. The caller decides that N is due (the planner's `schedule`); no other install may be in flight.
+    /// - Returns: `.prepared`, or `.rolledBack` when a step failed or the operator aborted N.
+    public func prepare(_ n: Int64) throws(ManagerError) -> InstallState {
+        do {
+            if let intent = try ldb.intent() {
+                throw ManagerError("cannot prepare \(n): upgrade \(intent.version) is in flight (step \(intent.step.rawValue))")
+            }
+            let manifest = try view.manifest(n)
+            return try install(n, manifest: manifest, nodeVersion: try ldb.nodeVersion(),
+                               record: try ldb.record(n) ?? UpgradeRecord(version: n), stopAtPrepared: true)
+        } catch let error as ManagerError {
+            throw error
+        } catch {
+            throw ManagerError("\(error)")
+        }
+    }
+
+    /// The prepared install goes on to its commit: the app stopped, N staged again from the state it leaves,
+    /// transformed, switched, started and checked, as the one-call install does from `stopped`.
+    /// - Returns: `.committed`, or `.rolledBack` when a step failed or the operator aborted N.
+    public func commitPrepared() throws(ManagerError) -> InstallState {
+        try decide(.commitDecided)
+    }
+
+    /// The prepared install is given up: `gen/N*` removed, the upgrade `aborted` with `reason`, the app untouched
+    /// (it still serves the installed version).
+    public func abortPrepared(reason: String) throws(ManagerError) -> InstallState {
+        try decide(.abortDecided(reason))
+    }
+
+    private func decide(_ decision: InstallEvent) throws(ManagerError) -> InstallState {
+        do {
+            guard let intent = try ldb.intent(), intent.step == .prepared else { throw ManagerError("no upgrade is prepared") }
+            return try resumeInstall(intent, deciding: decision)
+        } catch let error as ManagerError {
+            throw error
+        } catch {
+            throw ManagerError("\(error)")
         }
     }
 

@@ -159,6 +159,11 @@ public final class NodeManager: @unchecked Sendable {
     /// (nil when the manager is stopping: nothing new is begun then).
     @discardableResult
     public func tick() throws(LocalDatabaseError) -> NodeState? {
+        // A prepared install waits for a decision taken elsewhere: nothing new is begun meanwhile.
+        if let intent = try ldb.intent(), intent.step == .prepared {
+            reporter.report(state: .upgrading, version: intent.fromNodeVersion, upgrade: intent.version)
+            return .upgrading
+        }
         while !shouldStop() {
             let nodeVersion = try ldb.nodeVersion()
             let installed = try ldb.installedVersion()
