@@ -32,7 +32,7 @@ public struct Installer: Sendable {
         return version
     }
 
-    /// Step 2: `gen/N.staging/release/` from the payload, `gen/N.staging/state/` from generation `from`
+    /// The `stage` action: `gen/N.staging/release/` from the payload, `gen/N.staging/state/` from generation `from`
     /// (empty when 0). A leftover staging directory of an earlier attempt is removed first.
     public func stage(version: Int64, payload: String, from: Int64) throws(FileError) {
         try POSIXFiles.makeDirectories(generations)
@@ -65,7 +65,7 @@ public struct Installer: Sendable {
         }
     }
 
-    /// Step 4: everything staged made durable, then `gen/N.staging` renamed to `gen/N`.
+    /// The seal of the `transform` action: everything staged made durable, then `gen/N.staging` renamed to `gen/N`.
     public func seal(version: Int64) throws(FileError) {
         let staged = staging(version)
         try fsyncTree(staged)
@@ -74,7 +74,7 @@ public struct Installer: Sendable {
         try POSIXFiles.fsyncPath(generations, directory: true)
     }
 
-    /// Step 6 (and its undo): `current` names generation `version`, or is removed for 0. A symlink
+    /// The `switchCurrent` action (and its undo): `current` names generation `version`, or is removed for 0. A symlink
     /// `current.tmp` renamed over `current`, then `root` fsynced: release and state switch together.
     public func switchCurrent(to version: Int64) throws(FileError) {
         let temporary = root + "/current.tmp"

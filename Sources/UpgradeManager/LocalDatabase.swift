@@ -30,10 +30,11 @@ public struct UpgradeRecord: Sendable, Equatable {
 /// The upgrade in flight: written before anything changes on disk, read on start to finish or undo it.
 public struct UpgradeIntent: Sendable, Equatable {
     public var version: Int64
-    /// The generation the node ran before (0 = nothing installed).
-    public var fromGeneration: Int64
-    /// The node's (system) version before.
-    public var fromVersion: Int64
+    /// The installed version before, F (0 = nothing installed): the generation a rollback puts back
+    /// (column `from_generation`).
+    public var fromInstalledVersion: Int64
+    /// The node version before (column `from_version`): the SF's `UPGRADEFS_FROM`.
+    public var fromNodeVersion: Int64
     /// The last step recorded as done.
     public var step: UpgradeStep
 }
@@ -45,8 +46,8 @@ public struct LocalDatabaseError: Error, CustomStringConvertible, Sendable {
     public var description: String { "local database \(path): \(operation): \(message)" }
 }
 
-/// The node's LDB, `root/ldb/ldb.sqlite` (GRDB, WAL, `synchronous = FULL`): the node's version, the version
-/// of its class installed, per-upgrade records and the intent journal. Every method is one transaction.
+/// The node's LDB, `root/ldb/ldb.sqlite` (GRDB, WAL, `synchronous = FULL`): the node version, the installed
+/// version, per-upgrade records and the intent journal (the `UpgradeStep` of the install in flight). Every method is one transaction.
 public final class LocalDatabase: Sendable {
     public static let fileName = "ldb.sqlite"
     public let path: String
@@ -111,9 +112,9 @@ public final class LocalDatabase: Sendable {
 
     // MARK: Versions
 
-    /// The system version the node runs (0 before anything).
+    /// The node version: the system version the node is at, applied or passed over (0 before anything).
     public func nodeVersion() throws(LocalDatabaseError) -> Int64 { try meta("version") }
-    /// The version of the node's class installed (the generation `current` names; 0 = none).
+    /// The installed version: of the node's class, the one `current -> gen/N` names (0 = none).
     public func installedVersion() throws(LocalDatabaseError) -> Int64 { try meta("installed") }
 
     private func meta(_ key: String) throws(LocalDatabaseError) -> Int64 {
@@ -199,21 +200,21 @@ public final class LocalDatabase: Sendable {
                     guard version > 0, from >= 0, from < version, fromVersion >= from, fromVersion < version else {
                         throw Corrupt("intent: version \(version) from generation \(from), node version \(fromVersion)")
                     }
-                    return UpgradeIntent(version: version, fromGeneration: from, fromVersion: fromVersion, step: known)
+                    return UpgradeIntent(version: version, fromInstalledVersion: from, fromNodeVersion: fromVersion, step: known)
                 }
             }
         }
     }
 
-    /// Step 1: the intent to upgrade to `record.version` from generation `fromGeneration` (node version
-    /// `fromVersion`), and the attempt counted.
-    public func begin(_ record: UpgradeRecord, fromGeneration: Int64, fromVersion: Int64) throws(LocalDatabaseError) {
+    /// Step `intent`: the intent to upgrade to `record.version` from installed version `fromInstalledVersion`
+    /// (node version `fromNodeVersion`), and the attempt counted.
+    public func begin(_ record: UpgradeRecord, fromInstalledVersion: Int64, fromNodeVersion: Int64) throws(LocalDatabaseError) {
         try run("record intent \(record.version)") {
             try database.write { db in
                 try Self.save(db, record)
                 try db.execute(sql: """
                     INSERT OR REPLACE INTO intent(id, version, from_generation, from_version, step) VALUES (1, ?, ?, ?, ?)
-                    """, arguments: [record.version, fromGeneration, fromVersion, UpgradeStep.intent.rawValue])
+                    """, arguments: [record.version, fromInstalledVersion, fromNodeVersion, UpgradeStep.intent.rawValue])
             }
         }
     }
@@ -226,7 +227,7 @@ public final class LocalDatabase: Sendable {
         }
     }
 
-    /// Step 8: the upgrade is done. The intent stays (at `committed`) until `finish()`, so the reports after
+    /// Step `committed`: the upgrade is done. The intent stays (at `committed`) until `finish()`, so the reports after
     /// the commit are made again if the manager dies before they are.
     public func commit(version: Int64) throws(LocalDatabaseError) {
         try run("commit \(version)") {

@@ -17,7 +17,8 @@ public struct ManagerError: Error, CustomStringConvertible, Sendable {
 /// The node's upgrade manager (docs/DESIGN.md, "The upgrade manager"): learns of upgrades from the mount,
 /// asks their SFs when, installs them with their TFs, and keeps the node wholly at one version.
 ///
-/// `UpgradePlanner` decides; this type carries the decisions out. Every method runs on the caller's thread
+/// `UpgradePlanner` decides which upgrade is next and `InstallMachine` every step of its install; this type
+/// carries their decisions out (the install: `NodeManager+Install.swift`). Every method runs on the caller's thread
 /// and blocks (programs, fsync); `run()` is the daemon's loop, `recover()` + `tick()` what tests drive.
 public final class NodeManager: @unchecked Sendable {
     public let config: NodeConfig
@@ -122,21 +123,16 @@ public final class NodeManager: @unchecked Sendable {
         while monotonicSeconds() < deadline && !stop() { usleep(50_000) }
     }
 
-    /// On start: an upgrade found in flight is rolled back (which starts the old app) or, when committed,
-    /// finished; then the app of `current` is started (start is idempotent; the machine may have rebooted).
+    /// On start: an upgrade found in flight is recovered as `InstallMachine.recovery(at:)` says (rolled back,
+    /// which starts the old app; finished, when committed; left prepared); then the app of `current` is started
+    /// (start is idempotent; the machine may have rebooted).
     public func recover() throws(LocalDatabaseError) {
         // Who counts this node under an upgrade: its class, as the whiteboard's summaries read it.
         reporter.report(class: config.class)
         // Programs a manager killed with -9 left running would go on changing what is recovered here.
         try endLeftoverPrograms()
         if let intent = try ldb.intent() {
-            if intent.step != .committed {
-                let f = intent.fromGeneration
-                try rollBack(intent.version, from: f, outcome: .restarted,
-                             reason: "manager restarted during upgrade \(intent.version) at step \(intent.step.rawValue); rolled back to \(f)")
-                return
-            }
-            try finishCommit(intent.version, fromVersion: intent.fromVersion)
+            if case .rolledBack = try resumeInstall(intent) { return }
         }
         let installed = try ldb.installedVersion()
         if installed > 0 {
@@ -163,6 +159,11 @@ public final class NodeManager: @unchecked Sendable {
     /// (nil when the manager is stopping: nothing new is begun then).
     @discardableResult
     public func tick() throws(LocalDatabaseError) -> NodeState? {
+        // A prepared install waits for a decision taken elsewhere: nothing new is begun meanwhile.
+        if let intent = try ldb.intent(), intent.step == .prepared {
+            reporter.report(state: .upgrading, version: intent.fromNodeVersion, upgrade: intent.version)
+            return .upgrading
+        }
         while !shouldStop() {
             let nodeVersion = try ldb.nodeVersion()
             let installed = try ldb.installedVersion()
@@ -336,183 +337,11 @@ public final class NodeManager: @unchecked Sendable {
         return .waiting
     }
 
-    private func tellScheduler(_ n: Int64, nodeVersion: Int64, attempt: Int, result: String) {
+    func tellScheduler(_ n: Int64, nodeVersion: Int64, attempt: Int, result: String) {
         guard let manifest = try? view.manifest(n), let sf = view.hook(manifest.sf, default: "sf", in: n) else { return }
         let environment = hooks.baseEnvironment(to: n, from: nodeVersion, attempt: max(attempt, 1),
                                                 control: view.control(n).word.rawValue)
         hooks.tellScheduler(sf, version: n, environment: environment, result: result)
-    }
-
-    // MARK: The upgrade itself
-
-    /// Why an upgrade stopped before its commit.
-    private struct StepFailure: Error {
-        let reason: String
-        var aborted = false
-    }
-
-    /// The steps of docs/DESIGN.md ("TF, install, check"), recorded as `UpgradeStep`s; on a failure, the rollback.
-    private func upgrade(_ n: Int64, manifest: UpgradeManifest, nodeVersion: Int64, record: UpgradeRecord) throws(LocalDatabaseError) {
-        let f = try ldb.installedVersion()
-        var r = record
-        r.attempts += 1
-        r.status = .pending
-        try ldb.begin(r, fromGeneration: f, fromVersion: nodeVersion)
-        reached(.intent)
-        reporter.report(state: .upgrading, version: nodeVersion, upgrade: n)
-        event("upgrade \(n): starting (attempt \(r.attempts)) from version \(f)")
-
-        var environment = hooks.baseEnvironment(to: n, from: nodeVersion, attempt: r.attempts, control: view.control(n).word.rawValue)
-        do throws(StepFailure) {
-            // The app stops before its state is copied: a request it answered after the copy would be lost.
-            if f > 0 {
-                let result = hooks.app("stop", version: f)
-                guard result.succeeded else { throw StepFailure(reason: "stop of version \(f): \(result.endingDescription)") }
-            }
-            try mark(.stopped, upgrade: n)
-
-            try step("stage") { () throws(FileError) in
-                try installer.stage(version: n, payload: view.bundle(n) + "/" + manifest.payload, from: f)
-            }
-            // What is installed is judged, not the bundle: a link may stay in the bundle and leave the payload.
-            var linkProblems: [String] = []
-            try step("stage") { () throws(FileError) in linkProblems = try installer.stagedLinkProblems(version: n) }
-            guard linkProblems.isEmpty else {
-                throw StepFailure(reason: "refusing to install release \(n): " + linkProblems.joined(separator: "; "))
-            }
-            hooks.giveToUser(installer.staging(n) + "/state", tree: true) // run-as: the TF and the app write it
-            try mark(.staged, upgrade: n)
-
-            if let tf = view.hook(manifest.tf, default: "tf", in: n) {
-                environment["UPGRADEFS_OLD_STATE"] = f > 0 ? installer.state(f) : nil
-                environment["UPGRADEFS_STATE"] = installer.staging(n) + "/state"
-                environment["UPGRADEFS_RELEASE"] = installer.staging(n) + "/release"
-                let result = hooks.runBundleProgram(tf, label: "tf \(n)", version: n, environment: environment,
-                                                    timeout: config.tfTimeoutSeconds)
-                guard result.succeeded else { throw StepFailure(reason: "tf: \(result.endingDescription)") }
-            }
-            try step("seal") { () throws(FileError) in try installer.seal(version: n) }
-            try mark(.transformed, upgrade: n)
-
-            try step("switch") { () throws(FileError) in try installer.switchCurrent(to: n) }
-            try mark(.switched, upgrade: n)
-
-            let start = hooks.app("start", version: n)
-            guard start.succeeded else { throw StepFailure(reason: "start of version \(n): \(start.endingDescription)") }
-            try mark(.started, upgrade: n)
-
-            if let check = view.hook(manifest.check, default: "check", in: n) {
-                environment["UPGRADEFS_OLD_STATE"] = f > 0 ? installer.state(f) : nil
-                environment["UPGRADEFS_STATE"] = installer.state(n)
-                environment["UPGRADEFS_RELEASE"] = installer.release(n)
-                try runCheck(check, upgrade: n, environment: environment)
-            }
-            try mark(.checked, upgrade: n)
-        } catch {
-            try rollBack(n, from: f, outcome: error.aborted ? .aborted : .failed,
-                         reason: "upgrade \(n) \(error.aborted ? "aborted by the operator" : "failed"): \(error.reason); rolled back to version \(f)")
-            return
-        }
-        try ldb.commit(version: n)
-        reached(.committed)
-        try finishCommit(n, fromVersion: nodeVersion)
-    }
-
-    private func step(_ name: String, _ body: () throws(FileError) -> Void) throws(StepFailure) {
-        do { try body() } catch { throw StepFailure(reason: "\(name): \(error)") }
-    }
-
-    /// Records a step in the intent journal, honours crash injection, and stops the upgrade if the operator
-    /// aborted it meanwhile (only before the commit).
-    private func mark(_ step: UpgradeStep, upgrade n: Int64) throws(StepFailure) {
-        do { try ldb.recordStep(step) } catch { throw StepFailure(reason: "\(error)") }
-        reached(step)
-        if step < .committed, view.control(n).word == .abort {
-            throw StepFailure(reason: "after step \(step.rawValue)", aborted: true)
-        }
-    }
-
-    /// The check, every second until it exits 0 or `check-timeout` passes.
-    private func runCheck(_ check: String, upgrade n: Int64, environment: [String: String]) throws(StepFailure) {
-        let deadline = monotonicSeconds() + config.checkTimeoutSeconds
-        var attempts = 0
-        while true {
-            attempts += 1
-            let remaining = max(0.1, deadline - monotonicSeconds())
-            let result = hooks.runBundleProgram(check, label: "check \(n)", version: n, environment: environment, timeout: remaining)
-            if result.succeeded { return }
-            if monotonicSeconds() + 1 >= deadline {
-                throw StepFailure(reason: "check did not pass within \(formatSeconds(config.checkTimeoutSeconds)) s (\(attempts) runs, last: \(result.endingDescription))")
-            }
-            Self.sleep(1) { false }
-        }
-    }
-
-    /// After the commit: report, tell the SF, drop old generations, forget the intent.
-    private func finishCommit(_ n: Int64, fromVersion: Int64) throws(LocalDatabaseError) {
-        reporter.report(state: .running, version: n, upgrade: nil)
-        event("upgrade \(n): done, running version \(n)")
-        tellScheduler(n, nodeVersion: fromVersion, attempt: (try ldb.record(n))?.attempts ?? 1, result: "done")
-        do { try installer.prune(current: n) } catch { event("cannot remove old generations: \(error)", level: .warning) }
-        try ldb.finish()
-    }
-
-    enum Outcome {
-        case failed, aborted
-        /// The manager died during the upgrade: it goes back to pending.
-        case restarted
-    }
-
-    /// Puts generation `f` back: the new app stopped if it runs, `current` switched back, the old app
-    /// started, generation N removed, the record saved and the intent forgotten in one transaction.
-    /// Safe to repeat: a crash in here is recovered by running it again.
-    private func rollBack(_ n: Int64, from f: Int64, outcome: Outcome, reason: String) throws(LocalDatabaseError) {
-        let nodeVersion = try ldb.nodeVersion()
-        reporter.report(state: .upgrading, version: nodeVersion, upgrade: n)
-        do {
-            let current = try installer.currentGeneration()
-            if current != f {
-                if current == n {
-                    let stop = hooks.app("stop", version: n)
-                    if !stop.succeeded { event("rollback of \(n): stop of version \(n) failed: \(stop.endingDescription)", level: .error) }
-                }
-                try installer.switchCurrent(to: f)
-            }
-        } catch {
-            // Without `current` back at f the node is in between: stop here, the intent stays for a restart.
-            event("rollback of \(n) cannot switch back to version \(f): \(error)", level: .critical)
-            throw LocalDatabaseError(path: installer.currentLink, operation: "rollback", message: "\(error)")
-        }
-        if f > 0 {
-            let start = hooks.app("start", version: f)
-            if !start.succeeded { event("rollback of \(n): start of version \(f) failed: \(start.endingDescription)", level: .error) }
-        }
-        do { try installer.discard(version: n) } catch { event("rollback of \(n): \(error)", level: .warning) }
-
-        var r = try ldb.record(n) ?? UpgradeRecord(version: n)
-        r.lastError = reason
-        switch outcome {
-        case .failed:
-            r.status = .failed
-            r.controlAtFailure = view.control(n).word.rawValue
-        case .aborted:
-            r.status = .aborted
-        case .restarted:
-            r.status = .pending
-            r.nextRunAt = 0
-        }
-        try ldb.finish(saving: r)
-        event(reason, level: outcome == .restarted ? .warning : .error)
-        switch outcome {
-        case .failed:
-            reporter.report(state: .failed, version: nodeVersion, upgrade: n)
-            tellScheduler(n, nodeVersion: nodeVersion, attempt: r.attempts, result: "failed")
-        case .aborted:
-            reporter.report(state: .aborted, version: nodeVersion, upgrade: n)
-            tellScheduler(n, nodeVersion: nodeVersion, attempt: r.attempts, result: "aborted")
-        case .restarted:
-            break
-        }
     }
 
     // MARK: Helpers
@@ -524,7 +353,7 @@ public final class NodeManager: @unchecked Sendable {
     }
 
     /// Fault injection for tests (`UPGRADEFS_MANAGER_CRASH_AT`): dies at once, as a power cut would.
-    private func reached(_ step: UpgradeStep) {
+    func reached(_ step: UpgradeStep) {
         guard step == crashAt else { return }
         logger.critical("UPGRADEFS_MANAGER_CRASH_AT=\(step.rawValue): killing myself")
         kill(getpid(), SIGKILL)

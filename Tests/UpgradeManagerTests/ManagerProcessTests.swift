@@ -10,7 +10,7 @@ import UpgradeFiles
 /// wholly at the old or wholly at the new version.
 @Suite(.serialized)
 struct ManagerProcessTests {
-    @Test(arguments: UpgradeStep.allCases)
+    @Test(arguments: UpgradeStep.oneCallInstall)
     func killedAtAnyStepTheNodeEndsWhollyAtOneVersion(step: UpgradeStep) throws {
         let node = try TestNode()
         defer { node.remove() }

@@ -1,15 +1,5 @@
 import UpgradeCore
 
-/// The steps of one upgrade, in order; each is recorded in the LDB's intent journal once done.
-/// `UPGRADEFS_MANAGER_CRASH_AT` names one of them (tests only).
-public enum UpgradeStep: String, Sendable, CaseIterable, Comparable {
-    case intent, stopped, staged, transformed, switched, started, checked, committed
-
-    public static func < (a: UpgradeStep, b: UpgradeStep) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
-    }
-}
-
 /// A per-upgrade record's status in the LDB.
 public enum UpgradeStatus: String, Sendable {
     /// Not applied yet (maybe waiting for its SF).
@@ -28,6 +18,7 @@ public enum UpgradeStatus: String, Sendable {
 public struct PublishedUpgrade: Sendable, Equatable {
     public var version: Int64
     public var `class`: String
+    /// The manifest's `from-version`: the installed version (of the class) it must be applied on.
     public var fromVersion: Int64?
     public var control: ControlWord
     /// False for a version number that was never published (a gap: 6, then 8); it is passed over like
@@ -62,7 +53,7 @@ public enum Decision: Sendable, Equatable {
     case resume(Int64)
     /// The operator wrote `retry` after N failed: it is pending again.
     case retry(Int64)
-    /// N names a from-version other than the class version installed: it fails with `reason`.
+    /// N names a `from-version` other than the installed version: it fails with `reason`.
     case fail(Int64, reason: String)
     /// Ask N's SF (or, without one, upgrade at once).
     case schedule(Int64)
@@ -75,7 +66,7 @@ public enum Decision: Sendable, Equatable {
 public enum UpgradePlanner {
     /// - Parameters:
     ///   - upgrades: the published upgrades above the node's version, in version order.
-    ///   - installed: the version of the node's class installed (0 = none).
+    ///   - installed: the installed version, of the node's class (0 = none).
     ///   - records: the LDB's records, by version.
     ///   - now: Unix seconds.
     public static func decide(class nodeClass: String, installed: Int64, upgrades: [PublishedUpgrade],
