@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SystemdNotify
 import UpgradeServer
 
 struct ServeCommand: AsyncParsableCommand {
@@ -90,7 +91,11 @@ struct ServeCommand: AsyncParsableCommand {
         // Connections and the publisher share the descriptor table: take all the system allows.
         raiseOpenFileLimit()
         do {
-            try await runUpgradeServer(config, logger: logger)
+            try await runUpgradeServer(config, logger: logger) { ready in
+                ServiceNotifier.ready(status: "listening on \(ready.host):\(ready.port)")
+                // Requests are served on the async pool: a starved or deadlocked pool stops the pings.
+                ServiceNotifier.startWatchdog(name: "serve-watchdog") { Self.asyncPoolAnswers(within: 5) }
+            }
         } catch let error as ServerKeyFileError {
             printError("upgradefs serve: \(error)")
             throw FileManager.default.fileExists(atPath: key) ? ExitCodes.dataError : ExitCodes.noInput
@@ -99,5 +104,12 @@ struct ServeCommand: AsyncParsableCommand {
             printError("upgradefs serve: \(error)")
             throw ExitCodes.osError
         }
+    }
+
+    /// Whether a task started on the async pool runs within `seconds` (blocks the calling thread meanwhile).
+    static func asyncPoolAnswers(within seconds: Int) -> Bool {
+        let ran = DispatchSemaphore(value: 0)
+        Task { ran.signal() }
+        return ran.wait(timeout: .now() + .seconds(seconds)) == .success
     }
 }
