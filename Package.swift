@@ -96,7 +96,7 @@ let package = Package(
             name: "upgradefs",
             dependencies: [
                 "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeWhiteboardClient", "UpgradeManager",
-                "SystemdNotify",
+                "SystemdNotify", "UpgradeFiles",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -33,14 +33,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("timestamp-expiry"), help: "Lifetime of signed timestamp metadata, in seconds; re-signed when half is gone.")
     var timestampExpirySeconds: Int = 86_400
 
-    @Option(name: .customLong("max-file-size"), help: "Largest file a bundle may hold, in bytes.")
-    var maxFileBytes: Int64 = 4 << 30
-
-    @Option(name: .customLong("max-bundle-size"), help: "Largest total size of a bundle, in bytes.")
-    var maxBundleBytes: Int64 = 16 << 30
-
-    @Option(name: .customLong("max-files"), help: "Most files a bundle may hold.")
-    var maxFiles: Int = 10_000
+    @OptionGroup var bundleLimits: BundleLimitOptions
 
     @Option(name: .customLong("lock-ttl"), help: "Release a whiteboard lock holder when its node's last heartbeat is older than this, in seconds.")
     var lockTTLSeconds: Int = ServerConfiguration.defaultLockTTLSeconds
@@ -70,9 +63,6 @@ struct ServeCommand: AsyncParsableCommand {
         guard lockTTLSeconds >= 1 else { throw ValidationError("--lock-ttl must be at least 1 second") }
         guard idleTimeoutSeconds >= 1 else { throw ValidationError("--idle-timeout must be at least 1 second") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
-        guard maxFileBytes > 0, maxBundleBytes > 0, maxFiles > 0 else {
-            throw ValidationError("--max-file-size, --max-bundle-size and --max-files must be positive")
-        }
     }
 
     func run() async throws {
@@ -82,9 +72,7 @@ struct ServeCommand: AsyncParsableCommand {
             stateDirectory: state, publishDirectory: publish, keyFile: key, host: host, port: port)
         config.settleMilliseconds = settleMilliseconds
         config.timestampExpirySeconds = timestampExpirySeconds
-        config.limits.maxFileBytes = maxFileBytes
-        config.limits.maxBundleBytes = maxBundleBytes
-        config.limits.maxFiles = maxFiles
+        config.limits = bundleLimits.limits
         config.lockTTLSeconds = lockTTLSeconds
         config.idleTimeoutSeconds = idleTimeoutSeconds
         config.maxConnections = maxConnections
