@@ -5,7 +5,8 @@ import Foundation
 import Testing
 import UpgradeCore
 
-/// The everyday commands around publishing: `check`, `publish --wait`.
+/// The everyday commands around publishing and running a server: `check`, `publish --wait`, `version`,
+/// `serve --config` with drop-ins, `--log-format json`.
 @Suite(.serialized) struct OperatorCommandTests {
     /// One bundle of each kind the server rejects, and what makes it so (files; executables; a FIFO's path).
     static func badBundles(in dir: URL) throws -> [TestBundle] {
@@ -90,5 +91,72 @@ import UpgradeCore
                                                         "--to", nobody.path])
         #expect(timedOut.status == 75, "\(timedOut.output)")
         #expect(FileManager.default.fileExists(atPath: nobody.appending(path: "app-v1/upgrade.toml").path))
+    }
+
+    @Test func versionIsASubcommandToo() throws {
+        let flag = try Harness.run(Harness.binary, ["--version"])
+        let command = try Harness.run(Harness.binary, ["version"])
+        #expect(flag.status == 0 && command.status == 0)
+        #expect(!flag.output.isEmpty && command.output == flag.output, "\(flag.output) / \(command.output)")
+    }
+
+    /// The main file, then its drop-ins in name order, then the flags: the last word wins.
+    @Test func serveConfigFileDropInsAndFlagsOverrideInOrder() throws {
+        let dir = try Harness.temporaryDirectory("serve-config")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let main = dir.appending(path: "serve.toml").path
+        try """
+            state = "/srv/state"
+            publish = "/srv/publish"
+            listen = "127.0.0.1:1001"
+            max-files = 5
+            settle-ms = 100
+            """.write(toFile: main, atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(at: dir.appending(path: "serve.d"), withIntermediateDirectories: true)
+        try "listen = \"127.0.0.1:1002\"\nmax-files = 6\n".write(toFile: dir.appending(path: "serve.d/20-b.toml").path,
+                                                                  atomically: true, encoding: .utf8)
+        try "listen = \"127.0.0.1:1003\"\nlog-format = \"json\"\n".write(
+            toFile: dir.appending(path: "serve.d/10-a.toml").path, atomically: true, encoding: .utf8)
+        try "listen = \"127.0.0.1:9999\"\n".write(toFile: dir.appending(path: "serve.d/ignored.conf").path,
+                                                  atomically: true, encoding: .utf8)
+
+        let merged = try Harness.run(Harness.binary, ["serve", "--config", main, "--print-config", "--max-files", "7"])
+        #expect(merged.status == 0, "\(merged.output)")
+        let lines = Set(merged.output.split(separator: "\n").map(String.init))
+        #expect(lines.contains("state = \"/srv/state\""), "\(merged.output)")
+        #expect(lines.contains("listen = \"127.0.0.1:1002\""), "20-b.toml comes after 10-a.toml: \(merged.output)")
+        #expect(lines.contains("max-files = 7"), "the flag wins: \(merged.output)")
+        #expect(lines.contains("settle-ms = 100") && lines.contains("log-format = \"json\""), "\(merged.output)")
+        #expect(lines.contains("timestamp-expiry = 86400"), "defaults stay: \(merged.output)")
+
+        // A wrong file is a config error (78) naming the file and key; a missing one is 66.
+        try "listen = 7420\n".write(toFile: dir.appending(path: "serve.d/30-bad.toml").path, atomically: true, encoding: .utf8)
+        let wrongType = try Harness.run(Harness.binary, ["serve", "--config", main, "--print-config"])
+        #expect(wrongType.status == 78, "\(wrongType.output)")
+        #expect(wrongType.output.contains("30-bad.toml: key \"listen\" must be a string"), "\(wrongType.output)")
+        try "colour = \"red\"\n".write(toFile: dir.appending(path: "serve.d/30-bad.toml").path, atomically: true, encoding: .utf8)
+        let unknown = try Harness.run(Harness.binary, ["serve", "--config", main, "--print-config"])
+        #expect(unknown.status == 78 && unknown.output.contains("key \"colour\" is not a known key"), "\(unknown.output)")
+        try "listen = \"nonsense\"\n".write(toFile: dir.appending(path: "serve.d/30-bad.toml").path, atomically: true, encoding: .utf8)
+        let invalid = try Harness.run(Harness.binary, ["serve", "--config", main, "--print-config"])
+        #expect(invalid.status == 78 && invalid.output.contains("is not ADDRESS:PORT"), "\(invalid.output)")
+        let missing = try Harness.run(Harness.binary, ["serve", "--config", dir.appending(path: "none.toml").path])
+        #expect(missing.status == 66, "\(missing.output)")
+    }
+
+    /// `--log-format json`: every line serve writes is one JSON object with the level, label and message.
+    @Test func serveLogsJSONLines() throws {
+        let server = try TestServer(extraArguments: ["--log-format", "json"])
+        let bundle = try TestBundle(in: server.directory, name: "json-v1", version: 1, files: ["payload/a": Array("a".utf8)])
+        #expect(try server.publish(bundle).published)
+        server.stop()
+        let lines = server.log.split(separator: "\n")
+        #expect(lines.count >= 2, "\(server.log)")
+        for line in lines {
+            let object = try? JSONValue.parse(Array(line.utf8))
+            #expect(object?["level"]?.stringValue != nil && object?["message"]?.stringValue != nil, "not a JSON log line: \(line)")
+            #expect(object?["label"]?.stringValue != nil && object?["time"]?.stringValue != nil, "\(line)")
+        }
+        #expect(lines.contains { $0.contains("\"message\":\"published bundle\"") }, "\(server.log)")
     }
 }
