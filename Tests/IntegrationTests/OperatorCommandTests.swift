@@ -100,6 +100,15 @@ import UpgradeCore
         #expect(!flag.output.isEmpty && command.output == flag.output, "\(flag.output) / \(command.output)")
     }
 
+    /// What `make install` puts in bash-completion's directory.
+    @Test func bashCompletionKnowsTheSubcommands() throws {
+        let script = try Harness.run(Harness.binary, ["--generate-completion-script", "bash"])
+        #expect(script.status == 0)
+        for command in ["serve", "mount", "manager", "check", "publish", "version"] {
+            #expect(script.output.contains(command), "\(command) missing")
+        }
+    }
+
     /// The main file, then its drop-ins in name order, then the flags: the last word wins.
     @Test func serveConfigFileDropInsAndFlagsOverrideInOrder() throws {
         let dir = try Harness.temporaryDirectory("serve-config")
