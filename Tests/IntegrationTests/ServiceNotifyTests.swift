@@ -85,6 +85,22 @@ import Testing
         fleet.stopManager("n1")
     }
 
+    /// A mount restarted under a running manager (a crash, or the watchdog's kill, that systemd does not carry over
+    /// to the manager): the manager reads the mount by path, rides the gap out and applies the next upgrade.
+    @Test(.realMounts) func aManagerRidesOutARestartOfItsMount() throws {
+        let fleet = try ManagedFleet(nodes: ["n1"])
+        try fleet.startManagers()
+        try fleet.publish(try fleet.bundle("counter-v1", sf: "fast-reboot"))
+        #expect(fleet.waitFor(state: "running", version: 1))
+        fleet["n1"].kill9()
+        sleep(2)
+        #expect(fleet.waitForManagerExit("n1", seconds: 0.1) == nil, "the manager ended with its mount")
+        #expect(try fleet["n1"].start(fleet.server.source, nodeKey: fleet.fleet.keys["n1"]) == nil, "\(fleet["n1"].log)")
+        try fleet.publish(try fleet.bundle("counter-v2", sf: "fast-reboot"))
+        #expect(fleet.waitFor(state: "running", version: 2, seconds: 60), "\(Self.read(fleet.managerLog("n1")))")
+        #expect(fleet.appStatus("n1")?["version"] == "2")
+    }
+
     static func stop(_ pid: pid_t) {
         guard Harness.reap(pid) == nil else { return }
         kill(pid, SIGTERM)
