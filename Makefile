@@ -4,7 +4,7 @@ SWIFT       ?= swift
 CONFIG      ?= debug
 BUILD_FLAGS ?= -c $(CONFIG)
 BIN          = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/upgradefs
-APT_PACKAGES = libfuse3-dev fuse3 libsodium-dev pkg-config libsqlite3-dev curl openssl ca-certificates
+APT_PACKAGES = libfuse3-dev fuse3 libsodium-dev libsystemd-dev pkg-config libsqlite3-dev curl openssl ca-certificates
 PREFIX      ?= /usr/local
 
 .PHONY: all deps build release test unit-test interop-test demo publish-demo bench install clean
@@ -64,9 +64,22 @@ bench: deps
 	  UPGRADEFS_BIN=$$bin/upgradefs bench/whiteboard.sh && \
 	  UPGRADEFS_BIN=$$bin/upgradefs bench/fleet.sh
 
+# The binary, the mount helper, the systemd units (enable them with `systemctl enable --now`), shell completions
+# and the man page, both generated from the argument parser (the man page by its generate-manual plugin).
 install: release
 	install -m 0755 $$($(SWIFT) build -c release --show-bin-path)/upgradefs $(PREFIX)/bin/upgradefs
 	install -m 0755 mount/mount.upgradefs /sbin/mount.upgradefs
+	install -d $(PREFIX)/lib/systemd/system
+	install -m 0644 mount/upgradefs-serve.service mount/upgradefs-mount.service mount/upgradefs-manager.service \
+	  $(PREFIX)/lib/systemd/system/
+	-systemctl daemon-reload 2>/dev/null
+	install -d $(PREFIX)/share/bash-completion/completions $(PREFIX)/share/zsh/site-functions \
+	  $(PREFIX)/share/fish/vendor_completions.d $(PREFIX)/share/man/man1
+	$(PREFIX)/bin/upgradefs --generate-completion-script bash > $(PREFIX)/share/bash-completion/completions/upgradefs
+	$(PREFIX)/bin/upgradefs --generate-completion-script zsh > $(PREFIX)/share/zsh/site-functions/_upgradefs
+	$(PREFIX)/bin/upgradefs --generate-completion-script fish > $(PREFIX)/share/fish/vendor_completions.d/upgradefs.fish
+	$(SWIFT) package generate-manual --configuration release
+	install -m 0644 .build/plugins/GenerateManual/outputs/upgradefs/upgradefs.1 $(PREFIX)/share/man/man1/upgradefs.1
 
 clean:
 	rm -rf .build

@@ -5,6 +5,7 @@ import PackageDescription
 // imported by exactly one Swift module:
 //   CSodium -> Sodium      (Ed25519 signatures, random bytes, secret wiping)
 //   CFuse   -> FuseKit     (the libfuse3 low-level API)
+//   CSystemd -> SystemdNotify (sd_notify: readiness and watchdog under systemd)
 // UpgradeCore is pure: no I/O, no C library; everything else builds on it.
 let swiftSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
@@ -30,6 +31,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
 
         .target(
             name: "UpgradeCore",
@@ -41,6 +43,7 @@ let package = Package(
         ),
         .target(name: "UpgradeFiles", swiftSettings: swiftSettings),
         .target(name: "Sodium", dependencies: ["CSodium", "UpgradeCore"], swiftSettings: swiftSettings),
+        .target(name: "SystemdNotify", dependencies: ["CSystemd"], swiftSettings: swiftSettings),
         .target(
             name: "FuseKit",
             dependencies: ["CFuse", .product(name: "Logging", package: "swift-log")],
@@ -93,8 +96,10 @@ let package = Package(
             name: "upgradefs",
             dependencies: [
                 "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeWhiteboardClient", "UpgradeManager",
+                "SystemdNotify", "UpgradeFiles",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings
         ),

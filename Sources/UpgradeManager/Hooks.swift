@@ -86,9 +86,10 @@ struct Hooks {
         _ = lchown(path, user.uid, user.gid)
     }
 
-    /// Runs `executable` in the bundle directory and appends its output to the log as `label: …`.
+    /// Runs `executable` in the bundle directory and appends its output to the log as `label: …` (with
+    /// `quietWhenRepeated`, only when it differs from what the last run under `label` said).
     func runBundleProgram(_ executable: String, label: String, version: Int64, environment: [String: String],
-                          timeout: Double, shouldStop: () -> Bool = { false }) -> CommandResult {
+                          timeout: Double, quietWhenRepeated: Bool = false, shouldStop: () -> Bool = { false }) -> CommandResult {
         if let problem = Self.leavesBundle(executable, bundle: view.bundle(version)) {
             reporter.log(problem, prefix: label + ": ")
             return CommandResult(ending: .notStarted(problem), output: [])
@@ -99,7 +100,7 @@ struct Hooks {
         command.environment[ProcessTable.markerName] = config.root
         command.inheritsEnvironment = false
         command.user = user
-        return run(command, label: label, shouldStop: shouldStop)
+        return run(command, label: label, quietWhenRepeated: quietWhenRepeated, shouldStop: shouldStop)
     }
 
     /// Why `executable` may not be run as the bundle's program: it resolves (through links) outside the bundle,
@@ -114,7 +115,9 @@ struct Hooks {
         return target.hasPrefix(prefix) ? nil : "refusing to run \(executable): it resolves to \(target), outside the bundle"
     }
 
-    private func run(_ command: Command, label: String, isAppStart: Bool = false, shouldStop: () -> Bool) -> CommandResult {
+    private func run(_ command: Command, label: String, isAppStart: Bool = false, quietWhenRepeated: Bool = false,
+                     shouldStop: () -> Bool) -> CommandResult {
+        let previous = quietWhenRepeated ? try? POSIXFiles.readFile(command.outputPath, limit: ProcessRunner.outputTailBytes) : nil
         do {
             let result: CommandResult
             do {
@@ -126,7 +129,7 @@ struct Hooks {
                 script.arguments = [command.executable] + command.arguments
                 result = try runRecorded(script, label: label, isAppStart: isAppStart, shouldStop: shouldStop)
             }
-            reporter.log(String(decoding: result.output, as: UTF8.self), prefix: label + ": ")
+            if previous != result.output { reporter.log(String(decoding: result.output, as: UTF8.self), prefix: label + ": ") }
             return result
         } catch {
             reporter.log(error.description, prefix: label + ": ")
@@ -176,8 +179,9 @@ struct Hooks {
         var env = environment
         env["UPGRADEFS_PHASE"] = "before"
         env["UPGRADEFS_RETRY_FILE"] = retry
+        // An SF that waits is asked again every poll: its log line is written when what it says changes.
         let result = runBundleProgram(sf, label: "sf \(version)", version: version, environment: env,
-                                      timeout: config.sfTimeoutSeconds, shouldStop: shouldStop)
+                                      timeout: config.sfTimeoutSeconds, quietWhenRepeated: true, shouldStop: shouldStop)
         switch result.ending {
         case .exited(0):
             return .go

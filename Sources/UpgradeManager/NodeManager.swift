@@ -93,8 +93,9 @@ public final class NodeManager: @unchecked Sendable {
     // MARK: The daemon
 
     /// Recovers, then looks at the mount every `poll-interval` until `shouldStop`; a heartbeat thread writes
-    /// `self/heartbeat` meanwhile (and retries failed whiteboard writes).
-    public func run() throws(ManagerError) {
+    /// `self/heartbeat` meanwhile (and retries failed whiteboard writes). `ready` is called once, after recovery
+    /// (the intent journal is read and acted on).
+    public func run(ready: () -> Void = {}) throws(ManagerError) {
         let stopped = StopFlag()
         let heartbeat = Thread { [reporter, config, shouldStop] in
             while !stopped.isSet && !shouldStop() {
@@ -107,6 +108,7 @@ public final class NodeManager: @unchecked Sendable {
         logger.info("manager started", metadata: ["node.id": "\(config.node)", "node.class": "\(config.class)"])
         do {
             try recover()
+            ready()
             while !shouldStop() {
                 try tick()
                 Self.sleep(config.pollIntervalSeconds, until: shouldStop)

@@ -146,14 +146,10 @@ public actor Publisher {
     }
 
     private func process(name: String, path: String, scanned: ScannedBundle) -> BundleOutcome {
-        if let problem = scanned.problem { return reject(name, problem) }
-
-        var manifestText: String?
-        if let bytes = scanned.manifestBytes {
-            guard let text = String(validating: bytes, as: UTF8.self) else {
-                return reject(name, BundleRejection(path: UpgradeManifest.fileName, reason: "the manifest is not valid UTF-8"))
-            }
-            manifestText = text
+        let manifestText: String?
+        switch scanned.manifestText() {
+        case .failure(let rejection): return reject(name, rejection)
+        case .success(let text): manifestText = text
         }
 
         // Published before, but the marker was not written (crash in between)?
@@ -167,10 +163,7 @@ public actor Publisher {
         }
 
         let bundle: ValidatedBundle
-        switch BundleRules.validate(
-            manifestText: manifestText, entries: scanned.entries,
-            latestVersion: repository.latestBundleVersion, limits: configuration.limits)
-        {
+        switch scanned.validate(latestVersion: repository.latestBundleVersion, limits: configuration.limits) {
         case .failure(let rejection): return reject(name, rejection)
         case .success(let validated): bundle = validated
         }

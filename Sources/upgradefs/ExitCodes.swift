@@ -5,7 +5,8 @@ import ArgumentParser
 enum ExitCodes {
     /// Bad command-line usage (swift-argument-parser uses this for validation errors).
     static let usage = ExitCode(64)
-    /// Input data was wrong: a malformed key file, metadata that failed verification.
+    /// Input data was wrong: a malformed key file, metadata that failed verification; check and publish --wait:
+    /// the bundle is (or would be) rejected.
     static let dataError = ExitCode(65)
     /// A file named on the command line does not exist or cannot be read.
     static let noInput = ExitCode(66)
@@ -18,6 +19,8 @@ enum ExitCodes {
     static let osError = ExitCode(71)
     /// A file to be created exists already (keygen without --force); mount: the node key is mounted elsewhere.
     static let cannotCreate = ExitCode(73)
+    /// publish --wait: the server neither published nor rejected the bundle within --timeout (EX_TEMPFAIL).
+    static let timedOut = ExitCode(75)
     /// The server does not hold the initial root named by the mount source's id.
     static let identityMismatch = ExitCode(77)
     /// A configuration file is wrong (the manager's node.toml): the message names the file and key. Also

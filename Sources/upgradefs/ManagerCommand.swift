@@ -2,6 +2,7 @@ import ArgumentParser
 import Dispatch
 import Foundation
 import Logging
+import SystemdNotify
 import UpgradeManager
 
 struct ManagerCommand: AsyncParsableCommand {
@@ -84,7 +85,8 @@ struct ManagerCommand: AsyncParsableCommand {
         let failure = await withCheckedContinuation { (continuation: CheckedContinuation<ManagerError?, Never>) in
             Thread {
                 do throws(ManagerError) {
-                    try manager.run()
+                    // Under systemd, READY=1 once the intent journal is read and an interrupted upgrade recovered.
+                    try manager.run(ready: { ServiceNotifier.ready(status: "journal read; watching \(mount)") })
                     continuation.resume(returning: nil)
                 } catch {
                     continuation.resume(returning: error)

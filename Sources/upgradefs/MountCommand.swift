@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import Logging
+import SystemdNotify
 import UpgradeNode
 
 struct MountCommand: AsyncParsableCommand {
@@ -43,7 +45,9 @@ struct MountCommand: AsyncParsableCommand {
             source: try MountSource(parsing: source), mountpoint: mountpoint, cacheDirectory: cache,
             options: options?.split(separator: ",").map(String.init) ?? [], nodeKeyFile: nodeKey)
         do {
-            try await MountService(configuration: config, logger: logger).run()
+            try await MountService(configuration: config, logger: logger).run(ready: { [mountpoint] in
+                Self.notifyWhenAnswering(mountpoint)
+            })
         } catch let error as MountError {
             printError("upgradefs mount: \(error)")
             switch error {
@@ -58,5 +62,27 @@ struct MountCommand: AsyncParsableCommand {
             case .nodeInUse: throw ExitCodes.cannotCreate
             }
         }
+    }
+
+    /// Under systemd: READY=1 once the file system answers a directory listing (the FUSE loop runs), then
+    /// WATCHDOG=1 while it keeps answering; a hung loop would freeze every reader on the node, so the watchdog
+    /// restarts it. Run by hand (no NOTIFY_SOCKET), nothing is checked.
+    static func notifyWhenAnswering(_ mountpoint: String) {
+        guard ServiceNotifier.isSupervised else { return }
+        let thread = Thread {
+            while !answers(mountpoint) { usleep(20_000) }
+            ServiceNotifier.ready(status: "mounted on \(mountpoint)")
+            ServiceNotifier.startWatchdog(name: "mount-watchdog") { answers(mountpoint) }
+        }
+        thread.name = "mount-ready"
+        thread.start()
+    }
+
+    /// Whether the mounted file system lists its root (OPENDIR and READDIR reach the FUSE loop).
+    static func answers(_ mountpoint: String) -> Bool {
+        guard let directory = opendir(mountpoint) else { return false }
+        defer { closedir(directory) }
+        errno = 0
+        return readdir(directory) != nil
     }
 }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import SystemdNotify
 import UpgradeServer
 
 struct ServeCommand: AsyncParsableCommand {
@@ -10,18 +11,21 @@ struct ServeCommand: AsyncParsableCommand {
         Watches --publish: each new bundle directory is validated, its files stored by hash, and new \
         TUF metadata signed and published atomically; NAME.published or NAME.rejected (with the \
         reason) appears beside it. Serves metadata and content over HTTP and keeps the timestamp \
-        fresh. Stops on SIGTERM or SIGINT; a restart picks up where it stopped.
+        fresh. Stops on SIGTERM or SIGINT; a restart picks up where it stopped. With --config, options \
+        come from a TOML file (keys are the long option names) and its drop-ins (FILE's name without .toml, \
+        plus .d/*.toml, in name order); flags override them. Exit status 78 for a wrong config file, 66 for a \
+        missing one.
         """
     )
 
     @Option(help: "The server's key file (from `upgradefs keygen`).")
     var key: String = ServerKeyFile.defaultPath
 
-    @Option(help: "Directory for the server's state: signed metadata and content (created if missing).")
-    var state: String
+    @Option(help: "Directory for the server's state: signed metadata and content (created if missing; required).")
+    var state: String?
 
-    @Option(help: "Directory operators drop bundles into (created if missing).")
-    var publish: String
+    @Option(help: "Directory operators drop bundles into (created if missing; required).")
+    var publish: String?
 
     @Option(help: "Address and port to listen on, ADDRESS:PORT.")
     var listen: String = "0.0.0.0:7420"
@@ -32,14 +36,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("timestamp-expiry"), help: "Lifetime of signed timestamp metadata, in seconds; re-signed when half is gone.")
     var timestampExpirySeconds: Int = 86_400
 
-    @Option(name: .customLong("max-file-size"), help: "Largest file a bundle may hold, in bytes.")
-    var maxFileBytes: Int64 = 4 << 30
-
-    @Option(name: .customLong("max-bundle-size"), help: "Largest total size of a bundle, in bytes.")
-    var maxBundleBytes: Int64 = 16 << 30
-
-    @Option(name: .customLong("max-files"), help: "Most files a bundle may hold.")
-    var maxFiles: Int = 10_000
+    @OptionGroup var bundleLimits: BundleLimitOptions
 
     @Option(name: .customLong("lock-ttl"), help: "Release a whiteboard lock holder when its node's last heartbeat is older than this, in seconds.")
     var lockTTLSeconds: Int = ServerConfiguration.defaultLockTTLSeconds
@@ -51,6 +48,13 @@ struct ServeCommand: AsyncParsableCommand {
     var maxConnections: Int = ServerConfiguration.defaultMaxConnections
 
     @OptionGroup var logging: LoggingOptions
+
+    @Option(help: ArgumentHelp("A TOML file of options (keys: the long option names), read with its drop-ins; flags override it.",
+                               valueName: "FILE"))
+    var config: String?
+
+    @Flag(name: .customLong("print-config"), help: "Print the options in effect (files and flags merged) as TOML, and exit.")
+    var printConfig = false
 
     var parsedListen: (host: String, port: Int)? {
         guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
@@ -69,28 +73,77 @@ struct ServeCommand: AsyncParsableCommand {
         guard lockTTLSeconds >= 1 else { throw ValidationError("--lock-ttl must be at least 1 second") }
         guard idleTimeoutSeconds >= 1 else { throw ValidationError("--idle-timeout must be at least 1 second") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
-        guard maxFileBytes > 0, maxBundleBytes > 0, maxFiles > 0 else {
-            throw ValidationError("--max-file-size, --max-bundle-size and --max-files must be positive")
-        }
     }
 
     func run() async throws {
+        let effective = try withConfigFiles()
+        if printConfig {
+            print(effective.settingsTOML, terminator: "")
+            return
+        }
+        try await effective.serve()
+    }
+
+    /// This command with the options of `--config` and its drop-ins, the command line's flags winning: the files'
+    /// arguments are parsed again with the command line's after them.
+    func withConfigFiles() throws -> ServeCommand {
+        guard let config else { return self }
+        let fromFiles: [String]
+        do {
+            fromFiles = try ServeConfigFile.arguments(for: config)
+        } catch {
+            printError("upgradefs serve: \(error)")
+            throw error.isUnreadable ? ExitCodes.noInput : ExitCodes.config
+        }
+        let given = CommandLine.arguments.drop { $0 != Self.configuration.commandName }.dropFirst()
+        do {
+            return try Self.parse(fromFiles + given)
+        } catch {
+            printError("upgradefs serve: \(config): \(Self.message(for: error))")
+            throw ExitCodes.config
+        }
+    }
+
+    /// The options in effect, as a config file that sets them all.
+    var settingsTOML: String {
+        func quoted(_ text: String) -> String {
+            "\"" + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        }
+        let limits = bundleLimits.limits
+        let lines: [(String, String)] = [
+            ("key", quoted(key)), ("state", state.map(quoted) ?? "\"\""), ("publish", publish.map(quoted) ?? "\"\""),
+            ("listen", quoted(listen)), ("settle-ms", "\(settleMilliseconds)"), ("timestamp-expiry", "\(timestampExpirySeconds)"),
+            ("max-file-size", "\(limits.maxFileBytes)"), ("max-bundle-size", "\(limits.maxBundleBytes)"),
+            ("max-files", "\(limits.maxFiles)"), ("lock-ttl", "\(lockTTLSeconds)"), ("idle-timeout", "\(idleTimeoutSeconds)"),
+            ("max-connections", "\(maxConnections)"), ("log-level", quoted(logging.logLevel.rawValue)),
+            ("log-format", quoted(logging.logFormat.rawValue)),
+        ]
+        return lines.map { "\($0.0) = \($0.1)\n" }.joined()
+    }
+
+    func serve() async throws {
+        guard let state, let publish else {
+            printError("upgradefs serve: --state and --publish are required (on the command line or in --config)")
+            throw ExitCodes.usage
+        }
         let logger = logging.makeLogger("upgradefs.serve")
         let (host, port) = parsedListen!
         var config = ServerConfiguration(
             stateDirectory: state, publishDirectory: publish, keyFile: key, host: host, port: port)
         config.settleMilliseconds = settleMilliseconds
         config.timestampExpirySeconds = timestampExpirySeconds
-        config.limits.maxFileBytes = maxFileBytes
-        config.limits.maxBundleBytes = maxBundleBytes
-        config.limits.maxFiles = maxFiles
+        config.limits = bundleLimits.limits
         config.lockTTLSeconds = lockTTLSeconds
         config.idleTimeoutSeconds = idleTimeoutSeconds
         config.maxConnections = maxConnections
         // Connections and the publisher share the descriptor table: take all the system allows.
         raiseOpenFileLimit()
         do {
-            try await runUpgradeServer(config, logger: logger)
+            try await runUpgradeServer(config, logger: logger) { ready in
+                ServiceNotifier.ready(status: "listening on \(ready.host):\(ready.port)")
+                // Requests are served on the async pool: a starved or deadlocked pool stops the pings.
+                ServiceNotifier.startWatchdog(name: "serve-watchdog") { Self.asyncPoolAnswers(within: 5) }
+            }
         } catch let error as ServerKeyFileError {
             printError("upgradefs serve: \(error)")
             throw FileManager.default.fileExists(atPath: key) ? ExitCodes.dataError : ExitCodes.noInput
@@ -99,5 +152,12 @@ struct ServeCommand: AsyncParsableCommand {
             printError("upgradefs serve: \(error)")
             throw ExitCodes.osError
         }
+    }
+
+    /// Whether a task started on the async pool runs within `seconds` (blocks the calling thread meanwhile).
+    static func asyncPoolAnswers(within seconds: Int) -> Bool {
+        let ran = DispatchSemaphore(value: 0)
+        Task { ran.signal() }
+        return ran.wait(timeout: .now() + .seconds(seconds)) == .success
     }
 }

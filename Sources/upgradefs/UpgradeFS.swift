@@ -9,7 +9,7 @@ struct UpgradeFS: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             KeygenCommand.self, ServeCommand.self, MountCommand.self, IDCommand.self, EnrollCommand.self, UnlockCommand.self,
-            StatusCommand.self, ManagerCommand.self,
+            StatusCommand.self, ManagerCommand.self, CheckCommand.self, PublishCommand.self, VersionCommand.self,
         ]
     )
 
@@ -25,9 +25,19 @@ struct LoggingOptions: ParsableArguments {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    enum Format: String, ExpressibleByArgument, CaseIterable {
+        case text, json
+    }
+
+    @Option(name: .long, help: "Log format: text, or json (one object per line, for journald and log shippers).")
+    var logFormat: Format = .text
+
     /// Bootstraps swift-log once (only executables do that) and returns a logger.
     func makeLogger(_ label: String) -> Logger {
-        LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        switch logFormat {
+        case .text: LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+        case .json: LoggingSystem.bootstrap { JSONLogHandler(label: $0) }
+        }
         var logger = Logger(label: label)
         logger.logLevel = logLevel
         return logger

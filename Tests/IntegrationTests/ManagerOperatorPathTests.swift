@@ -53,4 +53,24 @@ import UpgradeCore
         #expect(result.status == 69, "\(result.output)")
         #expect(result.output.contains("has no whiteboard (no self/ in it): the mount needs the node's key"), "\(result.output)")
     }
+
+    /// An SF that waits is asked again at every poll; the node's log gets its line once per change, not per run.
+    @Test(.realMounts) func aWaitingSFIsLoggedOncePerChange() throws {
+        let fleet = try ManagedFleet(nodes: ["n1", "n2"])
+        try fleet.startManagers()
+        try fleet.publish(try fleet.bundle("counter-v1", sf: "fast-reboot"))
+        #expect(fleet.waitFor(state: "running", version: 1))
+        try fleet.publish(try fleet.bundle("counter-v2", sf: "canary", settings: ["CANARY_NODES=n1"]))
+        #expect(fleet.waitFor(["n1"], state: "running", version: 2))
+        // poll-interval 0.2 s: some 20 runs of n2's SF while it waits.
+        usleep(4_000_000)
+        func count(_ text: String) -> Int {
+            (fleet.whiteboard("n2", "log") ?? "").components(separatedBy: "\n").filter { $0.contains(text) }.count
+        }
+        #expect(count("canary: waiting for the operator") == 1, "\(fleet.whiteboard("n2", "log") ?? "")")
+        #expect(Posix.write(fleet.operator.path("udb/upgrades/2/control"), "approve\n") == 0)
+        #expect(fleet.waitFor(["n2"], state: "running", version: 2), "\(fleet.whiteboard("n2", "log") ?? "")")
+        #expect(count("canary: approved, going") == 1, "\(fleet.whiteboard("n2", "log") ?? "")")
+        #expect(count("canary: waiting for the operator") == 1)
+    }
 }
