@@ -45,7 +45,7 @@ public final class WhiteboardFileSystem: FuseFileSystem {
     }
 
     /// Runs a tree operation, answering its error as the errno of `errno(for:)`.
-    private func run<T>(_ operation: () throws(WhiteboardTreeError) -> T) throws(FuseError) -> T {
+    private func run<T>(_ operation: @autoclosure () throws(WhiteboardTreeError) -> T) throws(FuseError) -> T {
         do {
             return try operation()
         } catch {
@@ -76,20 +76,20 @@ public final class WhiteboardFileSystem: FuseFileSystem {
     // MARK: FuseFileSystem
 
     public func lookup(parent: UInt64, name: String) throws(FuseError) -> FuseEntry {
-        fuseEntry(try run { () throws(WhiteboardTreeError) in try tree.lookup(parent: parent, name: name) })
+        fuseEntry(try run(try tree.lookup(parent: parent, name: name)))
     }
 
     public func getattr(ino: UInt64) throws(FuseError) -> (FuseAttributes, timeout: Double) {
-        let (item, timeout) = try run { () throws(WhiteboardTreeError) in try tree.getattr(ino: ino) }
+        let (item, timeout) = try run(try tree.getattr(ino: ino))
         return (attributes(ino, item), timeout)
     }
 
     public func readlink(ino: UInt64) throws(FuseError) -> String {
-        try run { () throws(WhiteboardTreeError) in try tree.readlink(ino: ino) }
+        try run(try tree.readlink(ino: ino))
     }
 
     public func readdir(ino: UInt64) throws(FuseError) -> [FuseDirectoryEntry] {
-        try run { () throws(WhiteboardTreeError) in try tree.readdir(ino: ino) }.map {
+        try run(try tree.readdir(ino: ino)).map {
             FuseDirectoryEntry(name: $0.name, ino: $0.ino, mode: $0.isFile ? UInt32(S_IFREG) | 0o444 : UInt32(S_IFDIR) | 0o555)
         }
     }
@@ -98,7 +98,7 @@ public final class WhiteboardFileSystem: FuseFileSystem {
         let mode = WhiteboardTree.OpenMode(writing: flags & O_ACCMODE != O_RDONLY, append: flags & O_APPEND != 0,
                                            truncate: flags & O_TRUNC != 0)
         do throws(FuseError) {
-            let handle = try run { () throws(WhiteboardTreeError) in try tree.open(ino: ino, mode) }
+            let handle = try run(try tree.open(ino: ino, mode))
             reply(.success(FuseOpenResult(fileHandle: handle, keepCache: false, directIO: true)))
         } catch {
             reply(.failure(error))
@@ -106,48 +106,44 @@ public final class WhiteboardFileSystem: FuseFileSystem {
     }
 
     public func create(parent: UInt64, name: String, mode: UInt32, flags: Int32) throws(FuseError) -> (FuseEntry, FuseOpenResult) {
-        let (entry, handle) = try run { () throws(WhiteboardTreeError) in
-            try tree.create(parent: parent, name: name, append: flags & O_APPEND != 0)
-        }
+        let (entry, handle) = try run(try tree.create(parent: parent, name: name, append: flags & O_APPEND != 0))
         return (fuseEntry(entry), FuseOpenResult(fileHandle: handle, keepCache: false, directIO: true))
     }
 
     public func read(ino: UInt64, fileHandle: UInt64, offset: Int64, size: Int) throws(FuseError) -> FuseReadResult {
-        .bytes(try run { () throws(WhiteboardTreeError) in try tree.read(handle: fileHandle, offset: offset, size: size) })
+        .bytes(try run(try tree.read(handle: fileHandle, offset: offset, size: size)))
     }
 
     public func write(ino: UInt64, fileHandle: UInt64, offset: Int64, data: UnsafeRawBufferPointer) throws(FuseError) -> Int {
-        try run { () throws(WhiteboardTreeError) in try tree.write(handle: fileHandle, offset: offset, data: data) }
+        try run(try tree.write(handle: fileHandle, offset: offset, data: data))
     }
 
     public func flush(ino: UInt64, fileHandle: UInt64) throws(FuseError) {
-        try run { () throws(WhiteboardTreeError) in try tree.flush(handle: fileHandle) }
+        try run(try tree.flush(handle: fileHandle))
     }
 
     public func release(ino: UInt64, fileHandle: UInt64) { tree.release(handle: fileHandle) }
 
     public func setattr(ino: UInt64, changes: FuseAttributeChanges) throws(FuseError) -> (FuseAttributes, timeout: Double) {
-        let (item, timeout) = try run { () throws(WhiteboardTreeError) in
-            try tree.setattr(ino: ino, size: changes.size,
-                             changesModeOrOwner: changes.mode != nil || changes.uid != nil || changes.gid != nil)
-        }
+        let changesModeOrOwner = changes.mode != nil || changes.uid != nil || changes.gid != nil
+        let (item, timeout) = try run(try tree.setattr(ino: ino, size: changes.size, changesModeOrOwner: changesModeOrOwner))
         return (attributes(ino, item), timeout)
     }
 
     public func unlink(parent: UInt64, name: String) throws(FuseError) {
-        try run { () throws(WhiteboardTreeError) in try tree.unlink(parent: parent, name: name) }
+        try run(try tree.unlink(parent: parent, name: name))
     }
 
     public func mkdir(parent: UInt64, name: String, mode: UInt32) throws(FuseError) -> FuseEntry {
-        fuseEntry(try run { () throws(WhiteboardTreeError) in try tree.mkdir(parent: parent, name: name) })
+        fuseEntry(try run(try tree.mkdir(parent: parent, name: name)))
     }
 
     public func rmdir(parent: UInt64, name: String) throws(FuseError) {
-        try run { () throws(WhiteboardTreeError) in try tree.rmdir(parent: parent, name: name) }
+        try run(try tree.rmdir(parent: parent, name: name))
     }
 
     public func rename(parent: UInt64, name: String, newParent: UInt64, newName: String) throws(FuseError) {
-        try run { () throws(WhiteboardTreeError) in try tree.rename() }
+        try run(try tree.rename())
     }
 
     // MARK: attributes
