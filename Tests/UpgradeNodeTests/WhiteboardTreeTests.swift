@@ -205,6 +205,19 @@ struct WhiteboardTreeTests {
         #expect(try t.tree.item(at: "locks/roll/n1") == nil)
     }
 
+    @Test func holdersTheFollowerReportsShowInTheTreeAndAnOlderReportLosesToAnOwnAcquire() throws {
+        let t = Board()
+        t.holders.apply([WhiteboardHolder(lock: "roll", holder: "n2", node: "n2", acquiredAt: 0, revision: 1)],
+                        replacingAll: true, revision: 1)
+        #expect(try t.tree.readdir(ino: t.ino("locks/roll")).map(\.name) == ["n2"])
+        #expect(try t.tree.lookup(parent: t.ino("locks/roll"), name: "n2").item == .directory(writable: false))
+        t.store.revision.withLock { $0 = 4 }
+        try t.mkdir("locks/roll/n1")  // granted at revision 5
+        t.holders.apply([WhiteboardHolder(lock: "roll", holder: "n1", node: "n1", acquiredAt: 0, revision: 3, released: true)],
+                        replacingAll: false, revision: 3)
+        #expect(try t.tree.readdir(ino: t.ino("locks/roll")).map(\.name) == ["n1", "n2"], "an older report loses")
+    }
+
     @Test func aLockOperationsFailureSaysWhy() throws {
         let t = Board()
         let cases: [(WhiteboardLockClient.Failure.Reason, WhiteboardTreeError)] = [
@@ -216,21 +229,6 @@ struct WhiteboardTreeTests {
             #expect(throws: error) { try t.mkdir("locks/roll/n1") }
             #expect(!t.holders.isHeld("locks/roll/n1"))
         }
-    }
-
-    @Test func theNewerFactAboutAHolderWins() {
-        let holders = WhiteboardHolders()
-        holders.record("locks/roll/n1", held: true, revision: 5)
-        holders.apply([WhiteboardHolder(lock: "roll", holder: "n1", node: "n1", acquiredAt: 0, revision: 4, released: true)],
-                      replacingAll: false, revision: 4)
-        #expect(holders.isHeld("locks/roll/n1"), "an older report does not undo this node's newer acquire")
-        holders.record("locks/roll/n1", held: false, revision: 6)
-        #expect(holders.held.isEmpty)
-        holders.record("locks/a/n1", held: true, revision: 7)
-        holders.record("locks/b/n1", held: true, revision: 9)
-        holders.apply([WhiteboardHolder(lock: "c", holder: "n2", node: "n2", acquiredAt: 0, revision: 3)],
-                      replacingAll: true, revision: 8)
-        #expect(holders.held == ["locks/b/n1": 9, "locks/c/n2": 3], "a snapshot at 8 supersedes what was known up to 8")
     }
 
     // MARK: how long the kernel may keep an answer
