@@ -1,4 +1,4 @@
-/// The tables a `WhiteboardTree` keeps in memory: inode numbers and open descriptors (pure).
+// The tables a `WhiteboardTree` keeps in memory: inode numbers and open descriptors (pure).
 
 /// Stable inode numbers for whiteboard paths (never reused while the mount lives).
 struct InodeTable {
