@@ -8,7 +8,7 @@ import UpgradeWhiteboardClient
 /// a server that stopped signing, or an attacker replaying or withholding metadata (freeze).
 struct MetadataWatcher {
     let updater: TUFUpdater
-    let fileSystem: UpgradeFileSystem
+    let fileSystem: BundleFileSystem
     let logger: Logger
 
     func run() async {
@@ -63,7 +63,7 @@ struct MetadataWatcher {
     }
 
     /// Sets `stale` from the trusted metadata's expiry (and logs when that changes).
-    static func showStaleness(updater: TUFUpdater, fileSystem: UpgradeFileSystem, lastFailure: String?,
+    static func showStaleness(updater: TUFUpdater, fileSystem: BundleFileSystem, lastFailure: String?,
                               logger: Logger) async {
         let expired = await updater.expiredSince()
         let text = expired.map {

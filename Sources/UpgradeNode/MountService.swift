@@ -114,8 +114,9 @@ public final class MountService: Sendable {
             try await board.claimSession()
             whiteboard = board
         }
-        let fileSystem = await UpgradeFileSystem(updater: updater, whiteboard: whiteboard?.fileSystem, logger: logger)
-        await MetadataWatcher.showStaleness(updater: updater, fileSystem: fileSystem, lastFailure: firstFailure, logger: logger)
+        let bundles = await BundleFileSystem(updater: updater, logger: logger)
+        let fileSystem = UpgradeFileSystem(bundles: bundles, whiteboard: whiteboard?.fileSystem)
+        await MetadataWatcher.showStaleness(updater: updater, fileSystem: bundles, lastFailure: firstFailure, logger: logger)
         let fuse: FuseMount
         do {
             fuse = try FuseMount(fileSystem: fileSystem, mountpoint: config.mountpoint,
@@ -127,9 +128,9 @@ public final class MountService: Sendable {
         }
         fileSystem.attach(fuse)
         logger.notice("mounted", metadata: ["mount.point": "\(config.mountpoint)",
-                                             "upgrade.latest": "\(fileSystem.latestVersion)"])
+                                             "upgrade.latest": "\(bundles.latestVersion)"])
 
-        let watcher = Task { await MetadataWatcher(updater: updater, fileSystem: fileSystem, logger: logger).run() }
+        let watcher = Task { await MetadataWatcher(updater: updater, fileSystem: bundles, logger: logger).run() }
         defer { watcher.cancel() }
         let stopWhiteboard = whiteboard?.start()
         defer { stopWhiteboard?() }
@@ -168,12 +169,13 @@ struct Whiteboard {
         let sender = WhiteboardSender(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger)
         self.sender = sender
         locks = WhiteboardLockClient(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger)
-        fileSystem = WhiteboardFileSystem(node: node.node, journal: journal, locks: locks, wakeSender: { sender.wake() },
-                                          logger: logger)
+        // One holder table: the follower records what the server reports, the files their own lock operations.
+        let holders = WhiteboardHolders()
+        fileSystem = WhiteboardFileSystem(node: node.node, journal: journal, locks: locks, holders: holders,
+                                          wakeSender: { sender.wake() }, logger: logger)
         let fileSystem = self.fileSystem
         follower = WhiteboardFollower(journal: journal, baseURL: baseURL, http: http, serverKey: serverKey, logger: logger,
-                                      holdersChanged: { fileSystem.holdersChanged($0, replacingAll: $1, revision: $2) },
-                                      filesChanged: { fileSystem.filesChanged($0) })
+                                      holders: holders, filesChanged: { fileSystem.filesChanged($0) })
     }
 
     /// Claims the node's mount session (`WhiteboardSession`): fails the mount when the server says (signed) that the

@@ -7,11 +7,12 @@ import UpgradeCore
 
 /// Keeps the journal's server view current: one signed `GET /v1/udb/snapshot`, then `GET /v1/udb/changes?after=R`
 /// long polls, each answer checked against the server's timestamp key and the nonce sent, and applied with
-/// `WhiteboardJournal.applyServerChanges`. Lock holders are kept in memory (they mean nothing without the
-/// server, which every lock operation needs anyway).
+/// `WhiteboardJournal.applyServerChanges`. Lock holders go to the mount's one `WhiteboardHolders`.
 public actor WhiteboardFollower {
-    /// Current holders by path `locks/NAME/HOLDER`.
-    public private(set) var holders: [String: WhiteboardHolder] = [:]
+    /// The lock holders the server reported (and the mount's own lock operations, when it shares the table).
+    public let holderTable: WhiteboardHolders
+    /// Currently held paths `locks/NAME/HOLDER`, each with the revision it is known from.
+    public var holders: [String: Int64] { holderTable.held }
     /// True once a snapshot was applied in this process.
     public private(set) var synchronized = false
     /// The last failure to read from the server (nil after a success).
@@ -24,21 +25,18 @@ public actor WhiteboardFollower {
     private let pollTimeout: TimeAmount
     private let logger: Logger
     private var backoff: WhiteboardBackoff
-    private let holdersChanged: @Sendable (_ changed: [WhiteboardHolder], _ replacingAll: Bool, _ revision: Int64) -> Void
     private let filesChanged: @Sendable (_ paths: [String]) -> Void
 
     /// - Parameters:
     ///   - serverKey: the TUF root's timestamp key, which signs every whiteboard read.
     ///   - pollTimeout: the deadline of one long poll; longer than the server's (25 s by default).
-    ///   - holdersChanged: told of every holder change (all holders, `replacingAll`, after a snapshot), with the
-    ///     revision of the answer.
+    ///   - holders: where the holders the server reports are recorded (the mount shares it with its files).
     ///   - filesChanged: told of the paths each change-feed answer brought (written or deleted).
     public init(journal: WhiteboardJournal, baseURL: String, http: HTTPClient, serverKey: [UInt8],
                 pollTimeout: TimeAmount = .seconds(35), backoff: WhiteboardBackoff = WhiteboardBackoff(), logger: Logger,
-                holdersChanged: @escaping @Sendable (_ changed: [WhiteboardHolder], _ replacingAll: Bool, _ revision: Int64) -> Void
-                    = { _, _, _ in },
+                holders: WhiteboardHolders = WhiteboardHolders(),
                 filesChanged: @escaping @Sendable (_ paths: [String]) -> Void = { _ in }) {
-        self.holdersChanged = holdersChanged
+        self.holderTable = holders
         self.filesChanged = filesChanged
         self.journal = journal
         self.baseURL = baseURL
@@ -77,8 +75,7 @@ public actor WhiteboardFollower {
                 revision: view.revision,
                 files: view.files.map { .init(path: $0.path, content: $0.content, revision: $0.revision) },
                 replacingAll: true)
-            holders = Dictionary(view.holders.map { ($0.path, $0) }, uniquingKeysWith: { $1 })
-            holdersChanged(view.holders, true, view.revision)
+            holderTable.apply(view.holders, replacingAll: true, revision: view.revision)
             synchronized = true
         } else {
             let after = try journal.serverRevision()
@@ -86,10 +83,7 @@ public actor WhiteboardFollower {
             try journal.applyServerChanges(
                 revision: view.revision,
                 files: view.files.map { .init(path: $0.path, content: $0.content, revision: $0.revision) })
-            for holder in view.holders {
-                if holder.released { holders[holder.path] = nil } else { holders[holder.path] = holder }
-            }
-            if !view.holders.isEmpty { holdersChanged(view.holders, false, view.revision) }
+            holderTable.apply(view.holders, replacingAll: false, revision: view.revision)
             if !view.files.isEmpty { filesChanged(view.files.map(\.path)) }
         }
         lastError = nil

@@ -16,11 +16,33 @@ import UpgradeCore
 /// second until the server answers. Whichever arrives first, the stale acquire ends up without effect (released,
 /// or refused as a replay once the newer seq is in).
 public final class WhiteboardLockClient: Sendable {
-    /// Why a lock operation failed, with the errno the mount answers (docs/DESIGN.md, "Whiteboard errnos").
+    /// Why a lock operation failed (the mount turns `reason` into its errno: `WhiteboardFileSystem.errno(for:)`).
     public struct Failure: Error, Sendable, Equatable, CustomStringConvertible {
-        public let errno: Int32
+        public enum Reason: Sendable, Equatable {
+            /// The lock has as many holders as its capacity (409 `full`).
+            case full
+            /// This holder already holds it (409 `exists`).
+            case alreadyHeld
+            /// Release of a holder that does not hold it (404).
+            case notHeld
+            /// The rules refuse this node the operation (403).
+            case forbidden
+            /// The path is taken by something else (409 `conflict`).
+            case conflict
+            /// No answer in time, a refused connection, or the server cannot serve it now (5xx, 408, 429).
+            case unreachable
+            /// Anything else: the journal could not sign it, an answer refused as unverifiable, another refusal.
+            case failed
+        }
+
+        public let reason: Reason
         public let message: String
         public var description: String { message }
+
+        public init(_ reason: Reason, message: String) {
+            self.reason = reason
+            self.message = message
+        }
     }
 
     private let journal: WhiteboardJournal
@@ -51,7 +73,7 @@ public final class WhiteboardLockClient: Sendable {
         serial.withLock { uncertain in
             if let failure = fence(&uncertain) { return .failure(failure) }
             let result = blocking { await self.send(op, path: path) }
-            if case .failure(let failure) = result, failure.errno == EHOSTUNREACH, op == .acquire {
+            if case .failure(let failure) = result, failure.reason == .unreachable, op == .acquire {
                 uncertain.insert(path)
             }
             return result
@@ -140,7 +162,7 @@ public final class WhiteboardLockClient: Sendable {
             case .success:
                 logger.notice("released a lock acquired after its mkdir had already failed", metadata: ["udb.path": "\(path)"])
                 uncertain.remove(path)
-            case .failure(let failure) where failure.errno == EHOSTUNREACH:
+            case .failure(let failure) where failure.reason == .unreachable:
                 return failure
             case .failure:
                 uncertain.remove(path)  // not held (404) or refused: the stale acquire can no longer apply
@@ -155,13 +177,13 @@ public final class WhiteboardLockClient: Sendable {
             signed = try journal.signDirect(op: op, path: path)
         } catch {
             logger.error("whiteboard journal: cannot sign a lock operation", metadata: ["udb.path": "\(path)", "error": "\(error)"])
-            return .failure(Failure(errno: EIO, message: "\(error)"))
+            return .failure(Failure(.failed, message: "\(error)"))
         }
         let answer: WhiteboardHTTPAnswer
         do {
             answer = try await http.postWhiteboardRequest(signed.body, to: url, timeout: timeout, logger: logger)
         } catch {
-            return .failure(Failure(errno: EHOSTUNREACH, message: NetworkErrorText.describe(error, url: url)))
+            return .failure(Failure(.unreachable, message: NetworkErrorText.describe(error, url: url)))
         }
         return Self.interpret(answer, sent: signed.body, nonce: signed.nonce, serverKey: serverKey, op: op, path: path, logger: logger)
     }
@@ -185,25 +207,25 @@ public final class WhiteboardLockClient: Sendable {
             return .success(revision)
         case .retry(let reason):
             if (500...599).contains(status) || status == 408 || status == 429 {
-                return .failure(Failure(errno: EHOSTUNREACH, message: "server cannot serve \(op.rawValue) \(path) now: \(reason)"))
+                return .failure(Failure(.unreachable, message: "server cannot serve \(op.rawValue) \(path) now: \(reason)"))
             }
             logger.error("lock answer refused", metadata: ["udb.path": "\(path)", "error": "\(reason)"])
-            return .failure(Failure(errno: EIO, message: reason))
+            return .failure(Failure(.failed, message: reason))
         case .refused(_, let reason):
-            let errno: Int32
+            let failure: Failure.Reason
             switch WhiteboardErrorBody.decode(body)?.code {
-            case .full?: errno = EBUSY
-            case .exists?: errno = EEXIST
-            case .notFound?: errno = ENOENT
-            case .forbidden?: errno = EACCES
-            case .conflict?: errno = ENOTDIR
+            case .full?: failure = .full
+            case .exists?: failure = .alreadyHeld
+            case .notFound?: failure = .notHeld
+            case .forbidden?: failure = .forbidden
+            case .conflict?: failure = .conflict
             default:
-                errno = EIO
+                failure = .failed
                 logger.error("the server refused a lock operation", metadata: [
                     "udb.op": "\(op.rawValue)", "udb.path": "\(path)", "http.status": "\(status)", "error": "\(reason)",
                 ])
             }
-            return .failure(Failure(errno: errno, message: reason))
+            return .failure(Failure(failure, message: reason))
         }
     }
 }
