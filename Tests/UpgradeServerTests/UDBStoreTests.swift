@@ -337,8 +337,8 @@ extension WhiteboardApplyOutcome {
     @Test func summariesOfAnOlderDatabaseAreMadeAgainOnlyForPublishedUpgrades() async throws {
         defer { directory.remove() }
         do {
-            let pool = try DatabasePool(path: directory.path + "/" + SQLiteWhiteboardStore.fileName)
-            try SQLiteWhiteboardStore.migrator.migrate(pool, upTo: "v1")
+            let pool = try DatabasePool(path: directory.path + "/" + SQLiteWhiteboardStorage.fileName)
+            try SQLiteWhiteboardStorage.migrator.migrate(pool, upTo: "v1")
             try await pool.write { db in
                 try db.execute(sql: """
                     INSERT INTO files(path, content, revision, modified_at, writer) VALUES
