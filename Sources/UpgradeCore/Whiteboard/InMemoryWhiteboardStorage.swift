@@ -76,9 +76,10 @@ public struct InMemoryWhiteboardTables: WhiteboardTransaction, Sendable {
             usage.bytes += content.count
         }
     }
-    public func enrolledNodeFiles(_ names: [String]) -> [String: [String: [UInt8]]] {
+    public func enrolledNodeFiles(_ names: [String], whereFile filter: String, isOneOf values: [[UInt8]]) -> [String: [String: [UInt8]]] {
         var result: [String: [String: [UInt8]]] = [:]
         for node in nodeRows.keys {
+            guard let content = fileRows[WhiteboardPath.node(node, filter)]?.content, values.contains(content) else { continue }
             result[node] = names.reduce(into: [:]) { files, name in files[name] = fileRows[WhiteboardPath.node(node, name)]?.content }
         }
         return result

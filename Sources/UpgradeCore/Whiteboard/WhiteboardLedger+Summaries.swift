@@ -18,23 +18,30 @@ extension WhiteboardLedger {
 
     /// Brings the summary of every registered upgrade (or of `versions`) up to date; an unchanged one is not written.
     func recomputeSummaries<Tx: WhiteboardTransaction>(in tx: inout Tx, now: Date, versions: [Int64]? = nil) throws {
-        let registered = try tx.upgrades().filter { versions?.contains($0.key) ?? true }
-        guard !registered.isEmpty else { return }
-        let reports = try tx.enrolledNodeFiles(Self.summaryInputs)
-        for (version, upgradeClass) in registered.sorted(by: { $0.key < $1.key }) {
+        var reports: [String: [String: [String: [UInt8]]]] = [:]  // by class
+        for (version, upgradeClass) in try tx.upgrades().sorted(by: { $0.key < $1.key }) {
+            if let versions, !versions.contains(version) { continue }
+            if reports[upgradeClass] == nil {
+                reports[upgradeClass] = try tx.enrolledNodeFiles(Self.summaryInputs, whereFile: "class", isOneOf: Self.classContents(upgradeClass))
+            }
             let path = "upgrades/\(version)/summary"
-            let content = Self.summary(version: version, class: upgradeClass, reports: reports)
+            let content = Self.summary(version: version, class: upgradeClass, reports: reports[upgradeClass]!)
             if try tx.file(path)?.content != content {
                 try putFile(path, content: content, writer: Self.serverWriter, in: &tx, now: now)
             }
         }
     }
 
+    /// What a node's `class` file holds when it names `upgradeClass`: the name, or the name and one newline.
+    static func classContents(_ upgradeClass: String) -> [[UInt8]] {
+        [Array(upgradeClass.utf8), Array((upgradeClass + "\n").utf8)]
+    }
+
     /// `STATE COUNT` lines, sorted by state, over the enrolled nodes (not the operator) whose `class` file names
     /// `upgradeClass` (one trailing newline allowed), each counted as `WhiteboardRules.summaryState` says. A node that
     /// never reported a class is counted under no upgrade. `reports`: each enrolled node's `summaryInputs` files.
     public static func summary(version: Int64, class upgradeClass: String, reports: [String: [String: [UInt8]]]) -> [UInt8] {
-        let classes: Set<[UInt8]> = [Array(upgradeClass.utf8), Array((upgradeClass + "\n").utf8)]
+        let classes = classContents(upgradeClass)
         var counts: [String: Int] = [:]
         for (node, files) in reports where node != WhiteboardRules.operatorName {
             guard let reportedClass = files["class"], classes.contains(reportedClass) else { continue }

@@ -58,8 +58,9 @@ public protocol WhiteboardTransaction {
     func hasLiveFile(withPrefix prefix: String) throws -> Bool
     /// How many live files `writer` last wrote, and their bytes, not counting `path`.
     func liveUsage(writer: String, excluding path: String) throws -> (files: Int, bytes: Int)
-    /// Every enrolled node, with the live content of those of its files (`nodes/NODE/NAME`) named in `names`.
-    func enrolledNodeFiles(_ names: [String]) throws -> [String: [String: [UInt8]]]
+    /// Every enrolled node whose live file `nodes/NODE/filter` holds one of `values`, with the live content of those
+    /// of its files (`nodes/NODE/NAME`) named in `names`.
+    func enrolledNodeFiles(_ names: [String], whereFile filter: String, isOneOf values: [[UInt8]]) throws -> [String: [String: [UInt8]]]
     /// Inserts or replaces the row of `row.path` (a tombstone when its content is nil).
     mutating func putFile(_ row: WhiteboardFileRow) throws
 

@@ -221,14 +221,16 @@ public struct SQLiteWhiteboardTransaction: WhiteboardTransaction {
         return (usage?["files"] ?? 0, usage?["bytes"] ?? 0)
     }
 
-    public func enrolledNodeFiles(_ names: [String]) throws -> [String: [String: [UInt8]]] {
+    public func enrolledNodeFiles(_ names: [String], whereFile filter: String, isOneOf values: [[UInt8]]) throws -> [String: [String: [UInt8]]] {
+        guard !values.isEmpty else { return [:] }
         // One LEFT JOIN per name: f0.content, f1.content, …
-        let joins = names.indices.map { "LEFT JOIN files f\($0) ON f\($0).path = 'nodes/' || n.name || '/' || ? AND f\($0).content IS NOT NULL" }
         let columns = names.indices.map { ", f\($0).content AS c\($0)" }.joined()
+        let joins = names.indices.map { " LEFT JOIN files f\($0) ON f\($0).path = 'nodes/' || n.name || '/' || ? AND f\($0).content IS NOT NULL" }
+        let sql = "SELECT n.name\(columns) FROM nodes n JOIN files w ON w.path = 'nodes/' || n.name || '/' || ?"
+            + " AND w.content IN (\(Array(repeating: "?", count: values.count).joined(separator: ", ")))" + joins.joined()
+        let arguments = StatementArguments([filter]) + StatementArguments(values.map { Data($0) }) + StatementArguments(names)
         var result: [String: [String: [UInt8]]] = [:]
-        for row in try Row.fetchAll(
-            db, sql: "SELECT n.name\(columns) FROM nodes n " + joins.joined(separator: " "), arguments: StatementArguments(names))
-        {
+        for row in try Row.fetchAll(db, sql: sql, arguments: arguments) {
             var files: [String: [UInt8]] = [:]
             for (index, name) in names.enumerated() { files[name] = (row["c\(index)"] as Data?).map(Array.init) }
             result[row["name"]] = files
