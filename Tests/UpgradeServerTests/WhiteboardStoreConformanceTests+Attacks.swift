@@ -80,6 +80,20 @@ extension WhiteboardStoreConformanceTests {
         #expect(try await store.apply(n1.request(.put, "shared/ü/c", "x")).code == .conflict)
     }
 
+    /// `é` precomposed (NFC) and `e` + U+0301 (NFD) are one name to a Swift string comparison, two to the file system
+    /// and to SQLite: they are two files, and the snapshot lists paths in the order of their bytes.
+    @Test(arguments: StorageKind.allCases) func canonicallyEquivalentPathsAreTwoFilesInByteOrder(_ kind: StorageKind) async throws {
+        defer { directory.remove() }
+        let store = try await enrolled(kind)
+        let composed = "shared/\u{E9}", decomposed = "shared/e\u{301}"
+        #expect(try await store.apply(n1.request(.put, composed, "nfc")).result == .ok)
+        #expect(try await store.apply(n1.request(.put, "shared/z", "z")).result == .ok)
+        #expect(try await store.apply(n1.request(.put, decomposed, "nfd")).result == .ok)
+        let snapshot = try await store.snapshot()
+        #expect(snapshot.files.map { Array($0.path.utf8) } == [decomposed, "shared/z", composed].map { Array($0.utf8) })
+        #expect(snapshot.files.map(\.content) == ["nfd", "z", "nfc"].map { Array($0.utf8) })
+    }
+
     @Test(arguments: StorageKind.allCases) func nodeFillingTheWhiteboardWithFilesOrBytesStopsAtItsQuota(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)

@@ -27,7 +27,8 @@ public struct InMemoryWhiteboardTables: WhiteboardTransaction, Sendable {
     private var replays: [String: [String: WhiteboardReplayRow]] = [:]
     private var sessions: [String: WhiteboardSessionRow] = [:]
     private var refusalRows: [String: WhiteboardRefusals] = [:]
-    private var fileRows: [String: WhiteboardFileRow] = [:]
+    /// By the path's UTF-8 bytes: two paths a Swift string comparison equates (NFC and NFD) are two files.
+    private var fileRows: [[UInt8]: WhiteboardFileRow] = [:]
     private var holderRows: [String: [String: WhiteboardHolderRow]] = [:]
     private var upgradeRows: [Int64: String] = [:]
 
@@ -62,14 +63,14 @@ public struct InMemoryWhiteboardTables: WhiteboardTransaction, Sendable {
     public mutating func putRefusal(_ row: WhiteboardRefusals) { refusalRows[row.node] = row }
     public mutating func deleteRefusal(node: String) { refusalRows[node] = nil }
 
-    public func file(_ path: String) -> WhiteboardFileRow? { fileRows[path] }
+    public func file(_ path: String) -> WhiteboardFileRow? { fileRows[Array(path.utf8)] }
     public func liveFiles() -> [WhiteboardFileRow] { fileRows.values.filter { $0.content != nil } }
     public func files(after revision: Int64) -> [WhiteboardFileRow] { fileRows.values.filter { $0.revision > revision } }
     public func hasLiveFile(withPrefix prefix: String) -> Bool {
         fileRows.values.contains { $0.content != nil && $0.path.utf8.starts(with: prefix.utf8) }
     }
     public func liveUsage(writer: String, excluding path: String) -> (files: Int, bytes: Int) {
-        let rows = fileRows.values.filter { $0.writer == writer && $0.path != path }
+        let rows = fileRows.values.filter { $0.writer == writer && !$0.path.utf8.elementsEqual(path.utf8) }
         return rows.reduce(into: (files: 0, bytes: 0)) { usage, row in
             guard let content = row.content else { return }
             usage.files += 1
@@ -79,12 +80,12 @@ public struct InMemoryWhiteboardTables: WhiteboardTransaction, Sendable {
     public func enrolledNodeFiles(_ names: [String], whereFile filter: String, isOneOf values: [[UInt8]]) -> [String: [String: [UInt8]]] {
         var result: [String: [String: [UInt8]]] = [:]
         for node in nodeRows.keys {
-            guard let content = fileRows[WhiteboardPath.node(node, filter)]?.content, values.contains(content) else { continue }
-            result[node] = names.reduce(into: [:]) { files, name in files[name] = fileRows[WhiteboardPath.node(node, name)]?.content }
+            guard let content = fileRows[Array(WhiteboardPath.node(node, filter).utf8)]?.content, values.contains(content) else { continue }
+            result[node] = names.reduce(into: [:]) { files, name in files[name] = fileRows[Array(WhiteboardPath.node(node, name).utf8)]?.content }
         }
         return result
     }
-    public mutating func putFile(_ row: WhiteboardFileRow) { fileRows[row.path] = row }
+    public mutating func putFile(_ row: WhiteboardFileRow) { fileRows[Array(row.path.utf8)] = row }
 
     public func liveHolder(lock: String, holder: String) -> WhiteboardHolderRow? {
         holderRows[lock]?[holder].flatMap { $0.released ? nil : $0 }

@@ -201,9 +201,10 @@ public struct WhiteboardLedger: Sendable {
 
     // MARK: - Reads
 
-    /// Every live file (summaries included) sorted by path, and every live holder sorted by lock and holder.
+    /// Every live file (summaries included) sorted by path, and every live holder sorted by lock and holder. Paths
+    /// are compared by their UTF-8 bytes, not as Swift strings (which equate canonically equivalent ones).
     public func snapshot<Tx: WhiteboardTransaction>(in tx: Tx) throws -> WhiteboardView {
-        let files = try tx.liveFiles().sorted { $0.path < $1.path }
+        let files = try tx.liveFiles().sorted { $0.path.utf8.lexicographicallyPrecedes($1.path.utf8) }
         let holders = try tx.liveHolders(lock: nil).sorted { ($0.lock, $0.holder) < ($1.lock, $1.holder) }
         return WhiteboardView(revision: try tx.revision(), files: files.map(\.view), holders: holders.map(\.view))
     }
@@ -211,7 +212,9 @@ public struct WhiteboardLedger: Sendable {
     /// What changed after `revision`, in the order it changed: files (tombstones with nil content) and holders
     /// (released ones flagged).
     public func changes<Tx: WhiteboardTransaction>(after revision: Int64, in tx: Tx) throws -> WhiteboardView {
-        let files = try tx.files(after: revision).sorted { ($0.revision, $0.path) < ($1.revision, $1.path) }
+        let files = try tx.files(after: revision).sorted {
+            $0.revision != $1.revision ? $0.revision < $1.revision : $0.path.utf8.lexicographicallyPrecedes($1.path.utf8)
+        }
         let holders = try tx.holders(after: revision).sorted { ($0.revision, $0.lock, $0.holder) < ($1.revision, $1.lock, $1.holder) }
         return WhiteboardView(revision: try tx.revision(), files: files.map(\.view), holders: holders.map(\.view))
     }
