@@ -1,6 +1,6 @@
 /// Where the whiteboard's rows live: storage only, no rules (those are `WhiteboardLedger`'s). SQLite implements it
 /// in the server (`SQLiteWhiteboardStorage`), `InMemoryWhiteboardStorage` in core for tests; a new storage must pass
-/// the conformance suite (docs/DESIGN.md, "Storage (server)").
+/// the conformance suite (docs/DESIGN.md, "Ledger and storage (server)").
 public protocol WhiteboardStorage: Sendable {
     associatedtype Transaction: WhiteboardTransaction
 
@@ -13,7 +13,8 @@ public protocol WhiteboardStorage: Sendable {
 }
 
 /// One transaction's view of the rows. Lookups by key; lists come in any order (the ledger sorts what it shows).
-/// "Live": a file with content (not a tombstone), a holder not released.
+/// "Live": a file with content (not a tombstone), a holder not released. A file's path is its UTF-8 bytes: two paths
+/// a Swift string comparison equates (NFC and NFD) are two files.
 public protocol WhiteboardTransaction {
     // MARK: Revision
 
