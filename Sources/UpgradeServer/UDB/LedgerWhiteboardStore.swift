@@ -16,11 +16,13 @@ public final class LedgerWhiteboardStore<Storage: WhiteboardStorage>: Whiteboard
         self.now = now
     }
 
+    @discardableResult
     public func enroll(node: String, publicKey: [UInt8]) async throws -> Bool {
         let (ledger, at) = (ledger, now())
         return try await storage.write { try ledger.enroll(node: node, publicKey: publicKey, in: &$0, now: at) }
     }
 
+    @discardableResult
     public func remove(node: String) async throws -> Bool {
         let (ledger, at) = (ledger, now())
         return try await storage.write { try ledger.remove(node: node, in: &$0, now: at) }
@@ -57,6 +59,7 @@ public final class LedgerWhiteboardStore<Storage: WhiteboardStorage>: Whiteboard
         try await storage.read { try $0.revision() }
     }
 
+    @discardableResult
     public func releaseExpiredHolders() async throws -> [WhiteboardHolder] {
         let (ledger, at) = (ledger, now())
         return try await storage.write { try ledger.releaseExpired(in: &$0, now: at) }
@@ -66,6 +69,7 @@ public final class LedgerWhiteboardStore<Storage: WhiteboardStorage>: Whiteboard
         expiredObserver.withLock { $0 = observer }
     }
 
+    @discardableResult
     public func release(lock: String, holder: String) async throws -> Bool {
         let ledger = ledger
         return try await storage.write { try ledger.release(lock: lock, holder: holder, in: &$0) }
