@@ -7,6 +7,25 @@ import Testing
 import UpgradeCore
 @testable import UpgradeServer
 
+/// What the attacks below send, shared with the store-level half (`WhiteboardStoreConformanceTests+Attacks`).
+enum WhiteboardAttacks {
+    /// n1 writing what is not its own: another node's files, control files, summaries, capacities.
+    static let foreignWrites: [(WhiteboardOp, String, String?)] = [
+        (.put, "nodes/n2/state", "failed"), (.put, "nodes/n2/class", "other"), (.delete, "nodes/n2/class", nil),
+        (.put, "nodes/n2/heartbeat", "1"), (.put, "nodes/operator/state", "idle"), (.put, "upgrades/3/control", "abort"),
+        (.put, "upgrades/3/summary", "done 9"), (.delete, "upgrades/3/summary", nil), (.put, "locks/roll/capacity", "100"),
+        (.delete, "locks/roll/capacity", nil),
+    ]
+    /// Paths n1 puts to reach n2's files, or that are not paths at all.
+    static let pathTricks = [
+        "nodes/n1/../n2/state", "nodes/n1/./state", "nodes/./n2/state", "/nodes/n2/state", "nodes//n2/state",
+        "nodes/n1%2F..%2Fn2/state", "nodes/n1/state/../../n2/state", "nodes/n2/state\u{0}", "nodes/n1/st\u{1B}ate",
+        "nodes/n1/state\u{85}", "nodes/N2/state", "nodes/n\u{FF12}/state", "nodes/n1/" + String(repeating: "x", count: 256),
+        "shared/" + String(repeating: "a/", count: 130) + "b", "shared/..", "shared",
+    ]
+    static let badCapacities = ["-1", "+1", "1.5", "0x10", "99999999999999999999", "1 ", "01", ""]
+}
+
 /// Issue 8, "re-check the classes around it": a hostile enrolled node, and an attacker on the network path,
 /// against a live server's whiteboard (real HTTP, real signatures). Each test is named after the attack.
 @Suite(.serialized) struct UDBAttackTests {
@@ -19,12 +38,7 @@ import UpgradeCore
         _ = try await wb.applyOK(wb["operator"].request(.put, "locks/roll/capacity", "1"))
         let before = try await wb.read("snapshot")
         let n1 = wb["n1"]
-        for (op, path, content) in [
-            (WhiteboardOp.put, "nodes/n2/state", "failed"), (.put, "nodes/n2/class", "other"), (.delete, "nodes/n2/class", nil),
-            (.put, "nodes/n2/heartbeat", "1"), (.put, "nodes/operator/state", "idle"), (.put, "upgrades/3/control", "abort"),
-            (.put, "upgrades/3/summary", "done 9"), (.delete, "upgrades/3/summary", nil), (.put, "locks/roll/capacity", "100"),
-            (.delete, "locks/roll/capacity", nil),
-        ] as [(WhiteboardOp, String, String?)] {
+        for (op, path, content) in WhiteboardAttacks.foreignWrites {
             let result = try await wb.apply(n1.request(op, path, content))
             #expect(result.status == 403, "\(op) \(path): \(result.status) \(result.text)")
         }
@@ -62,12 +76,7 @@ import UpgradeCore
         _ = try await wb.applyOK(wb["n2"].request(.put, "nodes/n2/state", "running"))
         let before = try await wb.read("snapshot")
         let n1 = wb["n1"]
-        for path in [
-            "nodes/n1/../n2/state", "nodes/n1/./state", "nodes/./n2/state", "/nodes/n2/state", "nodes//n2/state",
-            "nodes/n1%2F..%2Fn2/state", "nodes/n1/state/../../n2/state", "nodes/n2/state\u{0}", "nodes/n1/st\u{1B}ate",
-            "nodes/n1/state\u{85}", "nodes/N2/state", "nodes/n\u{FF12}/state", "nodes/n1/" + String(repeating: "x", count: 256),
-            "shared/" + String(repeating: "a/", count: 130) + "b", "shared/..", "shared",
-        ] {
+        for path in WhiteboardAttacks.pathTricks {
             let result = try await wb.apply(n1.request(.put, path, "failed"))
             #expect(result.status == 400, "\(path.debugDescription): \(result.status) \(result.text)")
         }
@@ -223,7 +232,7 @@ import UpgradeCore
     @Test func acquiringThousandsOfHoldersStopsAtCapacityAndPerNodeLimitAndBadCapacitiesAreRefused() async throws {
         let wb = try await WhiteboardServer.start()
         let op = wb["operator"]
-        for capacity in ["-1", "+1", "1.5", "0x10", "99999999999999999999", "1 ", "01", ""] {
+        for capacity in WhiteboardAttacks.badCapacities {
             #expect(try await wb.apply(op.request(.put, "locks/roll/capacity", capacity)).status == 400, "\(capacity.debugDescription)")
         }
         _ = try await wb.applyOK(op.request(.put, "locks/roll/capacity", "3"))

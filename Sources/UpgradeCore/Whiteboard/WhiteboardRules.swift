@@ -88,7 +88,7 @@ public enum WhiteboardRules {
     public static let nodeOnlyFiles: Set<String> = ["heartbeat", "log"]
 
     /// nil when `node` may do `op` on `path`, else why not. Does not look at
-    /// state (who holds a lock, whether a file exists): the store does that.
+    /// state (who holds a lock, whether a file exists): `WhiteboardLedger` does that.
     public static func authorize(node: String, op: WhiteboardOp, path: WhiteboardPath) -> WhiteboardDenial? {
         let isOperator = node == operatorName
         func forbidden(_ what: String = "write") -> WhiteboardDenial {

@@ -72,7 +72,7 @@ public struct WhiteboardStatus: Sendable, Equatable {
             Lock(
                 name: name,
                 capacity: files["locks/\(name)/capacity"]?.content.flatMap(WhiteboardRules.parseCount)
-                    ?? SQLiteWhiteboardStore.defaultCapacity,
+                    ?? WhiteboardLedger.defaultCapacity,
                 holders: view.holders.filter { $0.lock == name && !$0.released })
         }
         upgrades = upgradeVersions.sorted().map { version in
@@ -119,7 +119,7 @@ public struct WhiteboardStatus: Sendable, Equatable {
     }
 
     private static func refusalJSON(_ refusals: WhiteboardRefusals) -> JSONValue {
-        .object(["at": .int(refusals.lastAt), "code": .string(refusals.lastCode), "error": .string(refusals.lastError)])
+        .object(["at": .int(refusals.lastAtSeconds), "code": .string(refusals.lastCode), "error": .string(refusals.lastError)])
     }
 
     /// Plain-text tables for people.
@@ -148,7 +148,7 @@ public struct WhiteboardStatus: Sendable, Equatable {
         if !unenrolledWriters.isEmpty {
             out += "\n" + table(
                 [["NOT ENROLLED", "REFUSED", "LAST"]]
-                    + unenrolledWriters.map { ["\($0.node)", "\($0.total)", "\(max(0, nowSeconds - $0.lastAt))s ago: \($0.lastError)"] })
+                    + unenrolledWriters.map { ["\($0.node)", "\($0.total)", "\(max(0, nowSeconds - $0.lastAtSeconds))s ago: \($0.lastError)"] })
         }
         if !locks.isEmpty {
             out += "\n" + table(

@@ -1,57 +1,9 @@
 import Foundation
 import UpgradeCore
 
-/// An identity admitted to write on the whiteboard.
-public struct EnrolledNode: Sendable, Hashable {
-    public var name: String
-    public var publicKey: [UInt8]
-    /// Unix seconds.
-    public var enrolledAt: Double
-
-    public init(name: String, publicKey: [UInt8], enrolledAt: Double) {
-        self.name = name
-        self.publicKey = publicKey
-        self.enrolledAt = enrolledAt
-    }
-}
-
-/// Writes the server refused from one name: an enrolled node's refused file writes (a bad signature on its name
-/// included), or writes from a name that is not enrolled.
-public struct WhiteboardRefusals: Sendable, Hashable {
-    public var node: String
-    /// False: the name was not enrolled when its last write was refused.
-    public var enrolled: Bool
-    /// Refused requests, counted since the name's first refusal (kept across restarts).
-    public var total: Int64
-    /// The name's latest write was refused (an applied file write clears it).
-    public var refusing: Bool
-    /// Unix seconds of the latest refusal.
-    public var lastAt: Int64
-    public var lastCode: String
-    public var lastError: String
-
-    public init(node: String, enrolled: Bool, total: Int64, refusing: Bool, lastAt: Int64, lastCode: String, lastError: String) {
-        self.node = node
-        self.enrolled = enrolled
-        self.total = total
-        self.refusing = refusing
-        self.lastAt = lastAt
-        self.lastCode = lastCode
-        self.lastError = lastError
-    }
-}
-
-/// What `apply` did: applied (or recognised a retry), or refused with the
-/// error body the HTTP layer sends (its `code` decides the status).
-public enum WhiteboardApplyOutcome: Sendable, Hashable {
-    case applied(WhiteboardResponse)
-    case refused(WhiteboardErrorBody)
-}
-
-/// The server's whiteboard storage (docs/DESIGN.md, "The upgrade database").
-/// Every change happens in one transaction that bumps the global revision, so
-/// lock operations are linearizable. SQLite implements it
-/// (`SQLiteWhiteboardStore`); a PostgreSQL store can later.
+/// The server's whiteboard, as the HTTP layer, status and the CLI use it (docs/DESIGN.md, "The upgrade database").
+/// Every change happens in one transaction that bumps the global revision, so lock operations are linearizable.
+/// Implemented once, `LedgerWhiteboardStore` (the rules of `WhiteboardLedger` over a `WhiteboardStorage`).
 public protocol WhiteboardStore: Sendable {
     /// Admits `node` with `publicKey` (replacing its key if it had another). Its replay state is kept, also across
     /// `remove`: an old signed write stays a replay. Returns false if nothing changed.
