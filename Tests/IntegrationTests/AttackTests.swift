@@ -7,7 +7,7 @@ import UpgradeCore
 @Suite(.serialized)
 struct AttackTests {
     @Test(.realMounts) func freezeAttackWithExpiredTimestampIsRefused() throws {
-        let server = try TestServer(extraArguments: ["--timestamp-expiry", "3"])
+        let server = try ServeProcess(arguments: ["--timestamp-expiry", "3"])
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
@@ -22,7 +22,7 @@ struct AttackTests {
     }
 
     @Test(.realMounts) func rollbackAttackToOlderMetadataIsRefusedAndTheNewerStateKept() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("one\n".utf8)]))
@@ -46,7 +46,7 @@ struct AttackTests {
     /// validly signed, under the current file's name: refused, as its hash, length or version do not match.
     @Test(.realMounts, arguments: ["snapshot", "targets"])
     func mixAndMatchAttackWithAnOlderSnapshotOrTargetsIsRefused(role: String) throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("one\n".utf8)]))
@@ -62,7 +62,7 @@ struct AttackTests {
     }
 
     @Test(.realMounts) func targetsMetadataWithATamperedSignedFieldIsRefused() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("one\n".utf8)]))

@@ -27,7 +27,7 @@ final class ManagedFleet: @unchecked Sendable {
         for node in nodes { try configure(node) }
     }
 
-    var server: TestServer { fleet.server }
+    var server: ServeProcess { fleet.server }
     var `operator`: TestMount { fleet.operator }
     subscript(node: String) -> TestMount { fleet[node] }
 

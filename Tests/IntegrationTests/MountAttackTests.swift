@@ -10,7 +10,7 @@ struct MountAttackTests {
     /// newer gets through (every later upgrade is hidden), but the node says so: `stale` names the expiry,
     /// a log line reports it, and what was verified stays on show.
     @Test(.realMounts) func freezeByReplayingTheNodesOwnExpiredTimestampIsReportedInStale() throws {
-        let server = try TestServer(extraArguments: ["--timestamp-expiry", "12"])
+        let server = try ServeProcess(arguments: ["--timestamp-expiry", "12"])
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
@@ -36,7 +36,7 @@ struct MountAttackTests {
     /// Item 1, the class around it: a node restarted while the attacker keeps replaying shows `stale`
     /// from the start.
     @Test(.realMounts) func remountFromCacheUnderAFreezeIsStaleFromTheStart() throws {
-        let server = try TestServer(extraArguments: ["--timestamp-expiry", "4"])
+        let server = try ServeProcess(arguments: ["--timestamp-expiry", "4"])
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
@@ -60,7 +60,7 @@ struct MountAttackTests {
     /// Around item 1: a refresh that stops half way (the snapshot the new timestamp names cannot be had) must
     /// leave the node's cache as it was, so that after a restart with the server away it shows what it verified.
     @Test(.realMounts) func restartWithTheServerAwayAfterAHalfFinishedRefreshShowsWhatWasVerified() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
@@ -87,7 +87,7 @@ struct MountAttackTests {
     /// Item 3: a plain static mirror answers /v1/notify with 404; the mount used to retry about 70 times a
     /// second. It now polls the timestamp at a modest pace.
     @Test(.realMounts) func staticMirrorWithoutNotifyIsPolledAtAModestRateNotHammered() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
@@ -108,8 +108,8 @@ struct MountAttackTests {
     /// Item 2: a cache filled from server A, used with a mount source naming server B, used to show A's
     /// content under B's id. It is refused, naming both ids and the fix.
     @Test(.realMounts) func cacheFilledFromServerAIsRefusedWhenTheSourceNamesServerB() throws {
-        let serverA = try TestServer()
-        let serverB = try TestServer()
+        let serverA = try ServeProcess()
+        let serverB = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try serverA.publish(TestBundle(in: work, name: "a1", version: 1, files: ["payload/who": Array("A\n".utf8)]))
@@ -136,7 +136,7 @@ struct MountAttackTests {
     /// fresh open gets the verified bytes again (fetched anew), and with the server away, EIO — never the
     /// altered bytes.
     @Test(.realMounts) func cachedFileAlteredOnDiskWhileMountedIsNeverServed() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         let good = TestBundle.randomBytes(300_000)

@@ -6,7 +6,7 @@ import UpgradeCore
 @Suite(.serialized)
 struct MountTests {
     @Test(.realMounts) func publishedBundleReadsBackByteForByteThroughTheMount() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         let files: [String: [UInt8]] = [
@@ -45,7 +45,7 @@ struct MountTests {
     }
 
     @Test(.realMounts) func newUpgradeAppearsOnAMountedNodeWithinAboutASecond() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         let mount = try TestMount()
@@ -65,7 +65,7 @@ struct MountTests {
     }
 
     @Test(.realMounts) func tamperedOrTruncatedBlobOnTheServerGivesEIONeverWrongBytes() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         let good = TestBundle.randomBytes(100_000)
@@ -95,7 +95,7 @@ struct MountTests {
     }
 
     @Test(.realMounts) func mountOfAServerWithTheWrongIDIsRefused() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let impostorID = String(repeating: "a", count: 52)
         let mount = try TestMount()
         defer { mount.unmount() }
@@ -116,7 +116,7 @@ struct MountTests {
     }
 
     @Test(.realMounts) func serverOutageAndRestartWhileMounted() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         let seen = Array("read before the outage\n".utf8)
@@ -141,7 +141,7 @@ struct MountTests {
     }
 
     @Test(.realMounts) func remountWhileTheServerIsDownShowsTheVerifiedCache() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         let bytes = Array("kept across a node restart\n".utf8)
@@ -160,7 +160,7 @@ struct MountTests {
     }
 
     @Test(.realMounts) func mountHelperMountsThroughMountCommand() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))

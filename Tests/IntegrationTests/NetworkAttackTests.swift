@@ -124,8 +124,8 @@ struct NetworkAttackTests {
 
     /// A server that published version 1, its keys, and its root (version 1) rotated to `newKey` at `version`.
     static func serverAndRotatedRoot(_ work: URL, to newKey: Ed25519KeyPair, version: Int)
-        throws -> (server: TestServer, keys: ServerKeyFile, root: RootMetadata) {
-        let server = try TestServer()
+        throws -> (server: ServeProcess, keys: ServerKeyFile, root: RootMetadata) {
+        let server = try ServeProcess()
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("one\n".utf8)]))
         let initial = try Array(Data(contentsOf: server.state.appending(path: "metadata/1.root.json")))
         let root = try Self.rotated(MetadataCodec.decode(initial, as: RootMetadata.self).payload, to: newKey, version: version)
@@ -203,7 +203,7 @@ struct NetworkAttackTests {
 /// `cached`, the node's cache was first filled directly (its file read) and the server then published version 2.
 final class RelayedNode {
     let work: URL
-    let server: TestServer
+    let server: ServeProcess
     let content: [UInt8]
     let relay: HostileRelay
     let mount: TestMount
@@ -213,9 +213,9 @@ final class RelayedNode {
         try self.init(content: content, cached: cached) { _ in rules }
     }
 
-    init(content: [UInt8] = Array("one\n".utf8), cached: Bool, rules: (TestServer) throws -> [[String]]) throws {
+    init(content: [UInt8] = Array("one\n".utf8), cached: Bool, rules: (ServeProcess) throws -> [[String]]) throws {
         work = try Harness.temporaryDirectory("bundles")
-        server = try TestServer()
+        server = try ServeProcess()
         self.content = content
         try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": content]))
         if cached {
