@@ -151,6 +151,12 @@ extension ServeProcess {
         return try marker(for: name)
     }
 
+    /// Publishes version `version` (class demo) made of `files`, built as the bundle `vVERSION` in the staging
+    /// directory: the bundle most end-to-end tests start from.
+    @discardableResult
+    func publish(version: Int, files: [String: [UInt8]]) throws -> (published: Bool, marker: String) {
+        try publish(TestBundle(in: staging, name: "v\(version)", version: version, files: files))
+    }
 }
 
 /// `upgradefs mount` in the background on a temp mount point.

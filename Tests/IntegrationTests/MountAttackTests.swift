@@ -11,16 +11,14 @@ struct MountAttackTests {
     /// a log line reports it, and what was verified stays on show.
     @Test(.realMounts) func freezeByReplayingTheNodesOwnExpiredTimestampIsReportedInStale() throws {
         let server = try ServeProcess(arguments: ["--timestamp-expiry", "12"])
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        try server.publish(version: 1, files: ["payload/x": Array("x\n".utf8)])
         // The attacker freezes the repository as it is now (a static mirror: no /v1/notify) and never changes it.
         let mirror = try StaticMirror(copying: server.state.appending(path: "metadata"))
         let mount = try TestMount()
         defer { mount.unmount() }
         #expect(try mount.start(mirror.source(id: server.id)) == nil, "mount failed: \(mount.log)")
         #expect(mount.text("stale") == "", "fresh metadata is not stale")
-        try server.publish(TestBundle(in: work, name: "v2", version: 2, files: ["payload/x": Array("y\n".utf8)]))
+        try server.publish(version: 2, files: ["payload/x": Array("y\n".utf8)])
 
         #expect(Harness.waitUntil(40) { mount.text("stale")?.isEmpty == false }, "stale never said so: \(mount.log)")
         let stale = mount.text("stale") ?? ""
@@ -37,9 +35,7 @@ struct MountAttackTests {
     /// from the start.
     @Test(.realMounts) func remountFromCacheUnderAFreezeIsStaleFromTheStart() throws {
         let server = try ServeProcess(arguments: ["--timestamp-expiry", "4"])
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        try server.publish(version: 1, files: ["payload/x": Array("x\n".utf8)])
         let first = try TestMount()
         #expect(try first.start(server.source) == nil, "mount failed: \(first.log)")
         first.unmount()
@@ -61,13 +57,11 @@ struct MountAttackTests {
     /// leave the node's cache as it was, so that after a restart with the server away it shows what it verified.
     @Test(.realMounts) func restartWithTheServerAwayAfterAHalfFinishedRefreshShowsWhatWasVerified() throws {
         let server = try ServeProcess()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        try server.publish(version: 1, files: ["payload/x": Array("x\n".utf8)])
         let first = try TestMount()
         #expect(try first.start(server.source) == nil, "mount failed: \(first.log)")
         first.unmount()
-        try server.publish(TestBundle(in: work, name: "v2", version: 2, files: ["payload/x": Array("y\n".utf8)]))
+        try server.publish(version: 2, files: ["payload/x": Array("y\n".utf8)])
         let halfMirror = try StaticMirror(copying: server.state.appending(path: "metadata")) { metadata in
             let timestamp = try JSONValue.parse(Array(try Data(contentsOf: metadata.appending(path: "timestamp.json"))))
             let named = try #require(timestamp["signed"]?["meta"]?["snapshot.json"]?["version"]?.intValue)
@@ -88,9 +82,7 @@ struct MountAttackTests {
     /// second. It now polls the timestamp at a modest pace.
     @Test(.realMounts) func staticMirrorWithoutNotifyIsPolledAtAModestRateNotHammered() throws {
         let server = try ServeProcess()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        try server.publish(version: 1, files: ["payload/x": Array("x\n".utf8)])
         let mirror = try StaticMirror(copying: server.state.appending(path: "metadata"))
         let mount = try TestMount()
         defer { mount.unmount() }
@@ -110,9 +102,7 @@ struct MountAttackTests {
     @Test(.realMounts) func cacheFilledFromServerAIsRefusedWhenTheSourceNamesServerB() throws {
         let serverA = try ServeProcess()
         let serverB = try ServeProcess()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try serverA.publish(TestBundle(in: work, name: "a1", version: 1, files: ["payload/who": Array("A\n".utf8)]))
+        try serverA.publish(TestBundle(in: serverA.staging, name: "a1", version: 1, files: ["payload/who": Array("A\n".utf8)]))
         let nodeA = try TestMount()
         #expect(try nodeA.start(serverA.source) == nil, "mount failed: \(nodeA.log)")
         #expect(try Harness.readFile(nodeA.path("versions/1/payload/who")).get() == Array("A\n".utf8))
@@ -137,10 +127,8 @@ struct MountAttackTests {
     /// altered bytes.
     @Test(.realMounts) func cachedFileAlteredOnDiskWhileMountedIsNeverServed() throws {
         let server = try ServeProcess()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
         let good = TestBundle.randomBytes(300_000)
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/data": good]))
+        try server.publish(version: 1, files: ["payload/data": good])
         let mount = try TestMount()
         defer { mount.unmount() }
         #expect(try mount.start(server.source) == nil, "mount failed: \(mount.log)")
