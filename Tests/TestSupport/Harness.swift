@@ -64,17 +64,9 @@ public enum Harness {
     public static func runBounded(_ arguments: [String], seconds: Double = 20) throws -> (status: Int32, output: String) {
         let log = FileManager.default.temporaryDirectory.appending(path: "upgradefs-bounded-\(UUID().uuidString)").path
         defer { unlink(log) }
-        let pid = try spawn(binary, arguments, log: log)
-        var status: Int32?
-        _ = waitUntil(seconds) {
-            status = reap(pid)
-            return status != nil
-        }
-        if status == nil {
-            kill(pid, SIGKILL)
-            var raw: Int32 = 0
-            waitpid(pid, &raw, 0)
-        }
+        let child = try ChildProcess(binary, arguments, log: log)
+        let status = child.wait(seconds: seconds)
+        if status == nil { child.kill() }
         return (status ?? -1, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
     }
 

@@ -2,7 +2,6 @@
 import Glibc
 #endif
 import Foundation
-import Testing
 
 /// `upgradefs serve` as a real child process on a free port of 127.0.0.1, over a temporary directory of its own:
 /// `server.key` (made by `upgradefs keygen`), `state/`, `publish/`, `staging/` (where a test builds a bundle before
@@ -26,10 +25,8 @@ public final class ServeProcess {
     public let arguments: [String]
     /// `ulimit -n` for the server, when set.
     public let openFilesLimit: Int?
-    /// The running server's pid; 0 when stopped.
-    public private(set) var pid: pid_t = 0
-    /// The exit status of the server started last, once it has ended and been reaped.
-    private var exitStatus: Int32?
+    /// The server started last, until `stop`.
+    private var process: ChildProcess?
 
     /// - Parameters:
     ///   - arguments: more `serve` options (`--log-level debug`, `--timestamp-expiry 3`, …).
@@ -58,25 +55,23 @@ public final class ServeProcess {
     /// Everything the servers of this fixture have logged so far.
     public var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
 
+    /// The running server's pid; 0 when stopped.
+    public var pid: pid_t { process?.pid ?? 0 }
+
     /// The server has been started and has not ended.
-    public var isRunning: Bool {
-        guard pid != 0, exitStatus == nil else { return false }
-        exitStatus = Harness.reap(pid)
-        return exitStatus == nil
-    }
+    public var isRunning: Bool { process?.isRunning ?? false }
 
     /// Starts the server and waits (at most 30 s) until `/healthz` answers 200; throws, with the log, if it ends or
     /// does not answer.
     public func start() throws {
         let serve = [Harness.binary, "serve", "--key", keyFile.path, "--state", state.path, "--publish", publish.path,
                      "--listen", "127.0.0.1:\(port)", "--settle-ms", "200"] + arguments
-        exitStatus = nil
         if let openFilesLimit {
             // dash's `ulimit -n` sets the soft and the hard limit.
             let command = "ulimit -n \(openFilesLimit) && exec " + serve.map { "'\($0)'" }.joined(separator: " ")
-            pid = try Harness.spawn("/bin/sh", ["-c", command], log: logFile.path)
+            process = try ChildProcess("/bin/sh", ["-c", command], log: logFile.path)
         } else {
-            pid = try Harness.spawn(Harness.binary, Array(serve.dropFirst()), log: logFile.path)
+            process = try ChildProcess(Harness.binary, Array(serve.dropFirst()), log: logFile.path)
         }
         guard Harness.waitUntil(30, { answersHealthz || !isRunning }), answersHealthz else {
             throw HarnessError("serve did not come up: \(log)")
@@ -89,17 +84,8 @@ public final class ServeProcess {
     /// 15 s (then nil). Nil too when no server was started.
     @discardableResult
     public func stop(signal: Int32 = SIGTERM) -> Int32? {
-        guard pid != 0 else { return nil }
-        defer { pid = 0 }
-        if isRunning { kill(pid, signal) }
-        _ = Harness.waitUntil(15) { !isRunning }
-        if exitStatus == nil {
-            Issue.record("serve did not stop on signal \(signal) within 15 s")
-            kill(pid, SIGKILL)
-            var raw: Int32 = 0
-            waitpid(pid, &raw, 0)
-        }
-        return exitStatus
+        defer { process = nil }
+        return process?.stop(signal: signal, within: 15, "serve")
     }
 
     /// Waits (at most 30 s) for the marker the server leaves beside the bundle `name` in the publish directory:
