@@ -9,7 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 bin=${UPGRADEFS_BIN:?set UPGRADEFS_BIN to the upgradefs program (make demo does)}
 work=$(mktemp -d /tmp/upgradefs-demo.XXXXXX)
-port=${DEMO_PORT:-7420}
+port=${DEMO_PORT:-$("$here/free-port")}  # DEMO_PORT: the operator's choice, else a free one
 server_pid=""
 mount_pid=""
 mnt="$work/upgrades"

@@ -94,11 +94,9 @@ public struct ServerKeyFile: Sendable {
         var bytes = encoded()
         defer { Sodium.wipe(&bytes) }
         do {
-            try POSIXFiles.writeAtomically(bytes, to: path, mode: 0o600, replace: overwrite)
-        } catch where !overwrite && error.errno == EEXIST {
-            throw ServerKeyFileError(path: path, problem: "already exists (not overwritten)")
+            try SecretFile.write(bytes, to: path, overwrite: overwrite)
         } catch {
-            throw ServerKeyFileError(path: path, problem: "cannot write: \(error)")
+            throw ServerKeyFileError(path: path, problem: error.description)
         }
     }
 
@@ -107,11 +105,9 @@ public struct ServerKeyFile: Sendable {
     public static func load(from path: String) throws(ServerKeyFileError) -> ServerKeyFile {
         var bytes: [UInt8]
         do {
-            bytes = try POSIXFiles.readSecret(path, limit: 1 << 20)
-        } catch where error.isNotFound {
-            throw ServerKeyFileError(path: path, problem: "does not exist (create one with `upgradefs keygen --out \(path)`)")
+            bytes = try SecretFile.read(path, limit: 1 << 20, createdBy: "upgradefs keygen --out \(path)")
         } catch {
-            throw ServerKeyFileError(path: path, problem: error.explanation ?? "cannot read: \(error)")
+            throw ServerKeyFileError(path: path, problem: error.description)
         }
         defer { Sodium.wipe(&bytes) }
         return try parse(bytes, path: path)

@@ -53,11 +53,9 @@ public struct NodeKeyFile: Sendable {
         var bytes = encoded()
         defer { Sodium.wipe(&bytes) }
         do {
-            try POSIXFiles.writeAtomically(bytes, to: path, mode: 0o600, replace: overwrite)
-        } catch where !overwrite && error.errno == EEXIST {
-            throw NodeKeyFileError(path: path, problem: "already exists (not overwritten)")
+            try SecretFile.write(bytes, to: path, overwrite: overwrite)
         } catch {
-            throw NodeKeyFileError(path: path, problem: "cannot write: \(error)")
+            throw NodeKeyFileError(path: path, problem: error.description)
         }
     }
 
@@ -66,11 +64,9 @@ public struct NodeKeyFile: Sendable {
     public static func load(from path: String) throws(NodeKeyFileError) -> NodeKeyFile {
         var bytes: [UInt8]
         do {
-            bytes = try POSIXFiles.readSecret(path, limit: 64 << 10)
-        } catch where error.isNotFound {
-            throw NodeKeyFileError(path: path, problem: "does not exist (create one with `upgradefs keygen --node NAME --out \(path)`)")
+            bytes = try SecretFile.read(path, limit: 64 << 10, createdBy: "upgradefs keygen --node NAME --out \(path)")
         } catch {
-            throw NodeKeyFileError(path: path, problem: error.explanation ?? "cannot read: \(error)")
+            throw NodeKeyFileError(path: path, problem: error.description)
         }
         defer { Sodium.wipe(&bytes) }
         return try parse(bytes, path: path)

@@ -197,19 +197,17 @@ public enum WhiteboardDeliveryOutcome: Sendable, Equatable {
         let status = answer.status, body = answer.body
         switch status {
         case 200:
-            let answer: SignedWhiteboardResponse
+            // Checked over the bytes received, not a re-encoding of what was parsed.
+            let response: WhiteboardResponse
             do {
-                answer = try SignedWhiteboardResponse.decode(body)
+                response = try SignedWhiteboardResponse.verifiedResponse(body, publicKey: serverKey, verifier: SodiumVerifier())
             } catch {
-                return .retry("malformed answer: \(error)")
+                return .retry(error.description)
             }
-            guard Sodium.constantTimeEqual(answer.response.nonce, nonce) else {
+            guard Sodium.constantTimeEqual(response.nonce, nonce) else {
                 return .retry("the answer does not echo the request's nonce")
             }
-            if !answer.verify(publicKey: serverKey, verifier: SodiumVerifier()) {
-                return .retry("the answer is not signed by the server's key")
-            }
-            return .delivered(revision: answer.response.revision, duplicate: answer.response.result == .duplicate)
+            return .delivered(revision: response.revision, duplicate: response.result == .duplicate)
         case 401, 408, 429, 500...599:
             return .retry("HTTP \(status)" + (WhiteboardErrorBody.decode(body).map { ": \($0.error)" } ?? ""))
         default:

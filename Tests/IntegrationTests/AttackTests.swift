@@ -7,10 +7,8 @@ import UpgradeCore
 @Suite(.serialized)
 struct AttackTests {
     @Test(.realMounts) func freezeAttackWithExpiredTimestampIsRefused() throws {
-        let server = try TestServer(extraArguments: ["--timestamp-expiry", "3"])
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        let server = try ServeProcess(arguments: ["--timestamp-expiry", "3"])
+        try server.publish(version: 1, files: ["payload/x": Array("x\n".utf8)])
         // The attacker freezes the repository as it is now and keeps serving it after it expires.
         let mirror = try StaticMirror(copying: server.state.appending(path: "metadata"))
         sleep(4)
@@ -22,12 +20,10 @@ struct AttackTests {
     }
 
     @Test(.realMounts) func rollbackAttackToOlderMetadataIsRefusedAndTheNewerStateKept() throws {
-        let server = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("one\n".utf8)]))
+        let server = try ServeProcess()
+        try server.publish(version: 1, files: ["payload/x": Array("one\n".utf8)])
         let oldMirror = try StaticMirror(copying: server.state.appending(path: "metadata"))
-        try server.publish(TestBundle(in: work, name: "v2", version: 2, files: ["payload/x": Array("two\n".utf8)]))
+        try server.publish(version: 2, files: ["payload/x": Array("two\n".utf8)])
 
         let node = try TestMount()
         #expect(try node.start(server.source) == nil, "mount failed: \(node.log)")
@@ -46,11 +42,9 @@ struct AttackTests {
     /// validly signed, under the current file's name: refused, as its hash, length or version do not match.
     @Test(.realMounts, arguments: ["snapshot", "targets"])
     func mixAndMatchAttackWithAnOlderSnapshotOrTargetsIsRefused(role: String) throws {
-        let server = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("one\n".utf8)]))
-        try server.publish(TestBundle(in: work, name: "v2", version: 2, files: ["payload/x": Array("two\n".utf8)]))
+        let server = try ServeProcess()
+        try server.publish(version: 1, files: ["payload/x": Array("one\n".utf8)])
+        try server.publish(version: 2, files: ["payload/x": Array("two\n".utf8)])
         let mirror = try StaticMirror(copying: server.state.appending(path: "metadata")) { metadata in
             try StaticMirror.replaceNewest(role, withAnOlderOneIn: metadata)
         }
@@ -62,10 +56,8 @@ struct AttackTests {
     }
 
     @Test(.realMounts) func targetsMetadataWithATamperedSignedFieldIsRefused() throws {
-        let server = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("one\n".utf8)]))
+        let server = try ServeProcess()
+        try server.publish(version: 1, files: ["payload/x": Array("one\n".utf8)])
         // Arbitrary-package attack: the attacker edits a target's hash in targets metadata without the key.
         let mirror = try StaticMirror(copying: server.state.appending(path: "metadata")) { metadata in
             let names = try FileManager.default.contentsOfDirectory(atPath: metadata.path)

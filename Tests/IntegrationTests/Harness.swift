@@ -118,65 +118,8 @@ struct TestBundle {
     }
 }
 
-/// `upgradefs serve` on 127.0.0.1, with its own key, state and publish dirs.
-final class TestServer {
-    let directory: URL
-    let keyFile: URL
-    let state: URL
-    let publish: URL
-    let port: Int
-    let id: String
-    private(set) var process: Process?
-    let logFile: URL
-
-    init(extraArguments: [String] = []) throws {
-        directory = try Harness.temporaryDirectory("server")
-        keyFile = directory.appending(path: "server.key")
-        state = directory.appending(path: "state")
-        publish = directory.appending(path: "publish")
-        logFile = directory.appending(path: "server.log")
-        port = Harness.freePort()
-        let keygen = try Harness.run(Harness.binary, ["keygen", "--out", keyFile.path])
-        guard keygen.status == 0 else { throw HarnessError("keygen failed: \(keygen.output)") }
-        id = keygen.output.trimmingCharacters(in: .whitespacesAndNewlines)
-        self.extraArguments = extraArguments
-        try start()
-    }
-
-    let extraArguments: [String]
-    var source: String { "127.0.0.1:\(port),\(id)" }
-    var baseURL: String { "http://127.0.0.1:\(port)" }
-
-    func start() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Harness.binary)
-        process.arguments = ["serve", "--key", keyFile.path, "--state", state.path, "--publish", publish.path,
-                             "--listen", "127.0.0.1:\(port)", "--settle-ms", "200"] + extraArguments
-        if !FileManager.default.fileExists(atPath: logFile.path) {
-            FileManager.default.createFile(atPath: logFile.path, contents: nil)
-        }
-        let log = try FileHandle(forWritingTo: logFile)
-        log.seekToEndOfFile()
-        process.standardError = log
-        process.standardOutput = log
-        try process.run()
-        self.process = process
-        guard Harness.waitUntil(30, { Harness.get("\(baseURL)/healthz")?.status == 200 }) else {
-            throw HarnessError("server did not come up: \(log)")
-        }
-    }
-
-    func stop(signal: Int32 = SIGTERM) {
-        guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, signal)
-        if !Harness.waitUntil(15, { !process.isRunning }) {
-            Issue.record("server did not stop on signal \(signal) within 15 s")
-            kill(process.processIdentifier, SIGKILL)
-        }
-        process.waitUntilExit()
-        self.process = nil
-    }
-
+/// What the end-to-end tests do with a server (the shared `ServeProcess` fixture).
+extension ServeProcess {
     /// Makes a node key (`keygen --node NAME`) in the server's temp dir and enrolls it; returns the key file.
     func enroll(_ name: String) throws -> String {
         let keyFile = directory.appending(path: "\(name).key").path
@@ -205,25 +148,14 @@ final class TestServer {
         let name = bundle.directory.lastPathComponent
         let copy = try Harness.run("/bin/cp", ["-a", bundle.directory.path, publish.appending(path: name).path])
         guard copy.status == 0 else { throw HarnessError("cp failed: \(copy.output)") }
-        let published = publish.appending(path: "\(name).published")
-        let rejected = publish.appending(path: "\(name).rejected")
-        guard Harness.waitUntil(30, {
-            FileManager.default.fileExists(atPath: published.path) || FileManager.default.fileExists(atPath: rejected.path)
-        }) else { throw HarnessError("bundle \(name) was neither published nor rejected") }
-        if let text = try? String(contentsOf: published, encoding: .utf8) { return (true, text) }
-        return (false, try String(contentsOf: rejected, encoding: .utf8))
+        return try marker(for: name)
     }
 
-    /// The stored blob holding `bytes` (content store: blobs/sha256/xx/hex).
-    func blobPath(sha256 hex: String) -> String {
-        state.appending(path: "blobs/sha256/\(hex.prefix(2))/\(hex)").path
-    }
-
-    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
-
-    deinit {
-        stop()
-        try? FileManager.default.removeItem(at: directory)
+    /// Publishes version `version` (class demo) made of `files`, built as the bundle `vVERSION` in the staging
+    /// directory: the bundle most end-to-end tests start from.
+    @discardableResult
+    func publish(version: Int, files: [String: [UInt8]]) throws -> (published: Bool, marker: String) {
+        try publish(TestBundle(in: staging, name: "v\(version)", version: version, files: files))
     }
 }
 

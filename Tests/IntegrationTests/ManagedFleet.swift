@@ -15,7 +15,7 @@ final class ManagedFleet: @unchecked Sendable {
     let directory: URL
     /// TF and check wrappers append `begin NODE SECONDS` / `end NODE SECONDS` here (see `bundle`).
     let recorder: String
-    private var managers: [String: pid_t] = [:]
+    private var managers: [String: ChildProcess] = [:]
     private var bundleCount = 0
 
     init(nodes: [String], serverArguments: [String] = []) throws {
@@ -27,7 +27,7 @@ final class ManagedFleet: @unchecked Sendable {
         for node in nodes { try configure(node) }
     }
 
-    var server: TestServer { fleet.server }
+    var server: ServeProcess { fleet.server }
     var `operator`: TestMount { fleet.operator }
     subscript(node: String) -> TestMount { fleet[node] }
 
@@ -52,33 +52,23 @@ final class ManagedFleet: @unchecked Sendable {
     // MARK: managers
 
     func startManager(_ node: String, environment: [String: String] = [:]) throws {
-        managers[node] = try Harness.spawn(Harness.binary, ["manager", "--mount", fleet[node].mountpoint.path,
-                                                            "--config", configFile(node)],
-                                           environment: environment, log: managerLog(node))
+        managers[node] = try ChildProcess(Harness.binary, ["manager", "--mount", fleet[node].mountpoint.path,
+                                                           "--config", configFile(node)],
+                                          environment: environment, log: managerLog(node))
     }
 
     func startManagers() throws { for node in names { try startManager(node) } }
 
     /// Waits for the manager to end by itself (e.g. killed by crash injection); its exit status or nil.
     func waitForManagerExit(_ node: String, seconds: Double) -> Int32? {
-        guard let pid = managers[node] else { return nil }
-        var status: Int32?
-        _ = Harness.waitUntil(seconds) {
-            status = Harness.reap(pid)
-            return status != nil
-        }
+        guard let manager = managers[node] else { return nil }
+        let status = manager.wait(seconds: seconds)
         if status != nil { managers[node] = nil }
         return status
     }
 
     func stopManager(_ node: String, signal: Int32 = SIGTERM) {
-        guard let pid = managers.removeValue(forKey: node) else { return }
-        kill(pid, signal)
-        if !Harness.waitUntil(30, { Harness.reap(pid) != nil }) {
-            Issue.record("manager of \(node) did not stop on signal \(signal) within 30 s")
-            kill(pid, SIGKILL)
-            _ = Harness.waitUntil(5) { Harness.reap(pid) != nil }
-        }
+        managers.removeValue(forKey: node)?.stop(signal: signal, within: 30, "manager of \(node)")
     }
 
     // MARK: what the fleet says

@@ -40,7 +40,7 @@ import UpgradeCore
     }
 
     @Test(.realMounts) func aManagerOnAMountWithoutANodeKeyRefusesToStart() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let mount = try TestMount()
         defer { mount.unmount() }
         #expect(try mount.start(server.source) == nil, "mount failed: \(mount.log)")

@@ -10,17 +10,15 @@ struct MountAttackTests {
     /// newer gets through (every later upgrade is hidden), but the node says so: `stale` names the expiry,
     /// a log line reports it, and what was verified stays on show.
     @Test(.realMounts) func freezeByReplayingTheNodesOwnExpiredTimestampIsReportedInStale() throws {
-        let server = try TestServer(extraArguments: ["--timestamp-expiry", "12"])
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        let server = try ServeProcess(arguments: ["--timestamp-expiry", "12"])
+        try server.publish(version: 1, files: ["payload/x": Array("x\n".utf8)])
         // The attacker freezes the repository as it is now (a static mirror: no /v1/notify) and never changes it.
         let mirror = try StaticMirror(copying: server.state.appending(path: "metadata"))
         let mount = try TestMount()
         defer { mount.unmount() }
         #expect(try mount.start(mirror.source(id: server.id)) == nil, "mount failed: \(mount.log)")
         #expect(mount.text("stale") == "", "fresh metadata is not stale")
-        try server.publish(TestBundle(in: work, name: "v2", version: 2, files: ["payload/x": Array("y\n".utf8)]))
+        try server.publish(version: 2, files: ["payload/x": Array("y\n".utf8)])
 
         #expect(Harness.waitUntil(40) { mount.text("stale")?.isEmpty == false }, "stale never said so: \(mount.log)")
         let stale = mount.text("stale") ?? ""
@@ -36,10 +34,8 @@ struct MountAttackTests {
     /// Item 1, the class around it: a node restarted while the attacker keeps replaying shows `stale`
     /// from the start.
     @Test(.realMounts) func remountFromCacheUnderAFreezeIsStaleFromTheStart() throws {
-        let server = try TestServer(extraArguments: ["--timestamp-expiry", "4"])
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        let server = try ServeProcess(arguments: ["--timestamp-expiry", "4"])
+        try server.publish(version: 1, files: ["payload/x": Array("x\n".utf8)])
         let first = try TestMount()
         #expect(try first.start(server.source) == nil, "mount failed: \(first.log)")
         first.unmount()
@@ -60,14 +56,12 @@ struct MountAttackTests {
     /// Around item 1: a refresh that stops half way (the snapshot the new timestamp names cannot be had) must
     /// leave the node's cache as it was, so that after a restart with the server away it shows what it verified.
     @Test(.realMounts) func restartWithTheServerAwayAfterAHalfFinishedRefreshShowsWhatWasVerified() throws {
-        let server = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        let server = try ServeProcess()
+        try server.publish(version: 1, files: ["payload/x": Array("x\n".utf8)])
         let first = try TestMount()
         #expect(try first.start(server.source) == nil, "mount failed: \(first.log)")
         first.unmount()
-        try server.publish(TestBundle(in: work, name: "v2", version: 2, files: ["payload/x": Array("y\n".utf8)]))
+        try server.publish(version: 2, files: ["payload/x": Array("y\n".utf8)])
         let halfMirror = try StaticMirror(copying: server.state.appending(path: "metadata")) { metadata in
             let timestamp = try JSONValue.parse(Array(try Data(contentsOf: metadata.appending(path: "timestamp.json"))))
             let named = try #require(timestamp["signed"]?["meta"]?["snapshot.json"]?["version"]?.intValue)
@@ -87,10 +81,8 @@ struct MountAttackTests {
     /// Item 3: a plain static mirror answers /v1/notify with 404; the mount used to retry about 70 times a
     /// second. It now polls the timestamp at a modest pace.
     @Test(.realMounts) func staticMirrorWithoutNotifyIsPolledAtAModestRateNotHammered() throws {
-        let server = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        let server = try ServeProcess()
+        try server.publish(version: 1, files: ["payload/x": Array("x\n".utf8)])
         let mirror = try StaticMirror(copying: server.state.appending(path: "metadata"))
         let mount = try TestMount()
         defer { mount.unmount() }
@@ -108,11 +100,9 @@ struct MountAttackTests {
     /// Item 2: a cache filled from server A, used with a mount source naming server B, used to show A's
     /// content under B's id. It is refused, naming both ids and the fix.
     @Test(.realMounts) func cacheFilledFromServerAIsRefusedWhenTheSourceNamesServerB() throws {
-        let serverA = try TestServer()
-        let serverB = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try serverA.publish(TestBundle(in: work, name: "a1", version: 1, files: ["payload/who": Array("A\n".utf8)]))
+        let serverA = try ServeProcess()
+        let serverB = try ServeProcess()
+        try serverA.publish(TestBundle(in: serverA.staging, name: "a1", version: 1, files: ["payload/who": Array("A\n".utf8)]))
         let nodeA = try TestMount()
         #expect(try nodeA.start(serverA.source) == nil, "mount failed: \(nodeA.log)")
         #expect(try Harness.readFile(nodeA.path("versions/1/payload/who")).get() == Array("A\n".utf8))
@@ -136,11 +126,9 @@ struct MountAttackTests {
     /// fresh open gets the verified bytes again (fetched anew), and with the server away, EIO — never the
     /// altered bytes.
     @Test(.realMounts) func cachedFileAlteredOnDiskWhileMountedIsNeverServed() throws {
-        let server = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
+        let server = try ServeProcess()
         let good = TestBundle.randomBytes(300_000)
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/data": good]))
+        try server.publish(version: 1, files: ["payload/data": good])
         let mount = try TestMount()
         defer { mount.unmount() }
         #expect(try mount.start(server.source) == nil, "mount failed: \(mount.log)")

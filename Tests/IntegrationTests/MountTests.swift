@@ -6,7 +6,7 @@ import UpgradeCore
 @Suite(.serialized)
 struct MountTests {
     @Test(.realMounts) func publishedBundleReadsBackByteForByteThroughTheMount() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         let files: [String: [UInt8]] = [
@@ -45,9 +45,7 @@ struct MountTests {
     }
 
     @Test(.realMounts) func newUpgradeAppearsOnAMountedNodeWithinAboutASecond() throws {
-        let server = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
+        let server = try ServeProcess()
         let mount = try TestMount()
         defer { mount.unmount() }
         #expect(try mount.start(server.source) == nil, "mount failed: \(mount.log)")
@@ -55,7 +53,7 @@ struct MountTests {
 
         for version in 1...2 {
             let payload = Array("release \(version)\n".utf8)
-            try server.publish(TestBundle(in: work, name: "v\(version)", version: version, files: ["payload/release": payload]))
+            try server.publish(version: version, files: ["payload/release": payload])
             let published = Date()
             #expect(Harness.waitUntil(5) { mount.text("latest") == "\(version)\n" }, "version \(version) never appeared")
             #expect(Date().timeIntervalSince(published) < 2.5, "took \(Date().timeIntervalSince(published)) s")
@@ -65,7 +63,7 @@ struct MountTests {
     }
 
     @Test(.realMounts) func tamperedOrTruncatedBlobOnTheServerGivesEIONeverWrongBytes() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let work = try Harness.temporaryDirectory("bundles")
         defer { try? FileManager.default.removeItem(at: work) }
         let good = TestBundle.randomBytes(100_000)
@@ -95,7 +93,7 @@ struct MountTests {
     }
 
     @Test(.realMounts) func mountOfAServerWithTheWrongIDIsRefused() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let impostorID = String(repeating: "a", count: 52)
         let mount = try TestMount()
         defer { mount.unmount() }
@@ -116,12 +114,10 @@ struct MountTests {
     }
 
     @Test(.realMounts) func serverOutageAndRestartWhileMounted() throws {
-        let server = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
+        let server = try ServeProcess()
         let seen = Array("read before the outage\n".utf8)
         let unseen = Array("never read before the outage\n".utf8)
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/seen": seen, "payload/unseen": unseen]))
+        try server.publish(version: 1, files: ["payload/seen": seen, "payload/unseen": unseen])
         let mount = try TestMount()
         defer { mount.unmount() }
         #expect(try mount.start(server.source) == nil, "mount failed: \(mount.log)")
@@ -134,18 +130,16 @@ struct MountTests {
         #expect(mount.text("latest") == "1\n")
 
         try server.start()
-        try server.publish(TestBundle(in: work, name: "v2", version: 2, files: ["payload/new": Array("two\n".utf8)]))
+        try server.publish(version: 2, files: ["payload/new": Array("two\n".utf8)])
         #expect(Harness.waitUntil(15) { mount.text("latest") == "2\n" }, "the node caught up after the restart")
         #expect(try Harness.readFile(mount.path("versions/1/payload/unseen")).get() == unseen)
         #expect(try Harness.readFile(mount.path("versions/2/payload/new")).get() == Array("two\n".utf8))
     }
 
     @Test(.realMounts) func remountWhileTheServerIsDownShowsTheVerifiedCache() throws {
-        let server = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
+        let server = try ServeProcess()
         let bytes = Array("kept across a node restart\n".utf8)
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/file": bytes]))
+        try server.publish(version: 1, files: ["payload/file": bytes])
         let first = try TestMount()
         #expect(try first.start(server.source) == nil, "mount failed: \(first.log)")
         #expect(try Harness.readFile(first.path("versions/1/payload/file")).get() == bytes)
@@ -160,10 +154,8 @@ struct MountTests {
     }
 
     @Test(.realMounts) func mountHelperMountsThroughMountCommand() throws {
-        let server = try TestServer()
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("x\n".utf8)]))
+        let server = try ServeProcess()
+        try server.publish(version: 1, files: ["payload/x": Array("x\n".utf8)])
         let helper = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appending(path: "mount/mount.upgradefs").path
         let mount = try TestMount()

@@ -76,7 +76,7 @@ struct NetworkAttackTests {
         let node = try RelayedNode(rules: [["/v1/notify", "stall"]], cached: false)
         #expect(try node.start() == nil, "mount failed: \(node.mount.log)")
         #expect(node.mount.text("latest") == "1\n")
-        try node.server.publish(TestBundle(in: node.work, name: "v2", version: 2, files: ["payload/x": Array("two\n".utf8)]))
+        try node.server.publish(version: 2, files: ["payload/x": Array("two\n".utf8)])
         #expect(Harness.waitUntil(70) { node.mount.text("latest") == "2\n" }, "still hidden: \(node.mount.log)")
     }
 
@@ -123,10 +123,10 @@ struct NetworkAttackTests {
     }
 
     /// A server that published version 1, its keys, and its root (version 1) rotated to `newKey` at `version`.
-    static func serverAndRotatedRoot(_ work: URL, to newKey: Ed25519KeyPair, version: Int)
-        throws -> (server: TestServer, keys: ServerKeyFile, root: RootMetadata) {
-        let server = try TestServer()
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": Array("one\n".utf8)]))
+    static func serverAndRotatedRoot(to newKey: Ed25519KeyPair, version: Int)
+        throws -> (server: ServeProcess, keys: ServerKeyFile, root: RootMetadata) {
+        let server = try ServeProcess()
+        try server.publish(version: 1, files: ["payload/x": Array("one\n".utf8)])
         let initial = try Array(Data(contentsOf: server.state.appending(path: "metadata/1.root.json")))
         let root = try Self.rotated(MetadataCodec.decode(initial, as: RootMetadata.self).payload, to: newKey, version: version)
         return (server, try ServerKeyFile.load(from: server.keyFile.path), root)
@@ -145,11 +145,9 @@ struct NetworkAttackTests {
     /// A chain of roots with a version jump: after an honest rotation to root 2, `3.root.json` holds root
     /// version 4 (validly signed by root 2's key and its own). Refused; the node keeps root 2 and what it shows.
     @Test(.realMounts) func rootChainWithAVersionJumpFrom2To4IsRefused() throws {
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
         let key2 = Ed25519KeyPair.generate()
         let key4 = Ed25519KeyPair.generate()
-        let (server, serverKey, root2) = try Self.serverAndRotatedRoot(work, to: key2, version: 2)
+        let (server, serverKey, root2) = try Self.serverAndRotatedRoot(to: key2, version: 2)
         let root4 = Self.rotated(root2, to: key4, version: 4)
         let signed2 = MetadataCodec.sign(root2, keys: [serverKey.root, key2])
         let honest = try StaticMirror(copying: server.state.appending(path: "metadata")) { metadata in
@@ -177,10 +175,8 @@ struct NetworkAttackTests {
     @Test(.realMounts, arguments: [("new", "root version 2 is signed by 0 of the 1 required keys of the trusted root"),
                       ("old", "root is signed by 0 of the 1 required keys"), ("both", nil)])
     func newRootSignedByOnlyOneSideOfTheRotationIsRefused(signedBy: String, refusal: String?) throws {
-        let work = try Harness.temporaryDirectory("bundles")
-        defer { try? FileManager.default.removeItem(at: work) }
         let newKey = Ed25519KeyPair.generate()
-        let (server, serverKey, root2) = try Self.serverAndRotatedRoot(work, to: newKey, version: 2)
+        let (server, serverKey, root2) = try Self.serverAndRotatedRoot(to: newKey, version: 2)
         let signers = ["new": [newKey], "old": [serverKey.root], "both": [serverKey.root, newKey]][signedBy]!
         let mirror = try StaticMirror(copying: server.state.appending(path: "metadata")) { metadata in
             try Data(MetadataCodec.sign(root2, keys: signers)).write(to: metadata.appending(path: "2.root.json"))
@@ -202,8 +198,7 @@ struct NetworkAttackTests {
 /// A node mounted through a `HostileRelay` in front of a real server that published version 1 (`content`). With
 /// `cached`, the node's cache was first filled directly (its file read) and the server then published version 2.
 final class RelayedNode {
-    let work: URL
-    let server: TestServer
+    let server: ServeProcess
     let content: [UInt8]
     let relay: HostileRelay
     let mount: TestMount
@@ -213,17 +208,16 @@ final class RelayedNode {
         try self.init(content: content, cached: cached) { _ in rules }
     }
 
-    init(content: [UInt8] = Array("one\n".utf8), cached: Bool, rules: (TestServer) throws -> [[String]]) throws {
-        work = try Harness.temporaryDirectory("bundles")
-        server = try TestServer()
+    init(content: [UInt8] = Array("one\n".utf8), cached: Bool, rules: (ServeProcess) throws -> [[String]]) throws {
+        server = try ServeProcess()
         self.content = content
-        try server.publish(TestBundle(in: work, name: "v1", version: 1, files: ["payload/x": content]))
+        try server.publish(version: 1, files: ["payload/x": content])
         if cached {
             let first = try TestMount()
             #expect(try first.start(server.source) == nil, "mount failed: \(first.log)")
             #expect(try Harness.readFile(first.path("versions/1/payload/x")).get() == content)
             first.unmount()
-            try server.publish(TestBundle(in: work, name: "v2", version: 2, files: ["payload/x": Array("two\n".utf8)]))
+            try server.publish(version: 2, files: ["payload/x": Array("two\n".utf8)])
             self.first = first
         } else {
             first = nil
@@ -234,10 +228,7 @@ final class RelayedNode {
 
     func start() throws -> (status: Int32, log: String)? { try mount.start(relay.source(id: server.id)) }
 
-    deinit {
-        mount.unmount()
-        try? FileManager.default.removeItem(at: work)
-    }
+    deinit { mount.unmount() }
 }
 
 /// A relay in front of a server, as an attacker on the network path: requests whose path contains a rule's

@@ -21,7 +21,7 @@ struct ServerAttackTests {
         }
         #expect(!published)
         #expect(marker == "payload/shadow: file has 2 hard links (another name may be outside the bundle); copy it instead\n")
-        #expect(!FileManager.default.fileExists(atPath: server.blobPath(TargetFile(describing: secretBytes).sha256)))
+        #expect(!FileManager.default.fileExists(atPath: server.blobPath(sha256: TargetFile(describing: secretBytes).sha256)))
         #expect(Harness.get("\(server.baseURL)/healthz")?.status == 200)
     }
 
@@ -139,7 +139,7 @@ struct ServerAttackTests {
         let keygen = try Harness.run(Harness.binary, ["keygen", "--out", serverKey])
         let id = keygen.output.trimmingCharacters(in: .whitespacesAndNewlines)
         chmod(serverKey, 0o644)
-        let serve = try ServeProcess.runBounded([
+        let serve = try Harness.runBounded([
             "serve", "--key", serverKey, "--state", dir.appending(path: "state").path,
             "--publish", dir.appending(path: "publish").path, "--listen", "127.0.0.1:\(Harness.freePort())",
         ])
@@ -154,7 +154,7 @@ struct ServerAttackTests {
         chmod(nodeKey, 0o640)
         try FileManager.default.createDirectory(at: dir.appending(path: "mnt"), withIntermediateDirectories: true)
         defer { _ = try? Harness.run("/bin/fusermount3", ["-uz", dir.appending(path: "mnt").path]) }
-        let mount = try ServeProcess.runBounded([
+        let mount = try Harness.runBounded([
             "mount", "127.0.0.1:\(Harness.freePort()),\(id)", dir.appending(path: "mnt").path,
             "--cache", dir.appending(path: "cache").path, "--node-key", nodeKey,
         ])
@@ -220,7 +220,7 @@ struct ServerAttackTests {
     /// Two servers on one --state would both sign and publish: the second exits 71 and names the first.
     @Test func secondServeOnTheSameStateIsRefused() throws {
         let first = try ServeProcess()
-        let second = try ServeProcess.runBounded([
+        let second = try Harness.runBounded([
             "serve", "--key", first.keyFile.path, "--state", first.state.path, "--publish", first.publish.path,
             "--listen", "127.0.0.1:\(Harness.freePort())",
         ])
@@ -243,7 +243,7 @@ struct ServerAttackTests {
         #expect(try Harness.run(Harness.binary, ["keygen", "--out", key]).status == 0)
         let listener = try Listener()
         defer { close(listener.fd) }
-        let result = try ServeProcess.runBounded([
+        let result = try Harness.runBounded([
             "serve", "--key", key, "--state", dir.appending(path: "state").path, "--publish", dir.appending(path: "publish").path,
             "--listen", "127.0.0.1:\(listener.port)",
         ])
@@ -254,75 +254,8 @@ struct ServerAttackTests {
     }
 }
 
-/// `upgradefs serve` as a child process whose exit status the test sees (started with no signal
-/// blocked), optionally under a lower open-files limit.
-final class ServeProcess {
-    let directory: URL
-    let keyFile: URL
-    let state: URL
-    let publish: URL
-    let staging: URL
-    let logFile: URL
-    let port: Int
-    let arguments: [String]
-    let openFilesLimit: Int?
-    private(set) var pid: pid_t = 0
-
-    init(arguments: [String] = [], openFilesLimit: Int? = nil) throws {
-        directory = try Harness.temporaryDirectory("serve")
-        keyFile = directory.appending(path: "server.key")
-        state = directory.appending(path: "state")
-        publish = directory.appending(path: "publish")
-        staging = directory.appending(path: "staging")
-        logFile = directory.appending(path: "serve.log")
-        port = Harness.freePort()
-        self.arguments = arguments
-        self.openFilesLimit = openFilesLimit
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: true)
-        let keygen = try Harness.run(Harness.binary, ["keygen", "--out", keyFile.path])
-        guard keygen.status == 0 else { throw HarnessError("keygen failed: \(keygen.output)") }
-        try start()
-    }
-
-    var baseURL: String { "http://127.0.0.1:\(port)" }
-    var log: String { (try? String(contentsOf: logFile, encoding: .utf8)) ?? "" }
-    var isRunning: Bool { pid != 0 && kill(pid, 0) == 0 && Harness.reap(pid) == nil }
-
-    func start() throws {
-        let serve = [Harness.binary, "serve", "--key", keyFile.path, "--state", state.path, "--publish", publish.path,
-                     "--listen", "127.0.0.1:\(port)", "--settle-ms", "200"] + arguments
-        if let openFilesLimit {
-            // dash's `ulimit -n` sets the soft and the hard limit.
-            let command = "ulimit -n \(openFilesLimit) && exec " + serve.map { "'\($0)'" }.joined(separator: " ")
-            pid = try Harness.spawn("/bin/sh", ["-c", command], log: logFile.path)
-        } else {
-            pid = try Harness.spawn(Harness.binary, Array(serve.dropFirst()), log: logFile.path)
-        }
-        guard Harness.waitUntil(30, { Harness.get("\(baseURL)/healthz")?.status == 200 || Harness.reap(pid) != nil }),
-              Harness.get("\(baseURL)/healthz")?.status == 200
-        else { throw HarnessError("serve did not come up: \(log)") }
-    }
-
-    /// Sends `signal` and returns the exit status (nil if it did not exit within 15 s: then killed).
-    @discardableResult
-    func stop(signal: Int32 = SIGTERM) -> Int32? {
-        guard pid != 0 else { return nil }
-        defer { pid = 0 }
-        kill(pid, signal)
-        var status: Int32?
-        _ = Harness.waitUntil(15) {
-            status = Harness.reap(pid)
-            return status != nil
-        }
-        if status == nil {
-            Issue.record("serve did not stop on signal \(signal) within 15 s")
-            kill(pid, SIGKILL)
-            var raw: Int32 = 0
-            waitpid(pid, &raw, 0)
-        }
-        return status
-    }
-
+/// Bundles as a careless or hostile author drops them into the publish directory.
+extension ServeProcess {
     /// Builds a bundle in the staging directory, moves it into the publish directory in one rename,
     /// and waits for its marker: (published?, marker text).
     func drop(_ name: String, _ build: (URL) throws -> Void) throws -> (published: Bool, marker: String) {
@@ -330,12 +263,7 @@ final class ServeProcess {
         try FileManager.default.createDirectory(at: bundle, withIntermediateDirectories: true)
         try build(bundle)
         guard rename(bundle.path, publish.appending(path: name).path) == 0 else { throw HarnessError("rename failed") }
-        let published = publish.appending(path: "\(name).published").path
-        let rejected = publish.appending(path: "\(name).rejected").path
-        guard Harness.waitUntil(30, { FileManager.default.fileExists(atPath: published) || FileManager.default.fileExists(atPath: rejected) })
-        else { throw HarnessError("bundle \(name) was neither published nor rejected: \(log.suffix(2000))") }
-        if let text = try? String(contentsOfFile: published, encoding: .utf8) { return (true, text) }
-        return (false, try String(contentsOfFile: rejected, encoding: .utf8))
+        return try marker(for: name)
     }
 
     /// A valid bundle in `bundle`: manifest, a payload file, an executable sf.
@@ -345,32 +273,6 @@ final class ServeProcess {
         try Data("app \(version)\n".utf8).write(to: bundle.appending(path: "\(payload)/app"))
         try Data("#!/bin/sh\nexit 0\n".utf8).write(to: bundle.appending(path: "sf"))
         chmod(bundle.appending(path: "sf").path, 0o755)
-    }
-
-    /// Runs `upgradefs ARGUMENTS` that should end by itself; one still running after `seconds` is
-    /// killed and its status is -1 (a test fails rather than hangs).
-    static func runBounded(_ arguments: [String], seconds: Double = 20) throws -> (status: Int32, output: String) {
-        let log = FileManager.default.temporaryDirectory.appending(path: "upgradefs-bounded-\(UUID().uuidString)").path
-        defer { unlink(log) }
-        let pid = try Harness.spawn(Harness.binary, arguments, log: log)
-        var status: Int32?
-        _ = Harness.waitUntil(seconds) {
-            status = Harness.reap(pid)
-            return status != nil
-        }
-        if status == nil {
-            kill(pid, SIGKILL)
-            var raw: Int32 = 0
-            waitpid(pid, &raw, 0)
-        }
-        return (status ?? -1, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
-    }
-
-    func blobPath(_ hex: String) -> String { state.appending(path: "blobs/sha256/\(hex.prefix(2))/\(hex)").path }
-
-    deinit {
-        stop(signal: SIGKILL)
-        _ = try? Harness.run("/bin/rm", ["-rf", directory.path])
     }
 }
 

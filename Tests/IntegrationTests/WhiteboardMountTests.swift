@@ -8,12 +8,12 @@ import UpgradeCore
 /// A server and several nodes, each with its own key and its own real mount (`mount --node-key`), plus the
 /// operator's mount: the whiteboard as scripts and operators use it.
 final class WhiteboardFleet {
-    let server: TestServer
+    let server: ServeProcess
     let keys: [String: String]
     let mounts: [String: TestMount]
 
     init(nodes: [String], serverArguments: [String] = []) throws {
-        server = try TestServer(extraArguments: serverArguments)
+        server = try ServeProcess(arguments: serverArguments)
         var keys: [String: String] = [:]
         var mounts: [String: TestMount] = [:]
         for name in nodes + [WhiteboardRules.operatorName] {

@@ -30,7 +30,7 @@ import UpgradeWhiteboardClient
     /// Item 18: a mount whose node key the server does not know fails at once with a clear error and exit 67,
     /// instead of accepting writes that are never delivered.
     @Test(.realMounts) func aMountWhoseNodeKeyIsNotEnrolledFailsAtStartWithExit67() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let keyFile = server.directory.appending(path: "n9.key").path
         #expect(try Harness.run(Harness.binary, ["keygen", "--node", "n9", "--out", keyFile]).status == 0)
         let mount = try TestMount()
@@ -125,7 +125,7 @@ import UpgradeWhiteboardClient
     /// `systemctl stop` of a server that nodes long-poll: the polls cut short are no failure, so the log stays free of
     /// one "whiteboard request failed" error per waiting node.
     @Test func longPollsCutByAServerStopAreNotLoggedAsFailures() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         defer { try? FileManager.default.removeItem(at: server.directory) }
         let finished = LockedBox(0)
         let baseURL = server.baseURL

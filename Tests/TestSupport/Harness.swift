@@ -59,6 +59,17 @@ public enum Harness {
         return (exitStatus(status), output)
     }
 
+    /// Runs `upgradefs ARGUMENTS` that should end by itself; one still running after `seconds` is
+    /// killed and its status is -1 (a test fails rather than hangs).
+    public static func runBounded(_ arguments: [String], seconds: Double = 20) throws -> (status: Int32, output: String) {
+        let log = FileManager.default.temporaryDirectory.appending(path: "upgradefs-bounded-\(UUID().uuidString)").path
+        defer { unlink(log) }
+        let child = try ChildProcess(binary, arguments, log: log)
+        let status = child.wait(seconds: seconds)
+        if status == nil { child.kill() }
+        return (status ?? -1, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+    }
+
     /// Starts a process in the background with no signal blocked (Dispatch workers block most, and children
     /// inherit the mask), stdin from /dev/null, stdout and stderr appended to `log`.
     public static func spawn(_ executable: String, _ arguments: [String], environment: [String: String] = [:],

@@ -19,3 +19,28 @@ public func connectLoopback(port: Int) throws -> Int32 {
     }
     return fd
 }
+
+extension Harness {
+    /// The status of `GET path` on 127.0.0.1:`port` (plain HTTP/1.1, at most 5 s), nil if nothing answers.
+    public static func httpStatus(port: Int, path: String) -> Int? {
+        guard let fd = try? connectLoopback(port: port) else { return nil }
+        defer { close(fd) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: 127.0.0.1:\(port)\r\nConnection: close\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }) == request.count else { return nil }
+        var head: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 256)
+        while !head.contains(UInt8(ascii: "\n")), head.count < 4096 {
+            let n = recv(fd, &buffer, buffer.count, 0)
+            guard n > 0 else { return nil }
+            head += buffer[0..<n]
+        }
+        // "HTTP/1.1 200 OK"
+        let statusLine = String(decoding: head.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+        let fields = statusLine.split(separator: " ")
+        guard fields.count >= 2, fields[0].hasPrefix("HTTP/") else { return nil }
+        return Int(fields[1])
+    }
+}

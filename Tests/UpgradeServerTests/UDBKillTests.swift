@@ -13,24 +13,17 @@ import UpgradeCore
 @Suite(.serialized) struct UDBKillTests {
     @Test(.enabled(if: Harness.binaryIsBuilt, "the upgradefs binary is not built"))
     func everyAnsweredWriteSurvivesKill9() async throws {
-        let directory = TemporaryDirectory()
-        defer { directory.remove() }
-        let keys = ServerKeyFile.generate()
-        try keys.write(to: directory.path + "/server.key")
-        let state = directory.path + "/state"
+        let server = try ServeProcess(arguments: ["--log-level", "error"], start: false)
+        let state = server.state.path
         let writers = (1...4).map { WhiteboardWriter("n\($0)") }
         do {
             let store = try SQLiteWhiteboardStore(directory: state, verifier: SodiumVerifier())
             for writer in writers { try await store.enroll(node: writer.name, publicKey: writer.key.publicKey) }
         }
         for round in 1...3 {
-            let port = Harness.freePort()
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Harness.binary)
-            process.arguments = ["serve", "--key", directory.path + "/server.key", "--state", state,
-                                 "--publish", directory.path + "/publish", "--listen", "127.0.0.1:\(port)", "--log-level", "error"]
-            process.standardError = FileHandle.nullDevice
-            try process.run()
+            // The same key, state and port each round: a restart after kill -9.
+            try server.start()
+            let port = server.port
             #expect(try await eventually(30) { (try? await HTTPResult.request(port: port, path: "/healthz"))?.status == 200 })
 
             let answered = AnsweredWrites()
@@ -54,8 +47,7 @@ import UpgradeCore
             // Kill at some moment after writes are flowing (however slow this machine is).
             #expect(await eventually(30) { answered.all.count >= 20 * round })
             try await Task.sleep(for: .milliseconds(37 * round))
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            server.stop(signal: SIGKILL)
             _ = try? await writing.value
 
             let expected = answered.all

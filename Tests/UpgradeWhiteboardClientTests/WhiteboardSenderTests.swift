@@ -63,6 +63,26 @@ struct WhiteboardSenderTests {
         }
     }
 
+    /// The signature is checked over the bytes received: an answer the server signed, with a member added or
+    /// spelled another way on the path, is not the server's answer even though it parses to the same response.
+    @Test func aSignedAnswerChangedOnTheWayDeliversNothing() {
+        let genuine = String(decoding: answer(.ok), as: UTF8.self)
+        #expect(classify(200, Array(genuine.utf8)) == .delivered(revision: 42, duplicate: false))
+        let changed = [
+            genuine.replacingOccurrences(of: #"{"response":{"#, with: #"{"response":{"extra":1,"#),
+            genuine.replacingOccurrences(of: #"{"response":"#, with: #"{"response": "#),
+            genuine.replacingOccurrences(of: #""revision":42"#, with: #""revision":42.0"#),
+            genuine + "\n",
+        ]
+        for body in changed {
+            #expect(body != genuine)
+            guard case .retry = classify(200, Array(body.utf8)) else {
+                Issue.record("a changed answer was taken: \(body)")
+                continue
+            }
+        }
+    }
+
     @Test(arguments: [500, 502, 503, 504, 408, 429, 401])
     func serverTroubleAndAnUnenrolledKeyAreRetried(status: Int) {
         guard case .retry = classify(status, WhiteboardErrorBody(error: "busy", code: .internalError).encoded()) else {

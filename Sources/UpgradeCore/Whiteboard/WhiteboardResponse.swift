@@ -118,6 +118,50 @@ public struct SignedWhiteboardResponse: Sendable, Hashable {
     public func verify(publicKey: [UInt8], verifier: some Ed25519Verifying) -> Bool {
         WhiteboardServerSignature.isValid(response.toJSON(), signature: signature, publicKey: publicKey, verifier: verifier)
     }
+
+    /// The response in an apply answer `body` as received, once its signature by `publicKey` is checked over the
+    /// exact bytes of the body's `response` member (never over a re-encoding of what was parsed: a member the parser
+    /// would drop, or another spelling of the same value, is not what the server signed).
+    ///
+    /// The server writes the answer as canonical JSON (`encoded()`), so the body is exactly
+    /// `{"response":` R `,"signature":"` 128 hex digits `"}`, and R is the canonical JSON the server signed. A body of
+    /// any other shape is refused, even one that parses to the same value.
+    public static func verifiedResponse(
+        _ body: [UInt8], publicKey: [UInt8], verifier: some Ed25519Verifying
+    ) throws(WhiteboardProtocolError) -> WhiteboardResponse {
+        guard let (signed, signature) = AnswerLayout.split(body) else {
+            throw WhiteboardProtocolError(#"malformed answer: not {"response":{…},"signature":"<hex>"} as the server writes it"#)
+        }
+        let json: JSONValue
+        do { json = try JSONValue.parse(signed) } catch { throw WhiteboardProtocolError("malformed answer: not JSON: \(error)") }
+        let response: WhiteboardResponse
+        do { response = try WhiteboardResponse(json: json) } catch { throw WhiteboardProtocolError("malformed answer: \(error)") }
+        guard WhiteboardServerSignature.isValid(body: signed, signature: signature, publicKey: publicKey, verifier: verifier) else {
+            throw WhiteboardProtocolError("the answer is not signed by the server's key")
+        }
+        return response
+    }
+
+    /// Where the signed `response` member and the signature sit in an apply answer written by `encoded()`.
+    enum AnswerLayout {
+        static let prefix = Array(#"{"response":"#.utf8)
+        static let signaturePrefix = Array(#","signature":""#.utf8)
+        static let suffix = Array(#""}"#.utf8)
+        /// An Ed25519 signature in hex.
+        static let signatureDigits = 128
+
+        /// The bytes of the `response` member and the decoded signature; nil when `body` is laid out otherwise.
+        static func split(_ body: [UInt8]) -> (response: [UInt8], signature: [UInt8])? {
+            let tail = signaturePrefix.count + signatureDigits + suffix.count
+            guard body.count > prefix.count + tail, body.starts(with: prefix), body.suffix(suffix.count).elementsEqual(suffix)
+            else { return nil }
+            let signatureStart = body.count - suffix.count - signatureDigits
+            guard body[(signatureStart - signaturePrefix.count)..<signatureStart].elementsEqual(signaturePrefix),
+                  let signature = Hex.decode(String(decoding: body[signatureStart..<(body.count - suffix.count)], as: UTF8.self))
+            else { return nil }
+            return (Array(body[prefix.count..<(signatureStart - signaturePrefix.count)]), signature)
+        }
+    }
 }
 
 /// A refused request: `{"error": "<message for people>", "code": "<kind>"}`. A refusal of an apply request whose body
