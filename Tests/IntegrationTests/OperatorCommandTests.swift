@@ -38,7 +38,7 @@ import UpgradeCore
         let dir = try Harness.temporaryDirectory("check")
         defer { try? FileManager.default.removeItem(at: dir) }
         let limits = ["--max-file-size", "1000"]
-        let server = try TestServer(extraArguments: limits)
+        let server = try ServeProcess(arguments: limits)
 
         let good = try TestBundle(in: dir, name: "good", version: 1, files: ["payload/app": Array("v1\n".utf8)])
         let ok = try Harness.run(Harness.binary, ["check", good.directory.path] + limits)
@@ -66,7 +66,7 @@ import UpgradeCore
     @Test func publishWaitReturnsTheServersVerdict() throws {
         let dir = try Harness.temporaryDirectory("publish-wait")
         defer { try? FileManager.default.removeItem(at: dir) }
-        let server = try TestServer()
+        let server = try ServeProcess()
         let good = try TestBundle(in: dir, name: "app-v1", version: 1, files: ["payload/app": Array("v1\n".utf8)])
         let published = try Harness.run(Harness.binary, ["publish", "--wait", good.directory.path, "--to", server.publish.path])
         #expect(published.status == 0, "\(published.output)")
@@ -155,7 +155,7 @@ import UpgradeCore
 
     /// `--log-format json`: every line serve writes is one JSON object with the level, label and message.
     @Test func serveLogsJSONLines() throws {
-        let server = try TestServer(extraArguments: ["--log-format", "json"])
+        let server = try ServeProcess(arguments: ["--log-format", "json"])
         let bundle = try TestBundle(in: server.directory, name: "json-v1", version: 1, files: ["payload/a": Array("a".utf8)])
         #expect(try server.publish(bundle).published)
         server.stop()

@@ -33,7 +33,7 @@ import Testing
     }
 
     @Test(.realMounts) func mountIsReadyOnlyOnceTheFileSystemAnswers() throws {
-        let server = try TestServer()
+        let server = try ServeProcess()
         let mount = try TestMount()
         defer { mount.unmount() }
         let mountpoint = mount.mountpoint.path
