@@ -8,7 +8,8 @@ import UpgradeServer
 /// assessment, and ends with the verdict's exit status.
 struct StatusWatch {
     let feed: any WhiteboardFeed
-    /// nil: the newest published upgrade (chosen again at each change until it is followed).
+    /// nil: the newest published upgrade when the watch starts (or the first one published, if none is yet);
+    /// an upgrade published later does not change which one is followed.
     let upgrade: Int64?
     let rule: RolloutWatch
     let json: Bool
@@ -19,6 +20,7 @@ struct StatusWatch {
         var files: [String: WhiteboardFile] = [:]
         var revision: Int64?
         var printed: RolloutWatch.Assessment?
+        var followed = upgrade
         while true {
             let view: WhiteboardView?
             do {
@@ -32,7 +34,9 @@ struct StatusWatch {
             }
             for file in view?.files ?? [] { files[file.path] = file.content == nil ? nil : file }
             revision = max(revision ?? 0, view?.revision ?? 0)
-            let assessment = rule.assess(observation(files: files), timedOut: view == nil)
+            let observed = observation(files: files, upgrade: followed)
+            if observed.summary != nil { followed = observed.upgrade }
+            let assessment = rule.assess(observed, timedOut: view == nil)
             // Text: a line when the line changes; JSON: an event when anything in it but the revision does.
             if json ? assessment != printed : assessment.line != printed?.line {
                 print(json ? String(decoding: assessment.toJSON(revision: revision ?? 0).canonicalBytes(), as: UTF8.self)
@@ -60,8 +64,9 @@ struct StatusWatch {
         }
     }
 
-    /// The upgrade's summary, control word and the `healthy` SF's stop marker, from the files held.
-    func observation(files: [String: WhiteboardFile]) -> RolloutObservation {
+    /// The upgrade's summary, control word and the `healthy` SF's stop marker, from the files held (`upgrade`
+    /// nil: the newest published).
+    func observation(files: [String: WhiteboardFile], upgrade: Int64?) -> RolloutObservation {
         let view = WhiteboardView(revision: 0, files: Array(files.values), holders: [])
         let upgrades = WhiteboardStatus(enrolled: [], view: view).upgrades
         let number = upgrade ?? upgrades.last?.version ?? 1
