@@ -2,7 +2,6 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
-import Sodium
 import UpgradeCore
 
 /// Keeps the journal's server view current: one signed `GET /v1/udb/snapshot`, then `GET /v1/udb/changes?after=R`
