@@ -2,11 +2,10 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
-import Sodium
 import UpgradeCore
 
 /// Keeps the journal's server view current: one signed `GET /v1/udb/snapshot`, then `GET /v1/udb/changes?after=R`
-/// long polls, each answer checked against the server's timestamp key and the nonce sent, and applied with
+/// long polls, read and verified by `WhiteboardReader`, each answer applied with
 /// `WhiteboardJournal.applyServerChanges`. Lock holders go to the mount's one `WhiteboardHolders`.
 public actor WhiteboardFollower {
     /// The lock holders the server reported (and the mount's own lock operations, when it shares the table).
@@ -19,9 +18,7 @@ public actor WhiteboardFollower {
     public private(set) var lastError: String?
 
     private let journal: WhiteboardJournal
-    private let baseURL: String
-    private let http: HTTPClient
-    private let serverKey: [UInt8]
+    private let reader: WhiteboardReader
     private let pollTimeout: TimeAmount
     private let logger: Logger
     private var backoff: WhiteboardBackoff
@@ -39,9 +36,7 @@ public actor WhiteboardFollower {
         self.holderTable = holders
         self.filesChanged = filesChanged
         self.journal = journal
-        self.baseURL = baseURL
-        self.http = http
-        self.serverKey = serverKey
+        self.reader = WhiteboardReader(baseURL: baseURL, http: http, serverKey: serverKey, logger: logger)
         self.pollTimeout = pollTimeout
         self.backoff = backoff
         self.logger = logger
@@ -68,9 +63,8 @@ public actor WhiteboardFollower {
     /// One step: the snapshot if this process has none yet, else the changes after the journal's revision
     /// (waiting up to the server's long-poll time for some).
     public func poll() async throws {
-        let nonce = Hex.encode(Sodium.randomBytes(16))
         if !synchronized {
-            let view = try await read("snapshot?nonce=\(nonce)", nonce: nonce, after: nil, timeout: .seconds(30))
+            let view = try await reader.snapshot()
             try journal.applyServerChanges(
                 revision: view.revision,
                 files: view.files.map { .init(path: $0.path, content: $0.content, revision: $0.revision) },
@@ -79,7 +73,7 @@ public actor WhiteboardFollower {
             synchronized = true
         } else {
             let after = try journal.serverRevision()
-            let view = try await read("changes?after=\(after)&nonce=\(nonce)", nonce: nonce, after: after, timeout: pollTimeout)
+            let view = try await reader.changes(after: after, timeout: pollTimeout)
             try journal.applyServerChanges(
                 revision: view.revision,
                 files: view.files.map { .init(path: $0.path, content: $0.content, revision: $0.revision) })
@@ -87,27 +81,5 @@ public actor WhiteboardFollower {
             if !view.files.isEmpty { filesChanged(view.files.map(\.path)) }
         }
         lastError = nil
-    }
-
-    private func read(_ pathAndQuery: String, nonce: String, after: Int64?, timeout: TimeAmount) async throws -> WhiteboardView {
-        let url = "\(baseURL)/v1/udb/\(pathAndQuery)"
-        let response: HTTPClientResponse
-        let body: [UInt8]
-        do {
-            // The body too: a connection cut while it arrives is a network failure like a refused connect.
-            response = try await http.execute(HTTPClientRequest(url: url), timeout: timeout, logger: logger)
-            body = Array(try await response.body.collect(upTo: 64 << 20).readableBytesView)
-        } catch is CancellationError {
-            throw CancellationError()
-        } catch {
-            throw WhiteboardProtocolError(NetworkErrorText.describe(error, url: url))
-        }
-        guard response.status == .ok else {
-            throw WhiteboardProtocolError("GET /v1/udb/\(pathAndQuery.prefix { $0 != "?" }) answered HTTP \(response.status.code)"
-                + (WhiteboardErrorBody.decode(body).map { ": \($0.error)" } ?? ""))
-        }
-        return try WhiteboardView.verifiedDecode(
-            body: body, signatureHeader: response.headers.first(name: WhiteboardServerSignature.headerName),
-            expectedNonce: nonce, expectedAfter: after, publicKey: serverKey, verifier: SodiumVerifier())
     }
 }

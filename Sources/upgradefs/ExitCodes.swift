@@ -19,11 +19,17 @@ enum ExitCodes {
     static let osError = ExitCode(71)
     /// A file to be created exists already (keygen without --force); mount: the node key is mounted elsewhere.
     static let cannotCreate = ExitCode(73)
-    /// publish --wait: the server neither published nor rejected the bundle within --timeout (EX_TEMPFAIL).
+    /// publish --wait: the server neither published nor rejected the bundle within --timeout (EX_TEMPFAIL); status
+    /// --watch: the upgrade was neither rolled out nor stopped within --timeout.
     static let timedOut = ExitCode(75)
     /// The server does not hold the initial root named by the mount source's id.
     static let identityMismatch = ExitCode(77)
     /// A configuration file is wrong (the manager's node.toml): the message names the file and key. Also
     /// mount: the cache directory was filled for another server.
     static let config = ExitCode(78)
+    /// status --watch: the rollout stopped on failures (past --failure-budget, the healthy SF's budget, or every
+    /// node that is not failed is done). Above sysexits.h's range, like kubectl's own non-zero for a failed rollout.
+    static let rolloutFailed = ExitCode(80)
+    /// status --watch: the operator wrote `abort` to the upgrade's control file before every node was done.
+    static let rolloutAborted = ExitCode(81)
 }

@@ -50,17 +50,23 @@ struct MountCommand: AsyncParsableCommand {
             })
         } catch let error as MountError {
             printError("upgradefs mount: \(error)")
-            switch error {
-            case .identityMismatch: throw ExitCodes.identityMismatch
-            case .unreachable: throw ExitCodes.unavailable
-            case .verification: throw ExitCodes.dataError
-            case .badSource: throw ExitCodes.usage
-            case .cache, .mountFailed: throw ExitCodes.osError
-            case .cacheOfAnotherServer: throw ExitCodes.config
-            case .nodeKey: throw ExitCodes.noInput
-            case .notEnrolled: throw ExitCodes.notEnrolled
-            case .nodeInUse: throw ExitCodes.cannotCreate
-            }
+            throw Self.exitCode(error)
+        }
+    }
+
+    /// The exit status of each way a mount (or `status --watch --server`, which trusts the server as a mount
+    /// does) fails.
+    static func exitCode(_ error: MountError) -> ExitCode {
+        switch error {
+        case .identityMismatch: ExitCodes.identityMismatch
+        case .unreachable: ExitCodes.unavailable
+        case .verification: ExitCodes.dataError
+        case .badSource: ExitCodes.usage
+        case .cache, .mountFailed: ExitCodes.osError
+        case .cacheOfAnotherServer: ExitCodes.config
+        case .nodeKey: ExitCodes.noInput
+        case .notEnrolled: ExitCodes.notEnrolled
+        case .nodeInUse: ExitCodes.cannotCreate
         }
     }
 
