@@ -130,7 +130,7 @@ let package = Package(
         .testTarget(name: "UpgradeManagerTests", dependencies: ["UpgradeCore", "UpgradeFiles", "UpgradeManager"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeWhiteboardClient"]
+            dependencies: ["UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeWhiteboardClient", "UpgradeManager"]
         ),
     ]
 )

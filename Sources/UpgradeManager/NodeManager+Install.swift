@@ -93,11 +93,17 @@ extension NodeManager {
     /// transformed, switched, started and checked, as the one-call install does from `stopped`.
     /// - Returns: `.committed`, or `.rolledBack` when a step failed or the operator aborted N.
     public func commitPrepared() throws(ManagerError) -> InstallState {
-        try decide(.commitDecided)
+        // The bundle is read before the app is stopped: when it cannot be, the install stays prepared.
+        if let intent = try? ldb.intent(), intent.step == .prepared {
+            do { _ = try view.manifest(intent.version) } catch {
+                throw ManagerError("cannot commit upgrade \(intent.version), it stays prepared: \(error)")
+            }
+        }
+        return try decide(.commitDecided)
     }
 
-    /// The prepared install is given up: `gen/N*` removed, the upgrade `aborted` with `reason`, the app untouched
-    /// (it still serves the installed version).
+    /// The prepared install is given up: `gen/N*` removed, the upgrade `aborted` with `reason`; the rollback
+    /// starts the installed version's app, which still serves (start is idempotent, docs/DESIGN.md).
     public func abortPrepared(reason: String) throws(ManagerError) -> InstallState {
         try decide(.abortDecided(reason))
     }
@@ -148,8 +154,12 @@ extension NodeManager {
                                                     timeout: config.tfTimeoutSeconds)
                 guard result.succeeded else { return .failed("tf: \(result.endingDescription)") }
             }
-            guard seal else { return .succeeded }
-            do { try installer.seal(version: n) } catch { return .failed("seal: \(error)") }
+            do {
+                // A prepared install's staging is made durable before `prepared` is recorded; sealing does that too.
+                if seal { try installer.seal(version: n) } else { try installer.fsyncTree(installer.staging(n)) }
+            } catch {
+                return .failed("\(seal ? "seal" : "sync"): \(error)")
+            }
             return .succeeded
 
         case .switchCurrent(let version):

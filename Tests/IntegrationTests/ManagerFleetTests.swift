@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import UpgradeCore
+import UpgradeManager
 
 /// `upgradefs manager` on real mounts: a fleet of nodes upgrading the example app with the example SFs.
 @Suite(.serialized) struct ManagerFleetTests {
@@ -149,7 +150,7 @@ import UpgradeCore
 
     /// kill -9 of the manager right after each step of an upgrade, then a restart: the node is wholly at the old
     /// version or wholly at the new one at every point, and ends at the new one with its state transformed.
-    @Test(.realMounts, arguments: ["intent", "staged", "transformed", "stopped", "switched", "started", "checked", "committed"])
+    @Test(.realMounts, arguments: UpgradeStep.oneCallInstall.map(\.rawValue))
     func aManagerKilledAtAnyStepEndsConsistent(step: String) throws {
         let fleet = try ManagedFleet(nodes: ["n1"])
         try installVersion1(fleet, requests: 5)
