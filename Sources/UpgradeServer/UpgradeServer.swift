@@ -46,7 +46,7 @@ public struct ServerConfiguration: Sendable {
     public static let defaultTimestampExpirySeconds = 86400
     public static let defaultScanIntervalMilliseconds = 250
     public static let defaultNotifyTimeoutMilliseconds = 25_000
-    public static let defaultLockTTLSeconds = 60
+    public static let defaultLockTTLSeconds = Int(WhiteboardLedger.defaultLockTTLSeconds)
     public static let defaultChangesTimeoutMilliseconds = 25_000
     /// Longer than the 60 s a client's connection pool (AsyncHTTPClient's default) keeps an idle
     /// connection, so the server is not the side that closes one a client is about to reuse.

@@ -40,6 +40,15 @@ import UpgradeCore
         return try ledger.apply(signed, in: &tables, now: now ?? start)
     }
 
+    @Test func enrollingANameOutsideTheGrammarOrAKeyOfTheWrongLengthIsRefusedAndAdmitsNothing() throws {
+        var tables = InMemoryWhiteboardTables()
+        for (name, key) in [("../n1", n1.publicKey), ("N1", n1.publicKey), ("", n1.publicKey),
+                            ("n1", Array(n1.publicKey.prefix(31))), ("n1", n1.publicKey + [0])] {
+            #expect(throws: WhiteboardDenial.self) { try ledger.enroll(node: name, publicKey: key, in: &tables, now: start) }
+        }
+        #expect(try ledger.enrolledNodes(in: tables).isEmpty)
+    }
+
     @Test func anUnknownNameIsRefusedAndCountedButAForgeryIsNotCountedAgainstTheNode() throws {
         var tables = try enrolledTables()
         let stranger = Ed25519KeyPair.generate()

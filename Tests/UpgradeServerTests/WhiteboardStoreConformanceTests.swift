@@ -109,6 +109,32 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.apply(op.request(.release, "locks/roll/n2")).result == .ok)
     }
 
+    /// Acquires racing from many nodes at once: the capacity holds (a storage whose transactions are not serializable
+    /// lets two acquires both see a free slot), and every write has a revision of its own, in the change feed once.
+    @Test(arguments: StorageKind.allCases) func concurrentAcquiresNeverExceedTheCapacity(_ kind: StorageKind) async throws {
+        defer { directory.remove() }
+        let store = try await enrolled(kind)
+        let racers = (1...12).map { WhiteboardWriter("r\($0)") }
+        for racer in racers { try await store.enroll(node: racer.name, publicKey: racer.key.publicKey) }
+        #expect(try await store.apply(op.request(.put, "locks/roll/capacity", "3")).result == .ok)
+        let before = try await store.revision()
+        let outcomes = try await withThrowingTaskGroup(of: WhiteboardApplyOutcome.self) { group in
+            for racer in racers {
+                group.addTask { try await store.apply(racer.request(.acquire, "locks/roll/\(racer.name)")) }
+                group.addTask { try await store.apply(racer.request(.put, "nodes/\(racer.name)/state", "waiting")) }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0.result == .ok }.count == 12 + 3)
+        #expect(outcomes.filter { $0.code == .full }.count == 12 - 3)
+        #expect(try await store.snapshot().holders.count == 3)
+        let changes = try await store.changes(after: before)
+        #expect(changes.holders.count == 3)
+        #expect(changes.files.filter { $0.path.hasSuffix("/state") }.count == 12)
+        let revisions = changes.files.filter { $0.path.hasSuffix("/state") }.map(\.revision) + changes.holders.map(\.revision)
+        #expect(Set(revisions).count == revisions.count, "each applied write has a revision of its own")
+    }
+
     @Test(arguments: StorageKind.allCases) func missingCapacityMeansOneAndZeroMeansClosed(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)

@@ -178,11 +178,24 @@ public struct WhiteboardLedger: Sendable {
     /// node's journal starts its seqs at the time it was created, so a new journal continues above them), and so do
     /// the refusals of an enrolled node; an unknown name's go.
     public func enroll<Tx: WhiteboardTransaction>(node: String, publicKey: [UInt8], in tx: inout Tx, now: Date) throws -> Bool {
+        if let denial = Self.enrollmentDenial(node: node, publicKey: publicKey) { throw denial }
         if try tx.node(node)?.publicKey == publicKey { return false }
         try tx.putNode(EnrolledNode(name: node, publicKey: publicKey, enrolledAt: now.timeIntervalSince1970))
         if let refusal = try tx.refusal(node: node), !refusal.enrolled { try tx.deleteRefusal(node: node) }
         try recomputeSummaries(in: &tx, now: now)
         return true
+    }
+
+    /// Why `node` with `publicKey` cannot be admitted: a name outside the node-name grammar, or a key that is not
+    /// an Ed25519 public key (32 bytes). nil when it can.
+    public static func enrollmentDenial(node: String, publicKey: [UInt8]) -> WhiteboardDenial? {
+        guard WhiteboardPath.isNodeName(node) else {
+            return WhiteboardDenial(.malformed, "'\(node)' is not a node name: expected \(WhiteboardPath.nodeNameGrammar)")
+        }
+        guard publicKey.count == 32 else {
+            return WhiteboardDenial(.malformed, "the public key of \(node) must be 32 bytes (an Ed25519 public key), not \(publicKey.count)")
+        }
+        return nil
     }
 
     /// Revokes `node`; false if it was not enrolled. Its files stay, its holders are released, and its replay

@@ -166,6 +166,13 @@ public enum WhiteboardRules {
         return nil
     }
 
+    /// The most one write to `path` may carry: a node's `log` takes appends up to `maxLogPutBytes` (and keeps its
+    /// last `maxFileBytes`), every other file `maxFileBytes`.
+    public static func maxWriteBytes(_ path: WhiteboardPath) -> Int {
+        if case .nodeFile(_, "log") = path.kind { return maxLogPutBytes }
+        return maxFileBytes
+    }
+
     /// The bytes to store for a put of `content` at `path`, or why the
     /// content is refused. One trailing newline is allowed after a word or
     /// a number (`echo running > state`). A `log` keeps its last
@@ -178,7 +185,7 @@ public enum WhiteboardRules {
         if value.last == 0x0A { value.removeLast() }
         switch path.kind {
         case .nodeFile(_, "log"):
-            guard content.count <= maxLogPutBytes else { return malformed("at most \(maxLogPutBytes) bytes per write") }
+            guard content.count <= maxWriteBytes(path) else { return malformed("at most \(maxLogPutBytes) bytes per write") }
             return .success(Array(content.suffix(maxFileBytes)))
         case .nodeFile(_, "state"):
             return isWord(value) ? .success(content) : malformed("one word ([a-z-]{1,32})")
@@ -193,7 +200,7 @@ public enum WhiteboardRules {
         case .upgradeSummary, .lockHolder:
             return .failure(WhiteboardDenial(.malformed, "\(path.string) cannot be written"))
         case .nodeFile, .shared:
-            guard content.count <= maxFileBytes else { return malformed("at most \(maxFileBytes) bytes") }
+            guard content.count <= maxWriteBytes(path) else { return malformed("at most \(maxFileBytes) bytes") }
             return .success(content)
         }
     }

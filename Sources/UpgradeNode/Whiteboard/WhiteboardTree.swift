@@ -119,7 +119,7 @@ final class WhiteboardTree: Sendable {
 
     /// The size limit of a write to `path`.
     static func sizeLimit(_ path: String) -> Int {
-        path.hasSuffix("/log") && path.hasPrefix("nodes/") ? WhiteboardRules.maxLogPutBytes : WhiteboardRules.maxFileBytes
+        (try? WhiteboardPath(path)).map(WhiteboardRules.maxWriteBytes) ?? WhiteboardRules.maxFileBytes
     }
 
     static func isHolderPath(_ path: String) -> Bool {
@@ -219,7 +219,6 @@ final class WhiteboardTree: Sendable {
             if log { logger.notice("whiteboard write refused", metadata: ["udb.path": "\(path)", "error": "\(error)"]) }
             throw .forbidden
         }
-        if case .upgradeSummary = parsed.kind { throw .forbidden }
         if let denial = WhiteboardRules.authorize(node: node, op: op, path: parsed) {
             if log { logger.notice("whiteboard write refused", metadata: ["udb.path": "\(path)", "error": "\(denial)"]) }
             throw denial.kind == .forbidden ? .forbidden : .malformed

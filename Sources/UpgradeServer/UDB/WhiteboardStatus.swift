@@ -50,10 +50,10 @@ public struct WhiteboardStatus: Sendable, Equatable {
         let refusalsByName = Dictionary(refusals.map { ($0.node, $0) }, uniquingKeysWith: { $1 })
         nodes = enrolled.filter { $0.name != WhiteboardRules.operatorName }.map { node in
             Node(
-                name: node.name, state: text("nodes/\(node.name)/state"),
-                version: files["nodes/\(node.name)/version"]?.content.flatMap(WhiteboardRules.parseCount),
-                class: text("nodes/\(node.name)/class"),
-                heartbeatAgeSeconds: files["nodes/\(node.name)/heartbeat"].map { max(0, nowSeconds - $0.modifiedAt) },
+                name: node.name, state: text(WhiteboardPath.node(node.name, "state")),
+                version: files[WhiteboardPath.node(node.name, "version")]?.content.flatMap(WhiteboardRules.parseCount),
+                class: text(WhiteboardPath.node(node.name, "class")),
+                heartbeatAgeSeconds: files[WhiteboardPath.node(node.name, "heartbeat")].map { max(0, nowSeconds - $0.modifiedAt) },
                 refusals: refusalsByName[node.name])
         }
         unenrolledWriters = refusals.filter { !enrolledNames.contains($0.node) }
