@@ -4,7 +4,8 @@ import Foundation
 /// `YYYY-MM-DDTHH:MM:SSZ`, whole seconds. Computed by hand (proleptic Gregorian
 /// calendar) so the core needs no formatter or locale.
 public enum TUFDate {
-    public static func format(_ date: Date) -> String {
+    /// `YYYY-MM-DDTHH:MM:SSZ`; with `milliseconds`, `YYYY-MM-DDTHH:MM:SS.mmmZ` (log lines; TUF takes whole seconds).
+    public static func format(_ date: Date, milliseconds: Bool = false) -> String {
         let seconds = Int64(date.timeIntervalSince1970.rounded(.down))
         let days = seconds >= 0 ? seconds / 86400 : (seconds - 86399) / 86400
         let secondOfDay = seconds - days * 86400
@@ -13,7 +14,9 @@ public enum TUFDate {
             let s = String(v)
             return String(repeating: "0", count: max(0, width - s.count)) + s
         }
-        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2))Z"
+        let fraction = milliseconds
+            ? "." + pad(min(999, Int64((date.timeIntervalSince1970 - Double(seconds)) * 1000)), 3) : ""
+        return "\(pad(y, 4))-\(pad(m, 2))-\(pad(d, 2))T\(pad(secondOfDay / 3600, 2)):\(pad(secondOfDay / 60 % 60, 2)):\(pad(secondOfDay % 60, 2))\(fraction)Z"
     }
 
     /// Exactly `YYYY-MM-DDTHH:MM:SSZ` with a valid calendar date; nil otherwise.

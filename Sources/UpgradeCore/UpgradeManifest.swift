@@ -113,7 +113,10 @@ public struct UpgradeManifest: Sendable, Equatable {
         )
     }
 
-    /// `[a-z0-9][a-z0-9._-]{0,63}`
+    /// The grammar of class names, as messages print it.
+    public static let classNameGrammar = "[a-z0-9][a-z0-9._-]{0,63}"
+
+    /// `classNameGrammar`.
     public static func isValidClassName(_ name: String) -> Bool {
         let bytes = Array(name.utf8)
         guard (1...64).contains(bytes.count) else { return false }

@@ -117,7 +117,7 @@ public struct NodeConfig: Sendable, Equatable {
         }
         guard let className = try string("class") else { throw fail("class", "is required (the class of upgrades this node applies)") }
         guard UpgradeManifest.isValidClassName(className) else {
-            throw fail("class", "\"\(BundlePath.printable(className))\" is not a class name: expected [a-z0-9][a-z0-9._-]{0,63}")
+            throw fail("class", "\"\(BundlePath.printable(className))\" is not a class name: expected \(UpgradeManifest.classNameGrammar)")
         }
         let root = try string("root") ?? defaultRoot
         guard root.hasPrefix("/") else { throw fail("root", "must be an absolute path, got \"\(root)\"") }

@@ -16,6 +16,8 @@ import UpgradeCore
         #expect(TUFDate.format(Self.expires) == "2030-01-01T00:00:00Z")
         #expect(TUFDate.format(Date(timeIntervalSince1970: 1_700_000_000.9)) == "2023-11-14T22:13:20Z")
         #expect(TUFDate.format(Date(timeIntervalSince1970: 951_782_400)) == "2000-02-29T00:00:00Z")
+        #expect(TUFDate.format(Date(timeIntervalSince1970: 1_700_000_000.25), milliseconds: true) == "2023-11-14T22:13:20.250Z")
+        #expect(TUFDate.format(Date(timeIntervalSince1970: 951_782_400), milliseconds: true) == "2000-02-29T00:00:00.000Z")
         #expect(TUFDate.parse("2030-01-01T00:00:00Z") == Self.expires)
         #expect(TUFDate.parse("2000-02-29T00:00:00Z") == Date(timeIntervalSince1970: 951_782_400))
         for bad in [
