@@ -17,7 +17,7 @@ struct ManagerCommandTests {
         try node.publish(1, sf: "#!/bin/sh\necho \"sf ran in $(pwd)\"\n")
         let manager = try ManagerProcess(node, arguments: ["manager", "--mount", "mnt", "--config", "node.toml"],
                                          workingDirectory: node.directory)
-        #expect(TestNode.waitUntil(30) { node.selfFile("state") == "running" && node.selfFile("version") == "1" },
+        #expect(Harness.waitUntil(30) { node.selfFile("state") == "running" && node.selfFile("version") == "1" },
                 "\(manager.output)\n\(node.log)")
         try manager.stop()
         #expect(node.log.contains("sf 1: sf ran in \(node.mount)/versions/1"))

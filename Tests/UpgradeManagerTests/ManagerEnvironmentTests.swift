@@ -9,10 +9,12 @@ import UpgradeFiles
 /// What programs the manager runs get (issue 8): node.toml's `env`, `pass-env` and `run-as`, and the process
 /// table as the manager reads it to end what a killed manager left.
 struct ManagerEnvironmentTests {
-    @Test func runAsRunsTheSFTheTFAndTheAppAsThatUserWithoutGroups() throws {
+    @Test(.enabled(if: geteuid() == 0 && RunAsUser.lookup("nobody") != nil && ProcessRunner.setpriv != nil,
+                   "run-as needs root, a user nobody and setpriv (util-linux)"))
+    func runAsRunsTheSFTheTFAndTheAppAsThatUserWithoutGroups() throws {
         let node = try TestNode()
         defer { node.remove() }
-        guard let nobody = RunAsUser.lookup("nobody"), geteuid() == 0, ProcessRunner.setpriv != nil else { return }
+        let nobody = try #require(RunAsUser.lookup("nobody"))
         chmod(node.directory, 0o1777) // the app's pid file lives there; nobody must reach the bundle
         let outside = node.directory + "/outside"
         try node.write("root's\n", to: outside)

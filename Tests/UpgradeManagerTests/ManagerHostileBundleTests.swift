@@ -43,7 +43,7 @@ struct ManagerHostileBundleTests {
         let escaped = files.compactMap { Self.pid(node, $0) }
         defer { escaped.forEach { kill($0, SIGKILL) } }
         #expect(escaped.count == 3)
-        for pid in escaped { #expect(TestNode.waitUntil(5) { !TestNode.isAlive(pid) }, "\(pid) outlived the SF") }
+        for pid in escaped { #expect(Harness.waitUntil(5) { !TestNode.isAlive(pid) }, "\(pid) outlived the SF") }
         #expect(node.log.contains("left running by sf 1 outside its process group"), "\(node.log)")
     }
 
@@ -63,7 +63,7 @@ struct ManagerHostileBundleTests {
         #expect(try manager.tick() == .running)
         let pid = try #require(Self.pid(node, joined))
         defer { kill(pid, SIGKILL) }
-        #expect(TestNode.waitUntil(5) { !TestNode.isAlive(pid) }, "\(pid) in the manager's group outlived the TF")
+        #expect(Harness.waitUntil(5) { !TestNode.isAlive(pid) }, "\(pid) in the manager's group outlived the TF")
         #expect(node.log.contains("ended processes \(pid) in the manager's own group (left running by tf 2 outside its process group)"), "\(node.log)")
     }
 
@@ -81,12 +81,12 @@ struct ManagerHostileBundleTests {
             var status: Int32 = 0
             waitpid(leader, &status, 0)
         }
-        #expect(TestNode.waitUntil(5) { Self.pid(node, childFile) != nil })
+        #expect(Harness.waitUntil(5) { Self.pid(node, childFile) != nil })
         let child = try #require(Self.pid(node, childFile))
         #expect(ProcessTable.stat(child)?.pgrp == leader)
         let manager = try node.manager()
         try manager.recover()
-        #expect(TestNode.waitUntil(5) { !TestNode.isAlive(child) }, "the marked child still runs")
+        #expect(Harness.waitUntil(5) { !TestNode.isAlive(child) }, "the marked child still runs")
         #expect(TestNode.isAlive(leader), "the foreign group's leader was killed")
     }
 
@@ -102,7 +102,7 @@ struct ManagerHostileBundleTests {
         defer { leftovers.forEach { kill($0, SIGKILL) } }
         var manager = try ManagerProcess(node, config: configFile)
         leftovers.append(manager.pid)
-        #expect(TestNode.waitUntil(30) { node.selfFile("state") == "running" })
+        #expect(Harness.waitUntil(30) { node.selfFile("state") == "running" })
         let escapedFile = node.directory + "/escaped"
         try node.publish(2, from: 1, tf: """
             #!/bin/sh
@@ -111,7 +111,7 @@ struct ManagerHostileBundleTests {
             echo $! > \(escapedFile)
             sleep 1000
             """)
-        #expect(TestNode.waitUntil(30) { Self.pid(node, escapedFile) != nil })
+        #expect(Harness.waitUntil(30) { Self.pid(node, escapedFile) != nil })
         let escaped = try #require(Self.pid(node, escapedFile))
         leftovers.append(escaped)
         #expect(ProcessTable.stat(escaped)?.session == escaped, "the TF's child did not leave the session")
@@ -121,9 +121,9 @@ struct ManagerHostileBundleTests {
 
         manager = try ManagerProcess(node, config: configFile)
         leftovers.append(manager.pid)
-        #expect(TestNode.waitUntil(10) { !TestNode.isAlive(escaped) }, "the escaped TF child outlived the restart")
+        #expect(Harness.waitUntil(10) { !TestNode.isAlive(escaped) }, "the escaped TF child outlived the restart")
         // Rolled back; the second attempt fails at once (its TF says so).
-        #expect(TestNode.waitUntil(30) { node.selfFile("state") == "failed" && node.selfFile("version") == "1" }, "\(node.log)")
+        #expect(Harness.waitUntil(30) { node.selfFile("state") == "failed" && node.selfFile("version") == "1" }, "\(node.log)")
         #expect(node.log.contains("unrecorded programs of the previous manager"), "\(node.log)")
         #expect(node.log.contains("manager restarted during upgrade 2 at step staged; rolled back to 1"), "\(node.log)")
         try manager.stop()

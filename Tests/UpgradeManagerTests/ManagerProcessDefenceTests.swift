@@ -27,7 +27,7 @@ struct ManagerProcessDefenceTests {
                          check: "#!/bin/sh\nenv > \(d)/check.env\n" + node.counterCheck.replacingOccurrences(of: "#!/bin/sh\n", with: ""))
         let manager = try ManagerProcess(node, config: configFile,
                                          environment: ["MANAGER_SECRET": "hunter2-do-not-leak", "PASSED": "passed-on"])
-        #expect(TestNode.waitUntil(30) { node.selfFile("state") == "running" }, "\(manager.output)")
+        #expect(Harness.waitUntil(30) { node.selfFile("state") == "running" }, "\(manager.output)")
         try manager.stop()
         for program in ["sf", "tf", "check", "start"] {
             let env = try #require(node.read(d + "/\(program).env"), "\(program) did not run")
@@ -57,7 +57,7 @@ struct ManagerProcessDefenceTests {
         defer { leftovers.forEach { kill(-$0, SIGKILL) } }
         var manager = try ManagerProcess(node, config: configFile)
         leftovers.append(manager.pid)
-        #expect(TestNode.waitUntil(30) { node.selfFile("state") == "running" })
+        #expect(Harness.waitUntil(30) { node.selfFile("state") == "running" })
 
         let tfPidFile = node.directory + "/tf.pid", ticks = node.directory + "/tf.ticks"
         try node.publish(2, from: 1, tf: """
@@ -65,7 +65,7 @@ struct ManagerProcessDefenceTests {
             echo $$ > \(tfPidFile)
             while :; do echo tick >> "$UPGRADEFS_STATE/ticks"; echo tick >> \(ticks); sleep 0.05; done
             """)
-        #expect(TestNode.waitUntil(30) { POSIXFiles.exists(tfPidFile) })
+        #expect(Harness.waitUntil(30) { POSIXFiles.exists(tfPidFile) })
         let tf = try #require(node.read(tfPidFile).flatMap { pid_t($0.trimmingCharacters(in: .newlines)) })
         leftovers.append(tf)
         kill(manager.pid, SIGKILL)
@@ -76,7 +76,7 @@ struct ManagerProcessDefenceTests {
         try node.control(2, "pause") // so that the rollback is not followed by a new attempt
         manager = try ManagerProcess(node, config: configFile)
         leftovers.append(manager.pid)
-        #expect(TestNode.waitUntil(30) { node.selfFile("state") == "paused" }, "\(manager.output)")
+        #expect(Harness.waitUntil(30) { node.selfFile("state") == "paused" }, "\(manager.output)")
         #expect(!TestNode.isAlive(tf), "the orphaned TF still runs")
         let log = node.log
         let ended = try #require(log.range(of: "ended process group \(tf) (tf 2) left running by the previous manager"), "\(log)")
@@ -101,12 +101,12 @@ struct ManagerProcessDefenceTests {
         defer { leftovers.forEach { kill(-$0, SIGKILL) } }
         var manager = try ManagerProcess(node, config: configFile)
         leftovers.append(manager.pid)
-        #expect(TestNode.waitUntil(30) { node.selfFile("state") == "running" })
+        #expect(Harness.waitUntil(30) { node.selfFile("state") == "running" })
         let app = try #require(node.appProcess()).0
 
         try node.publish(2, from: 1, sf: "#!/bin/sh\n[ \"$UPGRADEFS_PHASE\" = before ] || exit 0\necho $$ > \"$UPGRADEFS_LDB/pid\"\nexec sleep 1000\n")
         let sfPidFile = node.root + "/ldb/sf/2/pid"
-        #expect(TestNode.waitUntil(30) { POSIXFiles.exists(sfPidFile) })
+        #expect(Harness.waitUntil(30) { POSIXFiles.exists(sfPidFile) })
         let sf = try #require(node.read(sfPidFile).flatMap { pid_t($0.trimmingCharacters(in: .newlines)) })
         leftovers.append(sf)
         kill(manager.pid, SIGKILL)
@@ -117,7 +117,7 @@ struct ManagerProcessDefenceTests {
         try node.control(2, "pause")
         manager = try ManagerProcess(node, config: configFile)
         leftovers.append(manager.pid)
-        #expect(TestNode.waitUntil(30) { node.selfFile("state") == "paused" }, "\(manager.output)")
+        #expect(Harness.waitUntil(30) { node.selfFile("state") == "paused" }, "\(manager.output)")
         #expect(!TestNode.isAlive(sf), "the orphaned SF still runs")
         #expect(node.log.contains("ended process group \(sf) (sf 2) left running by the previous manager"))
         #expect(node.appProcess()?.0 == app, "the running app was killed or restarted")
@@ -146,7 +146,7 @@ struct ManagerProcessDefenceTests {
         }
         let manager = try node.manager()
         try manager.recover()
-        #expect(TestNode.waitUntil(5) { !TestNode.isAlive(ours) }, "the unrecorded program still runs")
+        #expect(Harness.waitUntil(5) { !TestNode.isAlive(ours) }, "the unrecorded program still runs")
         #expect(TestNode.isAlive(theirs), "another root's program was killed")
         #expect(node.log.contains("ended process groups \(ours) (unrecorded programs of the previous manager)"), "\(node.log)")
     }
@@ -163,7 +163,7 @@ extension ManagerProcess {
                                               workingDirectory: workingDirectory, outputPath: outputPath, timeoutSeconds: .infinity))
         if waitForHeartbeat {
             let output = outputPath
-            #expect(TestNode.waitUntil(30) { POSIXFiles.exists(heartbeat) }, "no heartbeat from the manager: \(String(decoding: (try? POSIXFiles.readFile(output)) ?? [], as: UTF8.self))")
+            #expect(Harness.waitUntil(30) { POSIXFiles.exists(heartbeat) }, "no heartbeat from the manager: \(String(decoding: (try? POSIXFiles.readFile(output)) ?? [], as: UTF8.self))")
         }
     }
 }

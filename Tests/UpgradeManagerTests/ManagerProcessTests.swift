@@ -17,7 +17,7 @@ struct ManagerProcessTests {
         let configFile = try writeConfig(node)
         try node.publish(1)
         var manager = try ManagerProcess(node, config: configFile)
-        #expect(TestNode.waitUntil(30) { node.selfFile("version") == "1" && node.selfFile("state") == "running" })
+        #expect(Harness.waitUntil(30) { node.selfFile("version") == "1" && node.selfFile("state") == "running" })
         let heartbeat = try #require(node.selfFile("heartbeat").flatMap(Double.init))
         #expect(abs(heartbeat - Date().timeIntervalSince1970) < 10)
         try manager.stop()
@@ -31,7 +31,7 @@ struct ManagerProcessTests {
         try node.control(2, "pause")
         manager = try ManagerProcess(node, config: configFile)
         let committed = step == .committed
-        #expect(TestNode.waitUntil(30) { node.selfFile("state") == (committed ? "running" : "paused") },
+        #expect(Harness.waitUntil(30) { node.selfFile("state") == (committed ? "running" : "paused") },
                 "state \(node.selfFile("state") ?? "-") after a crash at \(step.rawValue): \(manager.output)")
         try manager.stop()
         try expectWhole(node, at: committed ? 2 : 1)
@@ -42,7 +42,7 @@ struct ManagerProcessTests {
         // And the upgrade, let go again, completes.
         try node.control(2, "go")
         manager = try ManagerProcess(node, config: configFile)
-        #expect(TestNode.waitUntil(30) { node.selfFile("version") == "2" && node.selfFile("state") == "running" })
+        #expect(Harness.waitUntil(30) { node.selfFile("version") == "2" && node.selfFile("state") == "running" })
         try manager.stop()
         try expectWhole(node, at: 2)
     }
@@ -55,15 +55,15 @@ struct ManagerProcessTests {
         try node.publish(2, from: 1, sf: "#!/bin/sh\necho $$ > \"$UPGRADEFS_LDB/pid\"\nexec sleep 1000\n")
         let manager = try ManagerProcess(node, config: configFile)
         let sfPidFile = node.root + "/ldb/sf/2/pid"
-        #expect(TestNode.waitUntil(30) { POSIXFiles.exists(sfPidFile) && node.selfFile("state") == "waiting" })
+        #expect(Harness.waitUntil(30) { POSIXFiles.exists(sfPidFile) && node.selfFile("state") == "waiting" })
         let sf = try #require(node.read(sfPidFile).flatMap { pid_t($0.trimmingCharacters(in: .newlines)) })
         // The heartbeat goes on while the SF runs.
         let beat = try #require(node.selfFile("heartbeat").flatMap(Int64.init))
-        #expect(TestNode.waitUntil(10) { (node.selfFile("heartbeat").flatMap(Int64.init) ?? 0) > beat })
+        #expect(Harness.waitUntil(10) { (node.selfFile("heartbeat").flatMap(Int64.init) ?? 0) > beat })
         let start = Date()
         try manager.stop()
         #expect(Date().timeIntervalSince(start) < 5)
-        #expect(TestNode.waitUntil(3) { !TestNode.isAlive(sf) }, "the SF outlived the manager")
+        #expect(Harness.waitUntil(3) { !TestNode.isAlive(sf) }, "the SF outlived the manager")
         #expect(node.appVersion == 1)
     }
 
@@ -73,14 +73,14 @@ struct ManagerProcessTests {
         let configFile = try writeConfig(node)
         try node.publish(1)
         var manager = try ManagerProcess(node, config: configFile)
-        #expect(TestNode.waitUntil(30) { node.selfFile("state") == "running" })
+        #expect(Harness.waitUntil(30) { node.selfFile("state") == "running" })
         try manager.stop()
         let (pid, _) = try #require(node.appProcess())
         kill(pid, SIGKILL) // the machine went down
         // Gone and reaped (the app's start script, like many, takes a zombie for a running process).
-        #expect(TestNode.waitUntil(10) { kill(pid, 0) != 0 })
+        #expect(Harness.waitUntil(10) { kill(pid, 0) != 0 })
         manager = try ManagerProcess(node, config: configFile)
-        #expect(TestNode.waitUntil(30) { node.appVersion == 1 })
+        #expect(Harness.waitUntil(30) { node.appVersion == 1 })
         #expect(node.appProcess()?.0 != pid)
         try manager.stop()
     }

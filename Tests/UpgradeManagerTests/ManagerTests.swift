@@ -147,7 +147,7 @@ struct ManagerTests {
         #expect(try manager.tick() == .waiting)
         #expect(node.log.contains("sf 1 failed (timed out after 0.5 s (process group killed)); asking again in 1 s"))
         let grandchild = try #require(node.read(node.root + "/ldb/sf/1/grandchild").flatMap { pid_t($0.trimmingCharacters(in: .newlines)) })
-        #expect(TestNode.waitUntil(3) { !TestNode.isAlive(grandchild) })
+        #expect(Harness.waitUntil(3) { !TestNode.isAlive(grandchild) })
     }
 
     @Test func aFailingTFRollsBackToTheOldReleaseAndState() throws {

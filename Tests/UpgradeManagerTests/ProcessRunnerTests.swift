@@ -37,7 +37,7 @@ struct ProcessRunnerTests {
         #expect(result.ending == .timedOut(seconds: 0.5))
         #expect(result.endingDescription == "timed out after 0.5 s (process group killed)")
         let grandchild = try #require(node.read(pidFile).flatMap { pid_t($0.trimmingCharacters(in: .whitespacesAndNewlines)) })
-        #expect(TestNode.waitUntil(2) { !TestNode.isAlive(grandchild) }, "grandchild \(grandchild) outlived the timeout")
+        #expect(Harness.waitUntil(2) { !TestNode.isAlive(grandchild) }, "grandchild \(grandchild) outlived the timeout")
         #expect(Date().timeIntervalSince(start) < 5)
     }
 

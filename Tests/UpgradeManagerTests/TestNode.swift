@@ -152,8 +152,4 @@ final class TestNode {
     func read(_ path: String) -> String? {
         (try? POSIXFiles.readFile(path)).map { String(decoding: $0, as: UTF8.self) }
     }
-
-    static func waitUntil(_ seconds: Double, _ condition: () -> Bool) -> Bool {
-        Harness.waitUntil(seconds, condition)
-    }
 }
