@@ -1,3 +1,5 @@
+import UpgradeCore
+
 /// The steps of one upgrade, named once: each is recorded in the LDB's intent journal (`intent.step`, these raw
 /// values) once done, `UPGRADEFS_MANAGER_CRASH_AT` names one of them (tests only), `InstallMachine.recovery(at:)`
 /// says what a restart does when the journal names it, and docs/DESIGN.md's table lists them.
@@ -45,6 +47,25 @@ public enum RollbackOutcome: Sendable, Equatable {
     case aborted
     /// The manager died during the upgrade: `pending` again.
     case restarted
+
+    /// The status the upgrade's record is left in.
+    public var recordStatus: UpgradeStatus {
+        switch self {
+        case .failed: .failed
+        case .aborted: .aborted
+        case .restarted: .pending
+        }
+    }
+
+    /// What the node reports and its SF is told (`UPGRADEFS_RESULT`) once rolled back; nil after a restart (the
+    /// upgrade is simply tried again, nothing ended).
+    public var ending: (state: NodeState, schedulerResult: String)? {
+        switch self {
+        case .failed: (.failed, "failed")
+        case .aborted: (.aborted, "aborted")
+        case .restarted: nil
+        }
+    }
 }
 
 /// What the manager carries out for the machine; each one's outcome is fed back as an `InstallEvent`.

@@ -267,27 +267,14 @@ extension NodeManager {
 
         var r = try ldb.record(n) ?? UpgradeRecord(version: n)
         r.lastError = reason
-        switch outcome {
-        case .failed:
-            r.status = .failed
-            r.controlAtFailure = view.control(n).word.rawValue
-        case .aborted:
-            r.status = .aborted
-        case .restarted:
-            r.status = .pending
-            r.nextRunAt = 0
-        }
+        r.status = outcome.recordStatus
+        if outcome == .failed { r.controlAtFailure = view.control(n).word.rawValue }
+        if outcome == .restarted { r.nextRunAt = 0 }
         try ldb.finish(saving: r)
         event(reason, level: outcome == .restarted ? .warning : .error)
-        switch outcome {
-        case .failed:
-            reporter.report(state: .failed, version: nodeVersion, upgrade: n)
-            tellScheduler(n, nodeVersion: nodeVersion, attempt: r.attempts, result: "failed")
-        case .aborted:
-            reporter.report(state: .aborted, version: nodeVersion, upgrade: n)
-            tellScheduler(n, nodeVersion: nodeVersion, attempt: r.attempts, result: "aborted")
-        case .restarted:
-            break
+        if let ending = outcome.ending {
+            reporter.report(state: ending.state, version: nodeVersion, upgrade: n)
+            tellScheduler(n, nodeVersion: nodeVersion, attempt: r.attempts, result: ending.schedulerResult)
         }
     }
 }

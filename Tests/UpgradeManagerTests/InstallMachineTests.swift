@@ -173,4 +173,14 @@ struct InstallMachineTests {
             #expect(rows.first?.contains(recovery) == true, "docs/DESIGN.md: the row of \(step.rawValue) should say \"\(recovery)\"")
         }
     }
+
+    /// What each rollback leaves: the record's status, and what the node reports and its SF hears.
+    @Test func eachRollbackOutcomeLeavesItsStatusReportAndSchedulerResult() {
+        #expect(RollbackOutcome.failed.recordStatus == .failed)
+        #expect(RollbackOutcome.failed.ending?.state == .failed && RollbackOutcome.failed.ending?.schedulerResult == "failed")
+        #expect(RollbackOutcome.aborted.recordStatus == .aborted)
+        #expect(RollbackOutcome.aborted.ending?.state == .aborted && RollbackOutcome.aborted.ending?.schedulerResult == "aborted")
+        #expect(RollbackOutcome.restarted.recordStatus == .pending)
+        #expect(RollbackOutcome.restarted.ending == nil, "a restart ends nothing: the upgrade is tried again")
+    }
 }
