@@ -116,7 +116,7 @@ let package = Package(
         ),
 
         // Helpers shared by the test targets (temporary directories, the binary, processes, mount traits); in no product.
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["UpgradeServer"], path: "Tests/TestSupport"),
         .testTarget(name: "UpgradeCoreTests", dependencies: ["UpgradeCore", "Sodium"]),
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"]),
         .testTarget(name: "UpgradeFilesTests", dependencies: ["UpgradeFiles"]),

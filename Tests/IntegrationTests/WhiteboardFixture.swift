@@ -39,7 +39,7 @@ struct WhiteboardFixture {
             stateDirectory: directory.path + "/state", publishDirectory: directory.path + "/publish",
             keyFile: directory.path + "/server.key", host: "127.0.0.1", port: Harness.freePort(),
             settleMilliseconds: 0, scanIntervalMilliseconds: 50, changesTimeoutMilliseconds: changesTimeoutMilliseconds)
-        let server = try await InProcessServer.start(configuration)
+        let server = try await InProcessServer.start(configuration, logger: WhiteboardFixture.logger)
         let store = try SQLiteWhiteboardStore(directory: configuration.stateDirectory, verifier: SodiumVerifier())
         return WhiteboardFixture(directory: directory, keys: keys, configuration: configuration, store: store, server: server)
     }
@@ -75,7 +75,7 @@ struct WhiteboardFixture {
 
     /// Starts the server again over the same state directory and port.
     mutating func restartServer() async throws {
-        server = try await InProcessServer.start(configuration)
+        server = try await InProcessServer.start(configuration, logger: WhiteboardFixture.logger)
     }
 
     /// Tells the server to stop (without waiting) and removes the directory: for `defer`, so that a
@@ -83,30 +83,6 @@ struct WhiteboardFixture {
     func remove() {
         server.task.cancel()
         try? FileManager.default.removeItem(at: directory)
-    }
-
-    /// A server running in this process until `stop()`.
-    struct InProcessServer {
-        let task: Task<Void, any Error>
-
-        static func start(_ configuration: ServerConfiguration) async throws -> InProcessServer {
-            let (stream, continuation) = AsyncStream<ServerReady>.makeStream()
-            let task = Task {
-                defer { continuation.finish() }
-                try await runUpgradeServer(configuration, logger: WhiteboardFixture.logger) { continuation.yield($0) }
-            }
-            var iterator = stream.makeAsyncIterator()
-            guard await iterator.next() != nil else {
-                _ = try await task.value
-                throw HarnessError("server ended before it listened")
-            }
-            return InProcessServer(task: task)
-        }
-
-        func stop() async {
-            task.cancel()
-            _ = try? await task.value
-        }
     }
 
     /// An HTTP client that reports a refused connection at once instead of retrying it until the

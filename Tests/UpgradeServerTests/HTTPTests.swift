@@ -7,7 +7,7 @@ import UpgradeCore
 @Suite(.serialized) struct HTTPTests {
     @Test func badRequestsGetAReason() async throws {
         let fixture = ServerFixture()
-        let server = try await LiveServer.start(fixture.configuration)
+        let server = try await InProcessServer.start(fixture.configuration)
         fixture.bundles.make("v1", version: 1)
         fixture.bundles.drop("v1")
         #expect(await eventually { fixture.marker("v1", ".published") != nil })
@@ -50,7 +50,7 @@ import UpgradeCore
 
     @Test func metadataAndBlobsAreReadFromDiskOnEveryRequest() async throws {
         let fixture = ServerFixture()
-        let server = try await LiveServer.start(fixture.configuration)
+        let server = try await InProcessServer.start(fixture.configuration)
         let path = fixture.metadataDirectory + "/timestamp.json"
         Files.write(path, "tampered")
         #expect(try await server.get("/metadata/timestamp.json").text == "tampered")
@@ -66,7 +66,7 @@ import UpgradeCore
         fixture.bundles.drop("v1")
         #expect(await publisher.scanOnce() == [.published(bundle: "v1", version: 1)])
         let target = await publisher.targets.targets["1/payload/big.bin"]!
-        let server = try await LiveServer.start(fixture.configuration)
+        let server = try await InProcessServer.start(fixture.configuration)
         let response = try await server.get("/targets/1/payload/\(target.sha256).big.bin")
         #expect(response.status == 200)
         #expect(response.headers["content-length"] == String(big.count))

@@ -20,7 +20,7 @@ let pythonTUFAvailable: Bool = {
 struct InteropTests {
     @Test func pythonTUFUpdaterVerifiesAndDownloads() async throws {
         let fixture = ServerFixture()
-        let server = try await LiveServer.start(fixture.configuration)
+        let server = try await InProcessServer.start(fixture.configuration)
         fixture.bundles.make("v1", version: 1) { Files.symlink("bin/app", at: $0 + "/payload/current") }
         fixture.bundles.drop("v1")
         #expect(await eventually { fixture.marker("v1", ".published") != nil })

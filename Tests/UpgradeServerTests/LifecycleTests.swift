@@ -70,7 +70,7 @@ import UpgradeCore
     @Test func restartLosesNothingAndReprocessesNothing() async throws {
         let fixture = ServerFixture()
         do {
-            let server = try await LiveServer.start(fixture.configuration)
+            let server = try await InProcessServer.start(fixture.configuration)
             fixture.bundles.make("v1", version: 1)
             fixture.bundles.drop("v1")
             fixture.bundles.make("bad", version: 1)  // same version: rejected after v1
@@ -84,7 +84,7 @@ import UpgradeCore
         let rejectedMarker = fixture.marker("bad", ".rejected")
 
         // A second server over the same directories serves the same repository.
-        let server = try await LiveServer.start(fixture.configuration)
+        let server = try await InProcessServer.start(fixture.configuration)
         try await Task.sleep(for: .milliseconds(200))  // several scans
         #expect(await server.publisher.latestVersion == 1)
         #expect(fixture.metadataSnapshot() == metadata)
@@ -133,16 +133,16 @@ import UpgradeCore
     /// the first runs, naming the holder, and starts once it stopped.
     @Test func secondServerOnTheSameStateIsRefusedWhileTheFirstRuns() async throws {
         let fixture = ServerFixture()
-        let first = try await LiveServer.start(fixture.configuration)
+        let first = try await InProcessServer.start(fixture.configuration)
         await #expect {
-            _ = try await LiveServer.start(fixture.configuration)
+            _ = try await InProcessServer.start(fixture.configuration)
         } throws: { error in
             "\(error)" == "another upgradefs serve (pid \(getpid())) is using the state directory "
                 + "\(fixture.configuration.stateDirectory) (it holds \(fixture.configuration.stateDirectory)/serve.lock)"
         }
         #expect(try await first.get("/healthz").status == 200)
         await first.stop()
-        let second = try await LiveServer.start(fixture.configuration)
+        let second = try await InProcessServer.start(fixture.configuration)
         #expect(try await second.get("/healthz").status == 200)
         await second.stop()
     }

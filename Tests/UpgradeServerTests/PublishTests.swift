@@ -12,7 +12,7 @@ import UpgradeCore
 @Suite(.serialized) struct PublishTests {
     @Test func droppedBundleIsPublishedAndVerifies() async throws {
         let fixture = ServerFixture()
-        let server = try await LiveServer.start(fixture.configuration)
+        let server = try await InProcessServer.start(fixture.configuration)
         defer { Task { await server.stop() } }
 
         fixture.bundles.make("app-v1", version: 1, extraManifest: "description = \"first\"\n") { root in
@@ -115,7 +115,7 @@ import UpgradeCore
 
     @Test func notifyLongPollReturnsOnPublish() async throws {
         let fixture = ServerFixture()
-        let server = try await LiveServer.start(fixture.configuration)
+        let server = try await InProcessServer.start(fixture.configuration)
         let current = await server.publisher.timestampVersion
 
         // Already newer: answers at once.
@@ -137,7 +137,7 @@ import UpgradeCore
         let fixture = ServerFixture()
         var configuration = fixture.configuration
         configuration.notifyTimeoutMilliseconds = 300
-        let server = try await LiveServer.start(configuration)
+        let server = try await InProcessServer.start(configuration)
         let current = await server.publisher.timestampVersion
         let started = Date()
         #expect(try await server.get("/v1/notify?after=\(current)").text == "\(current)\n")

@@ -80,11 +80,7 @@ final class ServerFixture: @unchecked Sendable {
     let keys: ServerKeyFile
     var configuration: ServerConfiguration
     let bundles: BundleFactory
-    static let logger: Logger = {
-        var logger = Logger(label: "upgradefs-server-test")
-        logger.logLevel = .warning
-        return logger
-    }()
+    static var logger: Logger { InProcessServer.logger }
 
     init(settleMilliseconds: Int = 0, limits: BundleLimits = .default, timestampExpirySeconds: Int = 86400) {
         keys = ServerKeyFile.generate()
@@ -123,40 +119,7 @@ final class ServerFixture: @unchecked Sendable {
     }
 }
 
-/// A server running in this process on a free port.
-final class LiveServer: Sendable {
-    let ready: ServerReady
-    let task: Task<Void, any Error>
-
-    var port: Int { ready.port }
-    var publisher: Publisher { ready.publisher }
-
-    static func start(_ configuration: ServerConfiguration) async throws -> LiveServer {
-        let (stream, continuation) = AsyncStream<ServerReady>.makeStream()
-        let task = Task {
-            defer { continuation.finish() }
-            try await runUpgradeServer(configuration, logger: ServerFixture.logger) { ready in
-                continuation.yield(ready)
-            }
-        }
-        var iterator = stream.makeAsyncIterator()
-        guard let ready = await iterator.next() else {
-            _ = try await task.value
-            throw HarnessError("server ended before it listened")
-        }
-        return LiveServer(ready: ready, task: task)
-    }
-
-    private init(ready: ServerReady, task: Task<Void, any Error>) {
-        self.ready = ready
-        self.task = task
-    }
-
-    func stop() async {
-        task.cancel()
-        _ = try? await task.value
-    }
-
+extension InProcessServer {
     func get(_ path: String, method: String = "GET") async throws -> HTTPResult {
         try await HTTPResult.request(port: port, method: method, path: path)
     }

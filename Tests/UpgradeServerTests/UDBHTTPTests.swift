@@ -15,7 +15,7 @@ func postRequest(port: Int, path: String, body: [UInt8]) async throws -> HTTPRes
 /// A live server with a whiteboard, and identities enrolled the way `upgradefs enroll` does it.
 final class WhiteboardServer: Sendable {
     let fixture: ServerFixture
-    let server: LiveServer
+    let server: InProcessServer
     let writers: [String: WhiteboardWriter]
 
     static func start(nodes: [String] = ["n1", "n2"], lockTTLSeconds: Int = 60, changesTimeoutMilliseconds: Int = 5000) async throws
@@ -24,7 +24,7 @@ final class WhiteboardServer: Sendable {
         let fixture = ServerFixture()
         fixture.configuration.lockTTLSeconds = lockTTLSeconds
         fixture.configuration.changesTimeoutMilliseconds = changesTimeoutMilliseconds
-        let server = try await LiveServer.start(fixture.configuration)
+        let server = try await InProcessServer.start(fixture.configuration)
         // Enrolled while the server runs, through the database file directly (as `upgradefs enroll` does).
         let store = try SQLiteWhiteboardStore(directory: fixture.configuration.stateDirectory, verifier: SodiumVerifier())
         var writers: [String: WhiteboardWriter] = [:]
@@ -36,7 +36,7 @@ final class WhiteboardServer: Sendable {
         return WhiteboardServer(fixture: fixture, server: server, writers: writers)
     }
 
-    private init(fixture: ServerFixture, server: LiveServer, writers: [String: WhiteboardWriter]) {
+    private init(fixture: ServerFixture, server: InProcessServer, writers: [String: WhiteboardWriter]) {
         self.fixture = fixture
         self.server = server
         self.writers = writers
@@ -249,7 +249,7 @@ final class WhiteboardServer: Sendable {
         _ = try await wb.applyOK(writer.request(.put, "nodes/n1/version", "7"))
         _ = try await wb.applyOK(writer.request(.acquire, "locks/roll/n1"))
         await wb.stop()
-        let again = try await LiveServer.start(wb.fixture.configuration)
+        let again = try await InProcessServer.start(wb.fixture.configuration)
         let nonce = "abc"
         let result = try await again.get("/v1/udb/snapshot?nonce=\(nonce)")
         let view = try WhiteboardView.verifiedDecode(
