@@ -97,6 +97,8 @@ final class FleetPageFixture {
         #expect(try browser.text("#upgrade-2 .waiting") == "1 waiting")
         #expect(try browser.text("#upgrade-2 .upgrading") == "1 upgrading")
         #expect(try browser.text("#upgrade-2 .class") == "demo")
+        #expect(try browser.text("#upgrade-2 .description") == "test bundle 2")
+        #expect(try browser.text("#upgrade-2 .meta").hasPrefix("SF none · published ") && browser.text("#upgrade-2 .meta").hasSuffix(" s ago"))
         #expect(try browser.text("#node-n2 .state") == "waiting")
         #expect(try browser.text("#node-count") == "3")
 

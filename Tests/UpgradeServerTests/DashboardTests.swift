@@ -48,7 +48,7 @@ private func status(_ store: any WhiteboardStore, now: Date) async throws -> Whi
         let publishedAt = clock.now.addingTimeInterval(-300)
         let page = FleetPage(
             status: try await status(store, now: clock.now),
-            published: [PublishedUpgrade(version: 2, class: "app", sf: "sf/rolling", publishedAt: publishedAt)],
+            published: [PublishedUpgrade(version: 2, class: "app", sf: "sf/rolling", publishedAt: publishedAt, description: "app 2")],
             staleAfterSeconds: 60, now: clock.now)
         #expect(page.nodeCount == 4)
         #expect(page.nodes.map(\.name) == ["n1", "n2", "n3", "n4"])
@@ -60,7 +60,7 @@ private func status(_ store: any WhiteboardStore, now: Date) async throws -> Whi
         let upgrade = try #require(page.upgrades.first)
         #expect(upgrade.version == 2 && upgrade.class == "app" && upgrade.sf == "sf/rolling" && upgrade.control == "pause")
         #expect(upgrade.done == 1 && upgrade.upgrading == 1 && upgrade.failed == 1 && upgrade.total == 3 && upgrade.percentDone == 33)
-        #expect(upgrade.published == "5 min ago" && upgrade.paused)
+        #expect(upgrade.published == "5 min ago" && upgrade.paused && upgrade.description == "app 2")
         #expect(page.locks == [FleetPage.LockRow(
             name: "roll", capacity: 2, held: 1, full: false,
             holders: [FleetPage.HolderRow(lock: "roll", holder: "n2", node: "n2", held: "90 s")])])

@@ -134,7 +134,9 @@ struct DashboardHTTP: Sendable {
             var info = stat()
             let publishedAt = stat(contentStore.path(sha256: target.sha256), &info) == 0
                 ? Date(timeIntervalSince1970: Double(info.st_mtim.tv_sec)) : nil
-            upgrades.append(PublishedUpgrade(version: version, class: upgradeClass, sf: manifest["sf"]?.stringValue, publishedAt: publishedAt))
+            upgrades.append(PublishedUpgrade(
+                version: version, class: upgradeClass, sf: manifest["sf"]?.stringValue, publishedAt: publishedAt,
+                description: manifest["description"]?.stringValue))
         }
         return upgrades
     }

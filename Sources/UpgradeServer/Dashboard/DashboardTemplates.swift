@@ -65,6 +65,7 @@ enum DashboardTemplates {
         {{#upgrades}}<article class="upgrade" id="upgrade-{{version}}">
         <h3>Upgrade {{version}} <span class="class">{{class}}</span> \
         <span class="control control-{{control}}" title="upgrades/{{version}}/control">{{control}}</span></h3>
+        {{#description}}<p class="description">{{.}}</p>{{/description}}
         <p class="meta">SF <code>{{sf}}</code> · published {{published}}</p>
         <p><progress value="{{done}}" max="{{total}}">{{percentDone}}%</progress> \
         <span class="done">{{done}}/{{total}} done ({{percentDone}}%)</span> · \

@@ -10,12 +10,15 @@ public struct PublishedUpgrade: Sendable, Equatable {
     public var sf: String?
     /// When its manifest was stored (nil: unknown).
     public var publishedAt: Date?
+    /// The manifest's `description`.
+    public var description: String?
 
-    public init(version: Int64, class upgradeClass: String, sf: String?, publishedAt: Date?) {
+    public init(version: Int64, class upgradeClass: String, sf: String?, publishedAt: Date?, description: String? = nil) {
         self.version = version
         self.class = upgradeClass
         self.sf = sf
         self.publishedAt = publishedAt
+        self.description = description
     }
 }
 
@@ -51,6 +54,7 @@ struct FleetPage: Sendable, Equatable {
         var version: Int64
         var `class`: String
         var sf: String
+        var description: String?
         /// The operator's word (missing: `go`).
         var control: String
         var done: Int64
@@ -111,7 +115,8 @@ struct FleetPage: Sendable, Equatable {
             let done = upgrade.summary["done"] ?? 0
             let control = ControlWord.parse(upgrade.control)?.rawValue ?? (upgrade.control ?? "go")
             return UpgradeRow(
-                version: upgrade.version, class: info?.class ?? "-", sf: info?.sf ?? "none", control: control,
+                version: upgrade.version, class: info?.class ?? "-", sf: info?.sf ?? "none", description: info?.description,
+                control: control,
                 done: done, waiting: sum(Self.waitingStates), upgrading: upgrade.summary["upgrading"] ?? 0, failed: sum(Self.failedStates),
                 total: total, percentDone: total == 0 ? 0 : done * 100 / total,
                 counts: upgrade.summary.keys.sorted().map { Count(state: $0, count: upgrade.summary[$0]!) },
