@@ -114,6 +114,15 @@ final class FleetPageFixture {
         #expect(try browser.evaluate("document.body.dataset.revision") as? String != revision)
         #expect(try browser.evaluate("performance.getEntriesByType('navigation').length") as? Int == 1, "no reload")
 
+        // A node's page: its files and log, live too.
+        try fleet.write("n2", "log", "2026-11-30T02:00:00Z waiting for the rolling slot\n")
+        try browser.navigate(fleet.serve.baseURL + "/nodes/n2")
+        #expect(try browser.text("#node-detail .state") == "upgrading")
+        #expect(try browser.text("#log").contains("waiting for the rolling slot"))
+        try fleet.write("n2", "state", "running\n")
+        #expect(browser.waitUntil(5, "document.querySelector('#node-detail .state').textContent === 'running'"))
+        try browser.navigate(fleet.url)
+
         // The screenshot, kept as an artifact: a PNG of the page, not blank (the browser decodes it; no one colour
         // covers 90 % of it, as the background of an empty page would).
         let png = try browser.screenshot()
@@ -143,6 +152,12 @@ final class FleetPageFixture {
             """) as? Double
         print("fleet page screenshot: \(file), \(png.count) bytes, commonest colour on \(Int((commonest ?? 1) * 100))% of it")
         #expect((commonest ?? 1) < 0.9)
+
+        // An open event stream does not hold up a graceful stop.
+        try browser.navigate(fleet.url)
+        let stopping = Date()
+        #expect(fleet.serve.stop() == 0)
+        #expect(Date().timeIntervalSince(stopping) < 5)
     }
 
     @Test func approveClickChangesTheControlFileOnlyWithTheOperatorsCredentials() async throws {
