@@ -185,6 +185,14 @@ final class FleetPageFixture {
         _ = try browser.evaluate("document.querySelector('#upgrade-2 button[value=approve]').click()")
         #expect(browser.waitUntil(10, "document.querySelector('#upgrade-2 .control') && document.querySelector('#upgrade-2 .control').textContent === 'approve'"))
         #expect(try await fleet.file("upgrades/2/control") == "approve\n")
+
+        // Signing out ends the session: the next click is refused again.
+        _ = try browser.evaluate("document.querySelector('form[action=\"/logout\"] button').click()")
+        #expect(browser.waitUntil(10, "!document.querySelector('.who') && !!document.querySelector('#upgrade-2 button[value=pause]')"))
+        _ = try browser.evaluate("document.querySelector('#upgrade-2 button[value=pause]').click()")
+        #expect(browser.waitUntil(10, "!!document.getElementById('verdict')"))
+        #expect(try browser.text("#verdict") == "operator credentials required: sign in as the operator first")
+        #expect(try await fleet.file("upgrades/2/control") == "approve\n")
         #expect(!fleet.serve.log.contains(fleet.token))
     }
 }

@@ -76,6 +76,11 @@ struct DashboardHTTP: Sendable {
         case ("/login", .post):
             return try await signIn(request, facts: facts, now: now)
         case ("/logout", .post):
+            // Another site may not sign the operator out either.
+            if case .refused(let status, let reason) = OperatorGate.crossSite(facts) ?? .allowed {
+                return page("result", MessageView(title: "refused", heading: "Refused", message: reason, session: sessionView(session, back: "/")),
+                            status: status)
+            }
             var response = Self.redirect("/")
             response.headers[.setCookie] = OperatorCredential.clearCookie
             return response
