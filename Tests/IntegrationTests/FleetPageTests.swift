@@ -123,14 +123,25 @@ final class FleetPageFixture {
         #expect(browser.waitUntil(5, "document.querySelector('#node-detail .state').textContent === 'running'"))
         try browser.navigate(fleet.url)
 
-        // The screenshot, kept as an artifact: a PNG of the page, not blank (the browser decodes it; no one colour
-        // covers 90 % of it, as the background of an empty page would).
+        try Self.keepScreenshot(browser, name: "fleet-page.png")
+
+        // An open event stream does not hold up a graceful stop.
+        try browser.navigate(fleet.url)
+        let stopping = Date()
+        #expect(fleet.serve.stop() == 0)
+        #expect(Date().timeIntervalSince(stopping) < 5)
+    }
+
+    /// Saves the page's screenshot as the artifact `name` and checks it: a PNG over 20 KB on which no one colour
+    /// covers 90 % (the browser decodes it), as the background of an empty page would. Leaves the browser on
+    /// about:blank (the page's CSP allows no data: images).
+    static func keepScreenshot(_ browser: Browser, name: String) throws {
         let png = try browser.screenshot()
-        try FileManager.default.createDirectory(atPath: Self.artifacts, withIntermediateDirectories: true)
-        let file = Self.artifacts + "/fleet-page.png"
+        try FileManager.default.createDirectory(atPath: artifacts, withIntermediateDirectories: true)
+        let file = artifacts + "/" + name
         try Data(png).write(to: URL(fileURLWithPath: file))
         #expect(png.starts(with: [0x89, 0x50, 0x4E, 0x47]) && png.count > 20_000, "\(png.count) bytes")
-        try browser.navigate("about:blank")  // the page's CSP allows no data: images
+        try browser.navigate("about:blank")
         let commonest = try browser.evaluate("""
             new Promise(function (resolve) {
               var image = new Image();
@@ -152,12 +163,6 @@ final class FleetPageFixture {
             """) as? Double
         print("fleet page screenshot: \(file), \(png.count) bytes, commonest colour on \(Int((commonest ?? 1) * 100))% of it")
         #expect((commonest ?? 1) < 0.9)
-
-        // An open event stream does not hold up a graceful stop.
-        try browser.navigate(fleet.url)
-        let stopping = Date()
-        #expect(fleet.serve.stop() == 0)
-        #expect(Date().timeIntervalSince(stopping) < 5)
     }
 
     @Test func approveClickChangesTheControlFileOnlyWithTheOperatorsCredentials() async throws {
