@@ -113,6 +113,11 @@ private func status(_ store: any WhiteboardStore, now: Date) async throws -> Whi
         #expect(html.contains(#"<input type="hidden" name="csrf" value="c5rf">"#))
         #expect(html.contains("signed in as operator"))
         for section in DashboardTemplates.fleetSections { #expect(html.contains(#"<section id="\#(section)" data-live>"#)) }
+
+        // Without a token file the page has no action forms, and says why.
+        let off = DashboardView(title: "fleet", page: page, session: SessionView(signedIn: false, csrf: "", actionsEnabled: false, back: "/"))
+        let readOnly = try #require(try DashboardHTTP.makeLibrary().render(off, withTemplate: "fleet"))
+        #expect(!readOnly.contains("/actions") && readOnly.contains("Operator actions are off"))
     }
 
     /// The figure in docs/BENCHMARKS.md ("The fleet page"): the page of a 1,000-node fleet, built from an in-memory

@@ -72,9 +72,11 @@ enum DashboardTemplates {
         <span class="waiting">{{waiting}} waiting</span> · <span class="upgrading">{{upgrading}} upgrading</span> · \
         <span class="failed">{{failed}} failed</span></p>
         <p class="states">{{#counts}}<span class="state">{{state}} {{count}}</span> {{/counts}}</p>
-        <form method="post" action="/actions" class="actions">\(actionFields)<input type="hidden" name="upgrade" value="{{version}}">\
+        {{#session.actionsEnabled}}<form method="post" action="/actions" class="actions">\(actionFields)\
+        <input type="hidden" name="upgrade" value="{{version}}">\
         <button name="action" value="pause">Pause</button> <button name="action" value="resume">Resume</button> \
-        <button name="action" value="approve">Approve</button> <button name="action" value="abort" class="danger">Abort</button></form>
+        <button name="action" value="approve">Approve</button> <button name="action" value="abort" class="danger">Abort</button></form>\
+        {{/session.actionsEnabled}}
         </article>
         {{/upgrades}}{{/page}}</section>
         """
@@ -84,13 +86,15 @@ enum DashboardTemplates {
         {{^locks}}<p class="empty">No lock in use.</p>{{/locks}}
         {{#locks}}<article class="lock" id="lock-{{name}}">
         <h3>{{name}} <span class="held">{{held}}/{{capacity}} held</span>{{#full}} <span class="badge">full</span>{{/full}}</h3>
-        <ul>{{#holders}}<li><code>{{holder}}</code> ({{node}}, held {{held}}) \
+        <ul>{{#holders}}<li><code>{{holder}}</code> ({{node}}, held {{held}}) {{#session.actionsEnabled}}\
         <form method="post" action="/actions" class="inline">\(actionFields)<input type="hidden" name="lock" value="{{lock}}">\
-        <input type="hidden" name="holder" value="{{holder}}"><button name="action" value="release">Release</button></form></li>
+        <input type="hidden" name="holder" value="{{holder}}"><button name="action" value="release">Release</button></form>\
+        {{/session.actionsEnabled}}</li>
         {{/holders}}</ul>
-        <form method="post" action="/actions" class="inline">\(actionFields)<input type="hidden" name="lock" value="{{name}}">\
+        {{#session.actionsEnabled}}<form method="post" action="/actions" class="inline">\(actionFields)\
+        <input type="hidden" name="lock" value="{{name}}">\
         <label>capacity <input type="number" name="capacity" min="0" value="{{capacity}}"></label> \
-        <button name="action" value="capacity">Set</button></form>
+        <button name="action" value="capacity">Set</button></form>{{/session.actionsEnabled}}
         </article>
         {{/locks}}{{/page}}</section>
         """
