@@ -133,6 +133,8 @@ public func runUpgradeServer(
     onReady: (@Sendable (ServerReady) async -> Void)? = nil
 ) async throws {
     if let problem = configuration.validationProblem() { throw ServerStartError(description: problem) }
+    // Before anything is created: a bad token file stops the server with the state directory untouched.
+    let operatorCredential = try loadOperatorCredential(configuration.operatorTokenFile)
     let keys = try ServerKeyFile.load(from: configuration.keyFile)
     let lock = try StateLock.acquire(stateDirectory: configuration.stateDirectory)
     defer { lock.release() }
@@ -162,7 +164,7 @@ public func runUpgradeServer(
         dashboard: try DashboardHTTP(
             store: whiteboardStore, notifier: whiteboard.notifier, publisher: publisher,
             contentStore: ContentStore(stateDirectory: configuration.stateDirectory),
-            staleAfterSeconds: Int64(configuration.lockTTLSeconds), credential: try loadOperatorCredential(configuration.operatorTokenFile),
+            staleAfterSeconds: Int64(configuration.lockTTLSeconds), credential: operatorCredential,
             logger: logger))
 
     let serverID = keys.serverID
