@@ -247,6 +247,22 @@ final class FleetPageFixture {
         #expect(refused.status == 404 && refused.body.contains("lock roll has no holder n1"))
     }
 
+    @Test func tokenFileOthersMayReadIsRefusedBeforeAnythingIsCreated() throws {
+        let directory = TemporaryDirectory("token-file")
+        defer { directory.remove() }
+        let token = directory.url.appending(path: "operator.token").path
+        let key = directory.url.appending(path: "server.key").path
+        let state = directory.url.appending(path: "state").path
+        #expect(FileManager.default.createFile(atPath: token, contents: Data(String(repeating: "a", count: 64).utf8),
+                                               attributes: [.posixPermissions: 0o644]))
+        #expect(try Harness.run(Harness.binary, ["keygen", "--out", key]).status == 0)
+        let serve = try Harness.runBounded(["serve", "--key", key, "--state", state, "--publish", directory.url.appending(path: "p").path,
+                                            "--listen", "127.0.0.1:0", "--operator-token-file", token])
+        #expect(serve.status == 71)
+        #expect(serve.output.contains("operator token file \(token) has mode 0644") && serve.output.contains("chmod 600 \(token)"))
+        #expect(!FileManager.default.fileExists(atPath: state))
+    }
+
     @Test func tokenIsNeverInTheLog() async throws {
         let fleet = try FleetPageFixture(nodes: ["n1"])
         let jar = fleet.serve.directory.appending(path: "cookies").path
