@@ -12,7 +12,8 @@
 # into the next version's state format, and the demo checks that no request is
 # lost. Progress shows as it happens; at the end every node runs version 3.
 # Everything is cleaned up on exit, also on Ctrl-C; a step that does not
-# converge within DEMO_TIMEOUT seconds (default 120) fails the demo.
+# converge within DEMO_TIMEOUT seconds (default 120) fails the demo. The server's fleet page
+# (its address is printed) follows it live; DEMO_KEEP=1 keeps the fleet up at the end until Ctrl-C.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/fleet.sh"
@@ -190,6 +191,7 @@ done_times() { # VERSION: when each node ran it, seconds after publishing
 step "Start a server on 127.0.0.1 and a fleet of $count nodes (each: key, enrollment, mount, manager, app)"
 fleet_server_start
 say "server 127.0.0.1:$FLEET_PORT,$FLEET_ID"
+say "fleet page: http://127.0.0.1:$FLEET_PORT/ (open it in a browser: it follows the demo live)"
 fleet_node_add operator
 for n in $nodes; do fleet_node_add "$n"; done
 fleet_mounts_ready 30
@@ -278,4 +280,9 @@ printf '  %-3s %-12s %-9s %s\n' 2 "rolling K=2" "$(span "${t_publish[2]}" "${t_c
 printf '  %-3s %-12s %-9s %s\n' 3 canary "$(span "${t_publish[3]}" "${t_converged[3]}")" "$(done_times 3)"
 echo "  (version 3 includes the canary's wait for the operator: requests, then approve $(span "${t_publish[3]}" "$t_approve") s after publishing)"
 echo "  demo total: $(elapsed) s"
+if [ "${DEMO_KEEP:-0}" = 1 ]; then
+    step "DEMO_KEEP=1: the fleet stays up. Fleet page: http://127.0.0.1:$FLEET_PORT/ — Ctrl-C to stop and clean up"
+    trap 'echo; exit 0' INT TERM
+    while :; do sleep 1; done
+fi
 step "Done: $count nodes went 1 → 2 → 3 while serving; no request was lost. Cleaning up."

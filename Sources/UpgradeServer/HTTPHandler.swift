@@ -18,6 +18,8 @@ struct HTTPHandler: Sendable {
     var whiteboard: WhiteboardHTTP? = nil
     /// For `/metrics` (nil: not served).
     var publisher: Publisher? = nil
+    /// The fleet page's routes (`/`, `/nodes/…`, `/events`, `/login`, `/logout`, `/actions`, `/assets/…`; nil: not served).
+    var dashboard: DashboardHTTP? = nil
     let fileIO = FileIO()
 
     /// Size of the pieces big blobs are read and sent in. Hummingbird's default
@@ -29,9 +31,12 @@ struct HTTPHandler: Sendable {
     static let smallBlobBytes = 256 << 10
     static let maxQueryVersionDigits = 18
 
-    func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+    func respond(to request: Request, context: ServerRequestContext) async throws -> Response {
         if let whiteboard, request.uri.path.hasPrefix("/v1/udb/") {
             return try await whiteboard.respond(to: request, context: context)
+        }
+        if let dashboard, DashboardHTTP.handles(request.uri.path) {
+            return try await dashboard.respond(to: request, context: context)
         }
         guard request.method == .get || request.method == .head else {
             return Self.text(.methodNotAllowed, "only GET and HEAD are supported", headers: [.allow: "GET, HEAD"])
@@ -110,7 +115,7 @@ struct HTTPHandler: Sendable {
 
     /// `/targets/<dir>/<sha256>.<name>`: the blob with that hash (dir and name
     /// are not needed to find it).
-    private func target(path: String, context: BasicRequestContext) async throws -> Response {
+    private func target(path: String, context: ServerRequestContext) async throws -> Response {
         let components = path.split(separator: "/", omittingEmptySubsequences: false)
         for component in components {
             let decoded = String(component).removingPercentEncoding ?? String(component)

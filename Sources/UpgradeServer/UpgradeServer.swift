@@ -9,6 +9,7 @@ import NIOCore
 import ServiceLifecycle
 import Sodium
 import UpgradeCore
+import UpgradeFiles
 
 /// Everything `upgradefs serve` needs to know.
 public struct ServerConfiguration: Sendable {
@@ -40,6 +41,9 @@ public struct ServerConfiguration: Sendable {
     /// Most connections open at once (`--max-connections`); lowered to leave
     /// `ConnectionLimiter.reservedDescriptors` of the descriptor limit to the rest of the server.
     public var maxConnections: Int
+    /// The operator's token for the fleet page's actions (`--operator-token-file`); nil: actions are off and the
+    /// page is open on loopback only.
+    public var operatorTokenFile: String?
 
     public static let defaultPort = 7420
     public static let defaultSettleMilliseconds = 500
@@ -67,7 +71,8 @@ public struct ServerConfiguration: Sendable {
         lockTTLSeconds: Int = ServerConfiguration.defaultLockTTLSeconds,
         changesTimeoutMilliseconds: Int = ServerConfiguration.defaultChangesTimeoutMilliseconds,
         idleTimeoutSeconds: Int = ServerConfiguration.defaultIdleTimeoutSeconds,
-        maxConnections: Int = ServerConfiguration.defaultMaxConnections
+        maxConnections: Int = ServerConfiguration.defaultMaxConnections,
+        operatorTokenFile: String? = nil
     ) {
         self.stateDirectory = stateDirectory
         self.publishDirectory = publishDirectory
@@ -83,6 +88,7 @@ public struct ServerConfiguration: Sendable {
         self.changesTimeoutMilliseconds = changesTimeoutMilliseconds
         self.idleTimeoutSeconds = idleTimeoutSeconds
         self.maxConnections = maxConnections
+        self.operatorTokenFile = operatorTokenFile
     }
 
     /// A one-line reason when a value is out of range, else nil.
@@ -127,6 +133,8 @@ public func runUpgradeServer(
     onReady: (@Sendable (ServerReady) async -> Void)? = nil
 ) async throws {
     if let problem = configuration.validationProblem() { throw ServerStartError(description: problem) }
+    // Before anything is created: a bad token file stops the server with the state directory untouched.
+    let operatorCredential = try loadOperatorCredential(configuration.operatorTokenFile)
     let keys = try ServerKeyFile.load(from: configuration.keyFile)
     let lock = try StateLock.acquire(stateDirectory: configuration.stateDirectory)
     defer { lock.release() }
@@ -152,7 +160,12 @@ public func runUpgradeServer(
         notifier: publisher.notifier,
         serverID: keys.serverID,
         notifyTimeout: .milliseconds(configuration.notifyTimeoutMilliseconds),
-        whiteboard: whiteboard, publisher: publisher)
+        whiteboard: whiteboard, publisher: publisher,
+        dashboard: try DashboardHTTP(
+            store: whiteboardStore, notifier: whiteboard.notifier, publisher: publisher,
+            contentStore: ContentStore(stateDirectory: configuration.stateDirectory),
+            staleAfterSeconds: Int64(configuration.lockTTLSeconds), credential: operatorCredential,
+            logger: logger))
 
     let serverID = keys.serverID
     let host = configuration.host
@@ -169,7 +182,7 @@ public func runUpgradeServer(
     }
     let listening = ListeningFlag()
     let app = Application(
-        responder: CallbackResponder<BasicRequestContext> { request, context in
+        responder: CallbackResponder<ServerRequestContext> { request, context in
             try await handler.respond(to: request, context: context)
         },
         server: .http1(configuration: HTTP1Channel.Configuration(
@@ -209,6 +222,20 @@ public func runUpgradeServer(
     } catch where !listening.isSet {
         guard let problem = listenProblem(error, host: host, port: configuration.port) else { throw error }
         throw ServerStartError(description: problem)
+    }
+}
+
+/// The operator's credential from `--operator-token-file` (nil without one); a file that cannot be read, that others
+/// may read, or that holds no good token stops the server with the reason.
+func loadOperatorCredential(_ path: String?) throws -> OperatorCredential? {
+    guard let path else { return nil }
+    do {
+        return try OperatorCredential(
+            fileContent: SecretFile.read(path, limit: 4096, createdBy: "openssl rand -hex 32 > \(path); chmod 600 \(path)"))
+    } catch let problem as SecretFile.Problem {
+        throw ServerStartError(description: "operator token file \(path) \(problem)")
+    } catch {
+        throw ServerStartError(description: "operator token file \(path) \(error)")
     }
 }
 

@@ -18,6 +18,9 @@ final class VersionNotifier: Sendable {
 
     var current: Int { state.withLock { $0.current } }
 
+    /// `shutdown` was called: waits answer at once from now on (a stream that waits in a loop ends).
+    var isShutDown: Bool { state.withLock { $0.shutDown } }
+
     /// Records a new version and wakes every waiter.
     func publish(_ version: Int) {
         let waiters = state.withLock { state -> [CheckedContinuation<Int, Never>] in

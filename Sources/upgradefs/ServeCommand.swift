@@ -47,6 +47,11 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-connections"), help: "Most connections open at once; at the limit the connection idle longest is closed for a new one (lowered to fit the open-files limit).")
     var maxConnections: Int = ServerConfiguration.defaultMaxConnections
 
+    @Option(name: .customLong("operator-token-file"),
+            help: ArgumentHelp("A file (mode 0600) holding the operator's token for the fleet page's actions, e.g. from `openssl rand -hex 32`; without it actions are off and the page is open on loopback only.",
+                               valueName: "FILE"))
+    var operatorTokenFile: String?
+
     @OptionGroup var logging: LoggingOptions
 
     @Option(help: ArgumentHelp("A TOML file of options (keys: the long option names), read with its drop-ins; flags override it.",
@@ -117,7 +122,7 @@ struct ServeCommand: AsyncParsableCommand {
             ("max-files", "\(limits.maxFiles)"), ("lock-ttl", "\(lockTTLSeconds)"), ("idle-timeout", "\(idleTimeoutSeconds)"),
             ("max-connections", "\(maxConnections)"), ("log-level", quoted(logging.logLevel.rawValue)),
             ("log-format", quoted(logging.logFormat.rawValue)),
-        ]
+        ] + (operatorTokenFile.map { [("operator-token-file", quoted($0))] } ?? [])
         return lines.map { "\($0.0) = \($0.1)\n" }.joined()
     }
 
@@ -136,6 +141,7 @@ struct ServeCommand: AsyncParsableCommand {
         config.lockTTLSeconds = lockTTLSeconds
         config.idleTimeoutSeconds = idleTimeoutSeconds
         config.maxConnections = maxConnections
+        config.operatorTokenFile = operatorTokenFile
         // Connections and the publisher share the descriptor table: take all the system allows.
         raiseOpenFileLimit()
         do {

@@ -48,7 +48,15 @@ import UpgradeManager
             finished.value = true
         }
         clients.start()
+        // The server's fleet page during the rollout, kept as a test artifact (where there is a browser; under
+        // CI=true there must be one).
+        let browser = Browser.executable != nil || Browser.required ? try Browser() : nil
+        try browser?.navigate(fleet.server.baseURL + "/")
         try fleet.publish(try fleet.bundle("counter-v2", sf: "rolling", tfSeconds: 1))
+        if let browser {
+            #expect(browser.waitUntil(60, "!!document.querySelector('#lock-counter-rolling li code')"), "a holder shown while nodes upgrade")
+            try FleetPageBrowserTests.keepScreenshot(browser, name: "fleet-page-rolling.png")
+        }
         #expect(fleet.waitFor(state: "running", version: 2, seconds: 120))
         done.value = true
         #expect(Harness.waitUntil(30) { finished.value })

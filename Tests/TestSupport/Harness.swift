@@ -71,15 +71,17 @@ public enum Harness {
     }
 
     /// Starts a process in the background with no signal blocked (Dispatch workers block most, and children
-    /// inherit the mask), stdin from /dev/null, stdout and stderr appended to `log`.
+    /// inherit the mask), stdin from /dev/null, stdout and stderr appended to `log`. `descriptors`: more descriptors
+    /// the child gets, its number → this process's descriptor (which must not be one of those numbers).
     public static func spawn(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-                             log: String) throws -> pid_t {
+                             log: String, descriptors: [Int32: Int32] = [:]) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        for (child, parent) in descriptors { posix_spawn_file_actions_adddup2(&actions, parent, child) }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

@@ -45,6 +45,28 @@ extension WhiteboardLedger {
         }
     }
 
+    /// A write of the operator's that comes without a signed request: the server's operator actions (the fleet
+    /// page), authenticated by the server's operator credential instead of the operator's key. The same decision as
+    /// the operator's signed put, delete or release (`WhiteboardRules.authorize` as `operator`, content validation,
+    /// file-tree conflicts, holders), with no replay state: there is no seq. Acquire and session are refused (they
+    /// belong to a node's mount). Returns why not when refused.
+    public func applyAsOperator<Tx: WhiteboardTransaction>(
+        _ op: WhiteboardOp, path: String, content: [UInt8]? = nil, in tx: inout Tx, now: Date
+    ) throws -> WhiteboardErrorBody? {
+        let channel: WhiteboardChannel
+        switch op {
+        case .put, .delete: channel = .outbox
+        case .release: channel = .direct
+        case .acquire, .session:
+            return WhiteboardErrorBody(error: "the operator's actions are put, delete and release, not \(op.rawValue)", code: .malformed)
+        }
+        let request = WhiteboardRequest(
+            node: WhiteboardRules.operatorName, channel: channel, seq: 1, op: op, path: path,
+            content: op == .put ? (content ?? []) : nil, nonce: [UInt8](repeating: 0, count: WhiteboardRequest.nonceBytes))
+        var expired: [WhiteboardHolder] = []  // only an acquire releases expired holders on its way
+        return try execute(request, in: &tx, now: now, expired: &expired)
+    }
+
     private func put<Tx: WhiteboardTransaction>(
         _ requested: [UInt8], at path: WhiteboardPath, by node: String, in tx: inout Tx, now: Date
     ) throws -> WhiteboardErrorBody? {

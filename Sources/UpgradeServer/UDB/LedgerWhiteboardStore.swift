@@ -45,6 +45,11 @@ public final class LedgerWhiteboardStore<Storage: WhiteboardStorage>: Whiteboard
         return applied.outcome
     }
 
+    public func applyAsOperator(_ op: WhiteboardOp, path: String, content: [UInt8]?) async throws -> WhiteboardErrorBody? {
+        let (ledger, at) = (ledger, now())
+        return try await storage.write { try ledger.applyAsOperator(op, path: path, content: content, in: &$0, now: at) }
+    }
+
     public func snapshot() async throws -> WhiteboardView {
         let ledger = ledger
         return try await storage.read { try ledger.snapshot(in: $0) }

@@ -33,7 +33,7 @@ struct WhiteboardHTTP: Sendable {
         store.observeExpiredHolders { released in Self.report(expired: released, counters: counters, logger: logger) }
     }
 
-    func respond(to request: Request, context: BasicRequestContext) async throws -> Response {
+    func respond(to request: Request, context: ServerRequestContext) async throws -> Response {
         let route = String(request.uri.path.dropFirst("/v1/udb/".count))
         do {
             switch (route, request.method) {
@@ -166,6 +166,8 @@ struct WhiteboardHTTP: Sendable {
             classes[version] = upgradeClass
         }
         for version in classes.keys.sorted() { try await store.registerUpgrade(version, class: classes[version]!) }
+        // New summaries are changes: followers and the fleet page's streams hear of them now, not at the next check.
+        notifier.publish(Int(try await store.revision()))
     }
 
     // MARK: - Helpers

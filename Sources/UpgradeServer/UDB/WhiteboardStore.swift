@@ -17,6 +17,10 @@ public protocol WhiteboardStore: Sendable {
     /// Authenticates, checks replay state and the rules, and applies one signed request.
     func apply(_ signed: SignedWhiteboardRequest) async throws -> WhiteboardApplyOutcome
 
+    /// The operator's put, delete or release made by the server on the operator's behalf (an action of the fleet
+    /// page, `WhiteboardLedger.applyAsOperator`): nil when applied, else why it was refused.
+    func applyAsOperator(_ op: WhiteboardOp, path: String, content: [UInt8]?) async throws -> WhiteboardErrorBody?
+
     /// Every live file (summaries included) and every current holder.
     func snapshot() async throws -> WhiteboardView
     /// What changed after `revision`: files (deleted ones with nil content) and holders (released ones flagged).
