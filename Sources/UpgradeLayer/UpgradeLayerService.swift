@@ -1,4 +1,5 @@
 import AsyncHTTPClient
+import Dispatch
 import Hummingbird
 import HummingbirdCore
 import Logging
@@ -116,12 +117,21 @@ struct ViewPoller: Service {
     let intervalSeconds: Double
     let logger: Logger
 
+    /// Reads on a thread of its own: a stuck mount blocks it, never the async pool that serves calls.
+    private func readOffThePool() async throws -> LayerView {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async {
+                continuation.resume(with: Result { try reader.read() })
+            }
+        }
+    }
+
     func run() async throws {
         var failing = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             try? await Task.sleep(for: .milliseconds(Int64(intervalSeconds * 1000)))
             do {
-                let view = try reader.read()
+                let view = try await readOffThePool()
                 if failing { logger.info("the mount reads again") }
                 failing = false
                 if views.replace(with: view) {
