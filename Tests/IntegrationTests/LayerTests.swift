@@ -198,11 +198,7 @@ final class LayerNode {
             proxy = "127.0.0.1:\(proxyPort)"
             upstream-timeout = \(upstreamTimeoutSeconds)
             """.write(toFile: config, atomically: true, encoding: .utf8)
-        let echo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appending(path: "layer/echo-app.py").path
-        app = try ChildProcess("/usr/bin/env", ["python3", echo, "\(appPort)"],
-                               environment: ["http_proxy": "http://127.0.0.1:\(proxyPort)", "no_proxy": "", "NO_PROXY": ""],
-                               log: directory.appending(path: "app.log").path)
+        app = try Self.echoApp(port: appPort, proxyPort: proxyPort, log: directory.appending(path: "app.log").path)
         layer = try ChildProcess(Harness.binary, ["layer", "--mount", mount, "--config", config],
                                  log: directory.appending(path: "layer.log").path)
         let up = Harness.waitUntil(20) {
@@ -217,6 +213,15 @@ final class LayerNode {
 
     func write(_ path: String, _ text: String) throws {
         try text.write(toFile: "\(mount)/\(path)", atomically: true, encoding: .utf8)
+    }
+
+    /// Tests/layer/echo-app.py on 127.0.0.1:`port`, its outgoing calls through the layer's proxy.
+    static func echoApp(port: Int, proxyPort: Int, log: String) throws -> ChildProcess {
+        let echo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appending(path: "layer/echo-app.py").path
+        return try ChildProcess("/usr/bin/env", ["python3", echo, "\(port)"],
+                                environment: ["http_proxy": "http://127.0.0.1:\(proxyPort)", "no_proxy": "", "NO_PROXY": ""],
+                                log: log)
     }
 
     func setVersion(_ version: Int) throws { try write("self/version", "\(version)\n") }
