@@ -10,6 +10,7 @@ struct LayerForwarder: Sendable {
     let client: HTTPClient
     let views: LayerViewHolder
     let upstreamTimeoutSeconds: Double
+    let refreshIntervalSeconds: Double
 
     static let versionField = HTTPField.Name(LayerHeader.version)!
     static let errorField = HTTPField.Name(LayerHeader.error)!
@@ -62,7 +63,15 @@ struct LayerForwarder: Sendable {
         do {
             response = try await client.execute(upstream, deadline: .distantFuture)
         } catch {
-            return Self.answer(refusal(for: error, view: views.current))
+            var now = views.current
+            // The manager reports `upgrading` just before it stops the application, and the poller may not have
+            // seen it yet: look again after two polls before calling the application down (502) rather than
+            // upgrading (503, retryable).
+            if !now.upgrading && !Self.isTimeout(error) {
+                try? await Task.sleep(for: .milliseconds(Int64(2 * refreshIntervalSeconds * 1000)))
+                now = views.current
+            }
+            return Self.answer(refusal(for: error, view: now))
         }
         var headers = HTTPFields()
         let droppedAnswer = Self.hopByHop(response.headers)
@@ -88,15 +97,13 @@ struct LayerForwarder: Sendable {
     }
 
     private func refusal(for error: any Error, view: LayerView) -> LayerRefusal {
-        if let error = error as? HTTPClientError {
-            switch error {
-            case .readTimeout, .deadlineExceeded:
-                return .applicationTimeout(seconds: upstreamTimeoutSeconds, view: view)
-            default:
-                return .applicationUnreachable(String(describing: error), view: view)
-            }
-        }
-        return .applicationUnreachable(String(describing: error), view: view)
+        Self.isTimeout(error) ? .applicationTimeout(seconds: upstreamTimeoutSeconds, view: view)
+            : .applicationUnreachable(String(describing: error), view: view)
+    }
+
+    static func isTimeout(_ error: any Error) -> Bool {
+        guard let error = error as? HTTPClientError else { return false }
+        return error == .readTimeout || error == .deadlineExceeded
     }
 
     /// The layer's own answer to a refusal: its status, `Upgradefs-Error`, `Upgradefs-Version`, `Retry-After`

@@ -58,7 +58,8 @@ public func runUpgradeLayer(_ configuration: LayerConfiguration, logger: Logger,
     clientConfiguration.httpVersion = .http1Only
     let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
 
-    let forwarder = LayerForwarder(client: client, views: views, upstreamTimeoutSeconds: settings.upstreamTimeoutSeconds)
+    let forwarder = LayerForwarder(client: client, views: views, upstreamTimeoutSeconds: settings.upstreamTimeoutSeconds,
+                                   refreshIntervalSeconds: configuration.refreshIntervalSeconds)
     let listening = ListenerCount()
     let listeners = settings.proxy == nil ? 1 : 2
     let ready: @Sendable (String, any Channel) async -> Void = { what, channel in

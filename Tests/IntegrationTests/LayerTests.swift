@@ -108,7 +108,8 @@ import Testing
         started = Date()
         let down = try HTTPTestConnection(port: node.publicPort).request("GET", "/echo")
         #expect(down.status == 502 && down.json["error"] as? String == "application-unavailable")
-        #expect(Date().timeIntervalSince(started) < 2)
+        // The connect bound (upstream-timeout, 1.5 s here) and two polls of the mount, with slack.
+        #expect(Date().timeIntervalSince(started) < 3.5)
         // In the manager's stop–start window the same is a retryable 503.
         try node.write("self/state", "upgrading\n")
         #expect(Harness.waitUntil(5) {
