@@ -4,7 +4,8 @@ import Glibc
 import Foundation
 
 /// One HTTP/1.1 client connection on 127.0.0.1 over a plain socket (20 s send/receive timeouts), for tests that
-/// must see the wire: keep-alive, bodies streamed from a pattern without holding them, any method.
+/// must see the wire: keep-alive, bodies streamed from a pattern without holding them, any method. Closed when
+/// released.
 final class HTTPTestConnection {
     struct Reply {
         var status: Int
@@ -22,6 +23,7 @@ final class HTTPTestConnection {
 
     let fd: Int32
     private var buffer: [UInt8] = []
+    private var closed = false
 
     init(port: Int) throws {
         fd = try connectLoopback(port: port)
@@ -30,7 +32,13 @@ final class HTTPTestConnection {
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     }
 
-    func close() { Glibc.close(fd) }
+    func close() {
+        guard !closed else { return }
+        closed = true
+        Glibc.close(fd)
+    }
+
+    deinit { close() }
 
     /// Sends a request (a `body`, or `streaming` pattern bytes, by Content-Length or chunked) and reads the answer.
     func request(_ method: String, _ target: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
