@@ -120,6 +120,18 @@ import Testing
 }
 
 extension LayerTests {
+    /// Under systemd (mount/upgradefs-layer.service, Type=notify): READY=1 only once both listeners answer.
+    @Test func theLayerIsReadyOnlyOnceItsListenersAnswer() throws {
+        let publicPort = Harness.freePort()
+        let notify = try NotifySocket { Harness.httpStatus(port: publicPort, path: "/echo") == 200 }
+        defer { notify.stop() }
+        let node = try LayerNode(publicPort: publicPort, environment: notify.environment())
+        defer { node.stop() }
+        let ready = notify.waitForReady(30)
+        #expect(ready?.readyCheck == true, "READY=1 came before the public address answered")
+        #expect(ready?.fields.contains("STATUS=listening on 127.0.0.1:\(publicPort)") == true, "\(notify.messages.map(\.fields))")
+    }
+
     @Test func theCommandRefusesWhatItCannotRunWithTheDocumentedExitStatus() throws {
         let directory = try Harness.temporaryDirectory("layer-cli")
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -166,13 +178,14 @@ extension LayerTests {
 final class LayerNode {
     let directory: URL
     let mount: String
-    let publicPort = Harness.freePort()
+    let publicPort: Int
     let appPort = Harness.freePort()
     let proxyPort = Harness.freePort()
     let app: ChildProcess
     let layer: ChildProcess
 
-    init(upstreamTimeoutSeconds: Double = 1.5) throws {
+    init(upstreamTimeoutSeconds: Double = 1.5, publicPort: Int = Harness.freePort(), environment: [String: String] = [:]) throws {
+        self.publicPort = publicPort
         directory = try Harness.temporaryDirectory("layer")
         mount = directory.appending(path: "mount").path
         let mount = mount
@@ -201,7 +214,7 @@ final class LayerNode {
             """.write(toFile: config, atomically: true, encoding: .utf8)
         app = try Self.echoApp(port: appPort, proxyPort: proxyPort, log: directory.appending(path: "app.log").path)
         layer = try ChildProcess(Harness.binary, ["layer", "--mount", mount, "--config", config],
-                                 log: directory.appending(path: "layer.log").path)
+                                 environment: environment, log: directory.appending(path: "layer.log").path)
         let up = Harness.waitUntil(20) {
             Harness.httpStatus(port: appPort, path: "/echo") == 200 && Harness.httpStatus(port: publicPort, path: "/echo") == 200
                 && Harness.httpStatus(port: proxyPort, path: "/") != nil
