@@ -23,7 +23,8 @@ struct LayerForwarder: Sendable {
             return await forward(request, to: application, host: request.head.authority, tag: nil, view: view)
         case .simulationObject(let so):
             // No SO runs yet (the view names none), so the router never picks one; refused all the same.
-            return Self.answer(.badRequest("\(so) is not running", status: 503, view: view))
+            return Self.answer(LayerRefusal(code: .noSimulationObject, status: LayerRefusal.disallowedStatus,
+                                            message: "the \(so) is not running on this node", nodeVersion: view.nodeVersion))
         case .refuse(let refusal):
             return Self.answer(refusal)
         }
