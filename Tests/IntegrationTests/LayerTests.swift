@@ -26,6 +26,10 @@ import Testing
         #expect(custom.status == 200 && custom.json["method"] as? String == "PURGE")
         // The layer kept one connection to the application for the calls of this one client connection.
         #expect(Set([plain, own, custom].compactMap { $0.json["peer-port"] as? Int }).count == 1)
+        // HEAD: the application's length, no body, and the connection stays in step for the next call.
+        let head = try client.request("HEAD", "/echo")
+        #expect(head.status == 200 && (Int(head.headers["content-length"] ?? "") ?? 0) > 0 && head.body.isEmpty)
+        #expect(try client.request("GET", "/echo").json["method"] as? String == "GET")
 
         // Version 2 is published for the class but not installed, and no future SO runs: disallowed at once.
         let started = Date()
