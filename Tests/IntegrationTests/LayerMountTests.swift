@@ -48,7 +48,9 @@ struct LayerMountTests {
         // Version 2 published; the node waits for the operator's approval: version-2 calls have no future SO here.
         try fleet.publish(try fleet.bundle("counter-v2", sf: "canary", tfSeconds: 1))
         #expect(Harness.waitUntil(20) { call(2)?.json["error"] as? String == "no-simulation-object" })
-        #expect(fleet.state("n1") == "waiting" && call(1)?.status == 200)
+        // (The operator's mount shows n1's state within about a second.)
+        #expect(Harness.waitUntil(20) { fleet.state("n1") == "waiting" })
+        #expect(call(1)?.status == 200 && call(2)?.json["error"] as? String == "no-simulation-object")
 
         // Through the upgrade, a client without the header calls all the time: every call is answered, by the app
         // (a call in the stop–start window waits for it up to the connect bound, 5 s) or with a retryable 503.
