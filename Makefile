@@ -71,6 +71,7 @@ install: release
 	install -m 0755 mount/mount.upgradefs /sbin/mount.upgradefs
 	install -d $(PREFIX)/lib/systemd/system
 	install -m 0644 mount/upgradefs-serve.service mount/upgradefs-mount.service mount/upgradefs-manager.service \
+	  mount/upgradefs-layer.service \
 	  $(PREFIX)/lib/systemd/system/
 	-systemctl daemon-reload 2>/dev/null
 	install -d $(PREFIX)/share/bash-completion/completions $(PREFIX)/share/zsh/site-functions \

@@ -94,10 +94,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The upgrade layer: the pure routing decisions (LayerRouter) and the HTTP proxy that carries them out.
+        .target(
+            name: "UpgradeLayer",
+            dependencies: [
+                "UpgradeCore", "UpgradeFiles", "UpgradeManager",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "upgradefs",
             dependencies: [
                 "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeWhiteboardClient", "UpgradeManager",
+                "UpgradeLayer",
                 "SystemdNotify", "UpgradeFiles",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -130,6 +143,7 @@ let package = Package(
             dependencies: ["UpgradeCore", "Sodium", "UpgradeWhiteboardClient"]
         ),
         .testTarget(name: "UpgradeManagerTests", dependencies: ["UpgradeCore", "UpgradeFiles", "UpgradeManager"]),
+        .testTarget(name: "UpgradeLayerTests", dependencies: ["UpgradeCore", "UpgradeManager", "UpgradeLayer"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeWhiteboardClient", "UpgradeManager"]

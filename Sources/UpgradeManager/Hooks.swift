@@ -223,7 +223,7 @@ struct Hooks {
             "UPGRADEFS_VERSION": String(version),
             "UPGRADEFS_RELEASE": installer.release(version),
             "UPGRADEFS_STATE": installer.state(version),
-        ])
+        ].merging(config.layer?.applicationEnvironment ?? [:]) { $1 })
         try? POSIXFiles.makeDirectories(outputDirectory)
         var command = Command.shell(script, environment: env, workingDirectory: installer.generation(version),
                                     outputPath: outputDirectory + "/\(which)-\(version).out",

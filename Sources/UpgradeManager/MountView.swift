@@ -105,5 +105,10 @@ public final class MountView: @unchecked Sendable {
 public struct MountReadError: Error, CustomStringConvertible, Sendable {
     public let path: String
     public let problem: String
+
+    public init(path: String, problem: String) {
+        self.path = path
+        self.problem = problem
+    }
     public var description: String { "\(path): \(problem)" }
 }

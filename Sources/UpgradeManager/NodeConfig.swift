@@ -31,12 +31,14 @@ public struct NodeConfig: Sendable, Equatable {
     public var passEnvironment: [String]
     /// `run-as`: the user they run as (its uid, primary gid, no supplementary groups); nil = the manager's.
     public var runAs: String?
+    /// `[layer]`: the upgrade layer's addresses (`upgradefs layer`); nil when the table is absent.
+    public var layer: Layer?
     /// Not in the file: how long `start` may take before it counts as failed (it must return once the app runs).
     public var startTimeoutSeconds: Double { stopTimeoutSeconds }
 
     public static let knownKeys: [String] = [
         "node", "class", "root", "start", "stop", "heartbeat-interval", "poll-interval",
-        "sf-timeout", "tf-timeout", "check-timeout", "stop-timeout", "env", "pass-env", "run-as",
+        "sf-timeout", "tf-timeout", "check-timeout", "stop-timeout", "env", "pass-env", "run-as", "layer",
     ]
 
     public init(
@@ -45,8 +47,10 @@ public struct NodeConfig: Sendable, Equatable {
         heartbeatIntervalSeconds: Double = 5, pollIntervalSeconds: Double = 1,
         sfTimeoutSeconds: Double = 60, tfTimeoutSeconds: Double = 300,
         checkTimeoutSeconds: Double = 60, stopTimeoutSeconds: Double = 30,
-        environment: [String: String] = [:], passEnvironment: [String] = [], runAs: String? = nil
+        environment: [String: String] = [:], passEnvironment: [String] = [], runAs: String? = nil,
+        layer: Layer? = nil
     ) {
+        self.layer = layer
         self.environment = environment
         self.passEnvironment = passEnvironment
         self.runAs = runAs
@@ -157,6 +161,12 @@ public struct NodeConfig: Sendable, Equatable {
             throw fail("run-as", "\"\(BundlePath.printable(runAs))\" is not a user name")
         }
 
+        var layer: Layer?
+        if let raw = table["layer"] {
+            guard let layerTable = raw.table else { throw fail("layer", "must be a table ([layer])") }
+            layer = try Layer.parse(layerTable, fail: { key, problem in fail("layer." + key, problem) })
+        }
+
         return NodeConfig(
             node: node, class: className, root: root,
             start: try string("start") ?? defaultStart, stop: try string("stop") ?? defaultStop,
@@ -166,7 +176,7 @@ public struct NodeConfig: Sendable, Equatable {
             tfTimeoutSeconds: try seconds("tf-timeout", default: 300),
             checkTimeoutSeconds: try seconds("check-timeout", default: 60),
             stopTimeoutSeconds: try seconds("stop-timeout", default: 30),
-            environment: environment, passEnvironment: passEnvironment, runAs: runAs
+            environment: environment, passEnvironment: passEnvironment, runAs: runAs, layer: layer
         )
     }
 

@@ -31,13 +31,7 @@ struct ManagerCommand: AsyncParsableCommand {
         // Resolved once: the manager runs programs from other working directories.
         let config = Self.absolute(self.config)
         let mount = Self.absolute(self.mount)
-        let nodeConfig: NodeConfig
-        do {
-            nodeConfig = try NodeConfig.load(path: config)
-        } catch {
-            printError("upgradefs manager: \(error)")
-            throw error.isMissing ? ExitCodes.noInput : ExitCodes.config
-        }
+        let nodeConfig = try Self.loadNodeConfig(config, command: "manager")
         if let name = nodeConfig.runAs, RunAsUser.lookup(name) == nil {
             printError("upgradefs manager: \(config): key \"run-as\" names no user on this machine: \"\(name)\"")
             throw ExitCodes.config
@@ -47,10 +41,7 @@ struct ManagerCommand: AsyncParsableCommand {
             printError("upgradefs manager: --mount \(mount) is not a directory")
             throw ExitCodes.noInput
         }
-        if let problem = MountView(mount: mount).whiteboardProblem() {
-            printError("upgradefs manager: \(problem)")
-            throw ExitCodes.unavailable
-        }
+        try Self.requireWhiteboard(mount, command: "manager")
         var logger = logging.makeLogger("upgradefs.manager")
         logger[metadataKey: "node.id"] = "\(nodeConfig.node)"
 
@@ -96,6 +87,24 @@ struct ManagerCommand: AsyncParsableCommand {
         if let failure {
             printError("upgradefs manager: \(failure)")
             throw ExitCodes.osError
+        }
+    }
+
+    /// node.toml at `path`; a missing file is exit 66, a bad one 78 (the message names the file and the key).
+    static func loadNodeConfig(_ path: String, command: String) throws -> NodeConfig {
+        do {
+            return try NodeConfig.load(path: path)
+        } catch {
+            printError("upgradefs \(command): \(error)")
+            throw error.isMissing ? ExitCodes.noInput : ExitCodes.config
+        }
+    }
+
+    /// Exit 69 unless `mount` is an upgradefs mount with a whiteboard (`latest`, `versions/`, `self/`).
+    static func requireWhiteboard(_ mount: String, command: String) throws {
+        if let problem = MountView(mount: mount).whiteboardProblem() {
+            printError("upgradefs \(command): \(problem)")
+            throw ExitCodes.unavailable
         }
     }
 

@@ -9,7 +9,7 @@ struct UpgradeFS: AsyncParsableCommand {
         version: "0.1.0",
         subcommands: [
             KeygenCommand.self, ServeCommand.self, MountCommand.self, IDCommand.self, EnrollCommand.self, UnlockCommand.self,
-            StatusCommand.self, ManagerCommand.self, CheckCommand.self, PublishCommand.self, VersionCommand.self,
+            StatusCommand.self, ManagerCommand.self, LayerCommand.self, CheckCommand.self, PublishCommand.self, VersionCommand.self,
         ]
     )
 

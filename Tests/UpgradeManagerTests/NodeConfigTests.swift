@@ -97,3 +97,53 @@ struct NodeConfigTests {
         #expect(error(base + "run-as = \"root\"\n") == nil)
     }
 }
+
+/// node.toml's [layer] table (`upgradefs layer`).
+struct NodeConfigLayerTests {
+    func problem(_ layer: String) -> String? {
+        do {
+            _ = try NodeConfig.parse("node = \"n1\"\nclass = \"kv\"\n[layer]\n" + layer, file: "node.toml")
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
+    @Test func theLayerTableIsOptionalAndHoldsTheAddresses() throws {
+        #expect(try NodeConfig.parse("node = \"n1\"\nclass = \"kv\"\n").layer == nil)
+        let config = try NodeConfig.parse("""
+            node = "n1"
+            class = "kv"
+            [layer]
+            listen = "0.0.0.0:8080"
+            app = "127.0.0.1:18080"
+            proxy = "127.0.0.1:3128"
+            upstream-timeout = 2.5
+            """)
+        #expect(config.layer == NodeConfig.Layer(listen: HostPort(host: "0.0.0.0", port: 8080),
+                                                 app: HostPort(host: "127.0.0.1", port: 18080),
+                                                 proxy: HostPort(host: "127.0.0.1", port: 3128), upstreamTimeoutSeconds: 2.5))
+        let minimal = try NodeConfig.parse("node = \"n1\"\nclass = \"kv\"\n[layer]\nlisten = \"localhost:80\"\napp = \"localhost:81\"\n")
+        #expect(minimal.layer?.proxy == nil && minimal.layer?.upstreamTimeoutSeconds == 30)
+    }
+
+    @Test func theApplicationIsToldItsAddressesAndTheProxy() {
+        var layer = NodeConfig.Layer(listen: HostPort(host: "0.0.0.0", port: 80), app: HostPort(host: "127.0.0.1", port: 8080))
+        #expect(layer.applicationEnvironment == ["UPGRADEFS_APP_ADDRESS": "127.0.0.1:8080", "UPGRADEFS_PUBLIC_ADDRESS": "0.0.0.0:80"])
+        layer.proxy = HostPort(host: "127.0.0.1", port: 3128)
+        #expect(layer.applicationEnvironment["HTTP_PROXY"] == "http://127.0.0.1:3128")
+        #expect(layer.applicationEnvironment["http_proxy"] == "http://127.0.0.1:3128")
+    }
+
+    @Test func aBadLayerTableNamesTheKey() {
+        #expect(problem("app = \"127.0.0.1:1\"\n") == "node.toml: key \"layer.listen\" is required (the application's public address)")
+        #expect(problem("listen = \"127.0.0.1:1\"\n")?.contains("\"layer.app\" is required") == true)
+        #expect(problem("listen = \"127.0.0.1:1\"\napp = \"127.0.0.1:1\"\n")?.contains("\"layer.app\" must differ") == true)
+        #expect(problem("listen = \"127.0.0.1:1\"\napp = \"127.0.0.1:2\"\nport = 3\n")?.contains("\"layer.port\" is not a known key") == true)
+        for bad in ["127.0.0.1", ":80", "h:0", "h:65536", "h:-1", "h:8a", "a b:80", "[::1]:80"] {
+            #expect(problem("listen = \"\(bad)\"\napp = \"127.0.0.1:2\"\n")?.contains("is not an address") == true, "\(bad)")
+        }
+        #expect(problem("listen = \"h:1\"\napp = \"h:2\"\nupstream-timeout = 0\n")?.contains("layer.upstream-timeout") == true)
+        #expect(problem("listen = \"h:1\"\napp = \"h:2\"\nproxy = \"h:1\"\n")?.contains("layer.proxy") == true)
+    }
+}
