@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
@@ -57,6 +58,17 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The whiteboard's storage on PostgreSQL (`serve --udb postgres://…`): a target of its own, so the server's
+        // SQLite path and its tests do not build PostgresNIO's protocol stack.
+        .target(
+            name: "UpgradeServerPostgres",
+            dependencies: [
+                "UpgradeCore", "UpgradeServer",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -95,8 +107,8 @@ let package = Package(
         .executableTarget(
             name: "upgradefs",
             dependencies: [
-                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeWhiteboardClient", "UpgradeManager",
-                "SystemdNotify", "UpgradeFiles",
+                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeServerPostgres", "UpgradeNode", "UpgradeWhiteboardClient",
+                "UpgradeManager", "SystemdNotify", "UpgradeFiles",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -121,7 +133,7 @@ let package = Package(
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"]),
         .testTarget(name: "UpgradeFilesTests", dependencies: ["UpgradeFiles"]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
-        .testTarget(name: "UpgradeServerTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeServer"]),
+        .testTarget(name: "UpgradeServerTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeServer", "UpgradeServerPostgres"]),
         .testTarget(name: "UpgradeNodeTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeNode"]),
         .testTarget(
             name: "UpgradeWhiteboardClientTests",

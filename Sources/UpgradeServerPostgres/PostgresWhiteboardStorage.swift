@@ -1,0 +1,254 @@
+import Foundation
+import Logging
+import PostgresNIO
+import Synchronization
+import UpgradeCore
+import UpgradeServer
+
+/// The whiteboard's rows in PostgreSQL (`serve --udb postgres://…`). Storage only: the rules are `WhiteboardLedger`'s.
+/// Design, schema and error mapping: docs/DESIGN.md, "PostgreSQL storage (server)".
+///
+/// - Every write transaction takes one advisory lock (`writeLockKey`) first, in READ COMMITTED: writers, from this
+///   process or any other on the same database, run one at a time, so each sees the state the previous one committed
+///   (serializable for writers) and the revision it allocates is committed before the next one is allocated.
+/// - Reads run in REPEATABLE READ READ ONLY: one snapshot, no lock.
+/// - The ledger's transaction body is synchronous: it runs on one of a few threads of their own (never the async pool
+///   nor an event loop), which wait for each statement's answer.
+/// - A commit is durable before the call returns (`synchronous_commit = on` for every session).
+/// - Unreachable or refusing database: `WhiteboardStorageUnavailable`; a serialization failure or deadlock is tried
+///   again (at most `maxAttempts` times).
+public final class PostgresWhiteboardStorage: WhiteboardStorage {
+    /// The advisory lock every write transaction holds ("upgdfs" + 1). Other upgradefs locks use other keys.
+    public static let writeLockKey: Int64 = 0x7570_6764_6673_0001
+    static let maxAttempts = 5
+
+    let client: PostgresClient
+    let logger: Logger
+    /// How long a call waits for a connection before it answers "unavailable".
+    let connectTimeout: Duration
+    private let runners: [BlockingRunner]
+    private let next = Mutex(0)
+
+    /// The pool's `run()`, until `close()` or the storage goes away.
+    private let running: Task<Void, Never>
+
+    /// A storage over a new pool of `threads` connections to `configuration`; `migrate()` before the first use.
+    init(configuration: PostgresClient.Configuration, threads: Int, connectTimeout: Duration, logger: Logger) {
+        // The pool logs each failed connection attempt at info: while PostgreSQL is down that is every back-off
+        // step; the calls answered "unavailable" are logged by the server instead.
+        var background = logger
+        background.logLevel = max(logger.logLevel, .warning)
+        let client = PostgresClient(configuration: configuration, backgroundLogger: background)
+        self.client = client
+        self.logger = logger
+        self.connectTimeout = connectTimeout
+        runners = (0..<max(1, threads)).map { BlockingRunner(name: "upgradefs-udb-\($0)") }
+        running = Task { await client.run() }
+    }
+
+    /// Connects to `url` and migrates. An unreachable or refusing database: `WhiteboardStorageUnavailable`.
+    public static func connect(url: PostgresWhiteboard.ConnectionURL, logger: Logger) async throws -> PostgresWhiteboardStorage {
+        let storage = PostgresWhiteboardStorage(
+            configuration: url.clientConfiguration(), threads: PostgresWhiteboard.connections,
+            connectTimeout: PostgresWhiteboard.connectTimeout, logger: logger)
+        do {
+            try await storage.migrate()
+        } catch {
+            storage.close()
+            throw error
+        }
+        return storage
+    }
+
+    /// Closes the pool's connections; calls after it fail.
+    public func close() { running.cancel() }
+
+    deinit { running.cancel() }
+
+    public func write<T: Sendable>(_ body: @escaping @Sendable (inout PostgresWhiteboardTransaction) throws -> T) async throws -> T {
+        let logger = logger
+        return try await transaction { connection in
+            try connection.run("BEGIN ISOLATION LEVEL READ COMMITTED", logger: logger)
+            return try connection.committing(logger: logger) {
+                try connection.run("SELECT pg_advisory_xact_lock(\(Self.writeLockKey))", logger: logger)
+                var transaction = PostgresWhiteboardTransaction(connection: connection, logger: logger)
+                return try body(&transaction)
+            }
+        }
+    }
+
+    public func read<T: Sendable>(_ body: @escaping @Sendable (PostgresWhiteboardTransaction) throws -> T) async throws -> T {
+        let logger = logger
+        return try await transaction { connection in
+            try connection.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
+            return try connection.committing(logger: logger) {
+                try body(PostgresWhiteboardTransaction(connection: connection, logger: logger))
+            }
+        }
+    }
+
+    /// Brings the schema to `PostgresWhiteboardSchema.migrations.count`, holding the write lock (several servers
+    /// starting at once migrate one after the other). Refuses a database a newer upgradefs migrated further.
+    public func migrate() async throws {
+        let logger = logger
+        try await transaction { connection in
+            try connection.run("BEGIN ISOLATION LEVEL READ COMMITTED", logger: logger)
+            try connection.committing(logger: logger) {
+                try connection.run("SELECT pg_advisory_xact_lock(\(Self.writeLockKey))", logger: logger)
+                try connection.run(PostgresQuery(unsafeSQL: PostgresWhiteboardSchema.versionTable), logger: logger)
+                let current = try connection.rows("SELECT COALESCE(MAX(version), 0)::bigint FROM upgradefs_schema", logger: logger)
+                    .first.map { try $0.decode(Int64.self) } ?? 0
+                let pending = try PostgresWhiteboardSchema.pending(current: Int(current))
+                for (index, sql) in pending {
+                    for statement in sql { try connection.run(PostgresQuery(unsafeSQL: statement), logger: logger) }
+                    try connection.run("INSERT INTO upgradefs_schema(version) VALUES (\(index))", logger: logger)
+                    logger.info("upgrade database migrated", metadata: ["udb.schema": .stringConvertible(index)])
+                }
+            }
+        }
+    }
+
+    /// The schema version the database is at (0: none yet).
+    public func schemaVersion() async throws -> Int {
+        let logger = logger
+        return try await transaction { connection in
+            let exists = try connection.rows("SELECT to_regclass('upgradefs_schema') IS NOT NULL", logger: logger)
+            guard try exists.first?.decode(Bool.self) == true else { return 0 }
+            return Int(try connection.rows("SELECT COALESCE(MAX(version), 0)::bigint FROM upgradefs_schema", logger: logger)
+                .first.map { try $0.decode(Int64.self) } ?? 0)
+        }
+    }
+
+    /// Runs `work` on a leased connection, on one of the storage's threads; tries again on a serialization failure
+    /// or deadlock; an unreachable or refusing database becomes `WhiteboardStorageUnavailable`.
+    private func transaction<T: Sendable>(_ work: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
+        let runner = next.withLock { index in
+            defer { index = (index + 1) % runners.count }
+            return runners[index]
+        }
+        var attempt = 1
+        while true {
+            do {
+                return try await withConnection { connection in try await runner.run { try work(connection) } }
+            } catch let error as PSQLError where PostgresErrorKind(error) == .retry && attempt < Self.maxAttempts {
+                attempt += 1
+                logger.debug("upgrade database transaction retried", metadata: ["error": .string(PostgresErrorKind.describe(error))])
+            } catch let error as PSQLError where PostgresErrorKind(error) != .bug {
+                throw WhiteboardStorageUnavailable(PostgresErrorKind.describe(error))
+            }
+        }
+    }
+
+    /// A connection from the pool, or `WhiteboardStorageUnavailable` when none comes within `connectTimeout` (the
+    /// pool keeps trying to connect meanwhile, so the database coming back needs nothing here).
+    private func withConnection<T: Sendable>(_ work: @Sendable @escaping (PostgresConnection) async throws -> T) async throws -> T {
+        let (client, timeout) = (client, connectTimeout)
+        let leased = LeaseFlag()
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await client.withConnection { connection in
+                    leased.set()
+                    return try await work(connection)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return nil
+            }
+            while let first = try await group.next() {
+                if let value = first {
+                    group.cancelAll()
+                    return value
+                }
+                // The deadline: give up only when no connection was leased (a transaction under way finishes).
+                if !leased.isSet {
+                    group.cancelAll()
+                    throw WhiteboardStorageUnavailable("no connection to PostgreSQL within \(timeout)")
+                }
+            }
+            throw WhiteboardStorageUnavailable("no connection to PostgreSQL")
+        }
+    }
+}
+
+/// Whether a connection was leased (set from the leasing task, read by the one waiting for the deadline).
+final class LeaseFlag: Sendable {
+    private let value = Mutex(false)
+    func set() { value.withLock { $0 = true } }
+    var isSet: Bool { value.withLock { $0 } }
+}
+
+/// Runs synchronous work on a thread of its own (the transaction bodies wait for PostgreSQL's answers).
+actor BlockingRunner {
+    private let executor: ThreadExecutor
+
+    init(name: String) { executor = ThreadExecutor(name: name) }
+
+    nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+    func run<T: Sendable>(_ work: @Sendable () throws -> T) throws -> T { try work() }
+}
+
+/// What to do about an error of PostgresNIO.
+enum PostgresErrorKind: Equatable {
+    /// A serialization failure or deadlock: the transaction was rolled back, run it again.
+    case retry
+    /// The database cannot be reached, is shutting down or starting, or is out of resources: answer "unavailable".
+    case unavailable
+    /// Anything else (a wrong statement, a constraint): a bug, reported as it is.
+    case bug
+
+    init(_ error: PSQLError) {
+        guard error.code == .server else {
+            self = error.code == .queryCancelled || error.code == .tooManyParameters || error.code == .invalidCommandTag
+                ? .bug : .unavailable
+            return
+        }
+        self = Self(sqlState: error.serverInfo?[.sqlState] ?? "")
+    }
+
+    /// By SQLSTATE (PostgreSQL's appendix A).
+    init(sqlState: String) {
+        switch sqlState {
+        case "40001", "40P01": self = .retry
+        case "57P01", "57P02", "57P03", "53300", "53200", "53100", "25006":
+            // Shutting down, starting up, too many connections, out of memory or disk; read-only (a standby).
+            self = .unavailable
+        default:
+            // Class 08: connection exceptions.
+            self = sqlState.hasPrefix("08") ? .unavailable : .bug
+        }
+    }
+
+    static func describe(_ error: PSQLError) -> String {
+        if let message = error.serverInfo?[.message] {
+            return message + (error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "")
+        }
+        return "\(error.code)" + (error.underlying.map { ": \($0)" } ?? "")
+    }
+}
+
+extension PostgresConnection {
+    /// Runs one statement and waits for it (never on an event loop: on a `BlockingRunner`'s thread).
+    func run(_ query: PostgresQuery, logger: Logger) throws {
+        _ = try self.query(query, logger: logger).wait()
+    }
+
+    /// Runs one statement and waits for its rows.
+    func rows(_ query: PostgresQuery, logger: Logger) throws -> [PostgresRow] {
+        try self.query(query, logger: logger).wait().rows
+    }
+
+    /// `body` inside the transaction just begun: COMMIT when it returns, ROLLBACK when it throws.
+    func committing<T>(logger: Logger, _ body: () throws -> T) throws -> T {
+        let result: T
+        do {
+            result = try body()
+        } catch {
+            try? run("ROLLBACK", logger: logger)
+            throw error
+        }
+        try run("COMMIT", logger: logger)
+        return result
+    }
+}
