@@ -24,9 +24,9 @@ struct StatusCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        let store = try stateOptions.openStore(create: false, command: "status")
-        let status = WhiteboardStatus(
-            enrolled: try await store.enrolledNodes(), view: try await store.snapshot(), refusals: try await store.refusals())
+        let status = try await stateOptions.withStore(create: false, command: "status") { store in
+            WhiteboardStatus(enrolled: try await store.enrolledNodes(), view: try await store.snapshot(), refusals: try await store.refusals())
+        }
         if json {
             print(String(decoding: status.toJSON().canonicalBytes(), as: UTF8.self))
         } else {
