@@ -120,13 +120,14 @@ import UpgradeCore
         }
     }
 
-    /// Nothing listens at the URL: the call answers `WhiteboardStorageUnavailable` within the connect timeout.
+    /// Nothing listens at the URL: the call answers `WhiteboardStorageUnavailable` after the connect deadline.
     @Test func anUnreachableDatabaseIsUnavailable() async throws {
         let url = try PostgresWhiteboard.ConnectionURL("postgres://ufs@127.0.0.1:\(Harness.freePort())/none?sslmode=disable")
         let started = ContinuousClock.now
         await #expect(throws: WhiteboardStorageUnavailable.self) {
             _ = try await PostgresWhiteboardStorage.connect(url: url, logger: logger)
         }
-        #expect(ContinuousClock.now - started < PostgresWhiteboard.connectTimeout + .seconds(5))
+        // 5 s alone; more on a busy machine, but well before the pool's own 60 s circuit breaker would answer.
+        #expect(ContinuousClock.now - started < .seconds(30))
     }
 }
