@@ -26,8 +26,11 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
     let logger: Logger
     /// How long a call waits for a connection before it answers "unavailable".
     let connectTimeout: Duration
-    private let runners: [BlockingRunner]
-    private let next = Mutex(0)
+    /// Half the threads run writes, half reads: a read never waits behind a write that waits for the write lock
+    /// (held by another server, say).
+    private let writeRunners: [BlockingRunner]
+    private let readRunners: [BlockingRunner]
+    private let next = Mutex<UInt>(0)
 
     /// The pool's `run()`, until `close()` or the storage goes away.
     private let running: Task<Void, Never>
@@ -42,7 +45,8 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
         self.client = client
         self.logger = logger
         self.connectTimeout = connectTimeout
-        runners = (0..<max(1, threads)).map { BlockingRunner(name: "upgradefs-udb-\($0)") }
+        writeRunners = (0..<max(1, threads / 2)).map { BlockingRunner(name: "upgradefs-udb-write-\($0)") }
+        readRunners = (0..<max(1, threads - threads / 2)).map { BlockingRunner(name: "upgradefs-udb-read-\($0)") }
         running = Task { await client.run() }
     }
 
@@ -67,7 +71,7 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
 
     public func write<T: Sendable>(_ body: @escaping @Sendable (inout PostgresWhiteboardTransaction) throws -> T) async throws -> T {
         let logger = logger
-        return try await transaction { connection in
+        return try await transaction(writing: true) { connection in
             try connection.run("BEGIN ISOLATION LEVEL READ COMMITTED", logger: logger)
             return try connection.committing(logger: logger) {
                 try connection.run("SELECT pg_advisory_xact_lock(\(Self.writeLockKey))", logger: logger)
@@ -79,7 +83,7 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
 
     public func read<T: Sendable>(_ body: @escaping @Sendable (PostgresWhiteboardTransaction) throws -> T) async throws -> T {
         let logger = logger
-        return try await transaction { connection in
+        return try await transaction(writing: false) { connection in
             try connection.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
             return try connection.committing(logger: logger) {
                 try body(PostgresWhiteboardTransaction(connection: connection, logger: logger))
@@ -91,7 +95,7 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
     /// starting at once migrate one after the other). Refuses a database a newer upgradefs migrated further.
     public func migrate() async throws {
         let logger = logger
-        try await transaction { connection in
+        try await transaction(writing: true) { connection in
             try connection.run("BEGIN ISOLATION LEVEL READ COMMITTED", logger: logger)
             try connection.committing(logger: logger) {
                 try connection.run("SELECT pg_advisory_xact_lock(\(Self.writeLockKey))", logger: logger)
@@ -111,7 +115,7 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
     /// The schema version the database is at (0: none yet).
     public func schemaVersion() async throws -> Int {
         let logger = logger
-        return try await transaction { connection in
+        return try await transaction(writing: false) { connection in
             let exists = try connection.rows("SELECT to_regclass('upgradefs_schema') IS NOT NULL", logger: logger)
             guard try exists.first?.decode(Bool.self) == true else { return 0 }
             return Int(try connection.rows("SELECT COALESCE(MAX(version), 0)::bigint FROM upgradefs_schema", logger: logger)
@@ -121,10 +125,13 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
 
     /// Runs `work` on a leased connection, on one of the storage's threads; tries again on a serialization failure
     /// or deadlock; an unreachable or refusing database becomes `WhiteboardStorageUnavailable`.
-    private func transaction<T: Sendable>(_ work: @escaping @Sendable (PostgresConnection) throws -> T) async throws -> T {
+    private func transaction<T: Sendable>(
+        writing: Bool, _ work: @escaping @Sendable (PostgresConnection) throws -> T
+    ) async throws -> T {
+        let runners = writing ? writeRunners : readRunners
         let runner = next.withLock { index in
-            defer { index = (index + 1) % runners.count }
-            return runners[index]
+            defer { index &+= 1 }
+            return runners[Int(index % UInt(runners.count))]
         }
         var attempt = 1
         while true {

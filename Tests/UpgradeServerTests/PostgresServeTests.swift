@@ -60,6 +60,8 @@ import UpgradeServerPostgres
         #expect(try await HTTPResult.request(port: port, path: "/v1/udb/snapshot").status == 503)
         #expect(try await HTTPResult.request(port: port, path: "/metadata/timestamp.json").status == 200)
         #expect(server.isRunning)
+        let statusDown = try Harness.run(Harness.binary, ["status", "--udb", udb])
+        #expect(statusDown.status == 69 && statusDown.output.contains("unavailable"), "\(statusDown.output)")
 
         try cluster.start()
         // The same request again, as the node's sender retries it: applied now.
@@ -67,6 +69,8 @@ import UpgradeServerPostgres
             (try? await postRequest(port: port, path: "/v1/udb/apply", body: running))?.status == 200
         })
         #expect(try await snapshot(udb).content("nodes/n1/state") == "running")
+        let status = try Harness.run(Harness.binary, ["status", "--udb", udb, "--json"])
+        #expect(status.status == 0 && status.output.contains("\"running\""), "\(status.output)")
         server.stop()
     }
 }
