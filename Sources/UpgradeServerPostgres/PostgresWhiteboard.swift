@@ -10,6 +10,9 @@ public enum PostgresWhiteboard {
     public static let connections = 8
     /// How long a call waits for a connection (and one connection attempt lasts) before "unavailable".
     public static let connectTimeout: Duration = .seconds(5)
+    /// How long one statement may go unanswered before its connection is closed and the call is "unavailable" (a
+    /// write waiting for the write lock included: no transaction holds it that long).
+    public static let statementDeadline: Duration = .seconds(30)
 
     /// A PostgreSQL connection URL: `postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE&host=SOCKETDIR]`
     /// (`postgresql://` too). `sslmode` is `disable`, `prefer` (the default, as libpq's) or `require`; `host=` in
@@ -85,7 +88,11 @@ public enum PostgresWhiteboard {
             configuration.options.maximumConnections = PostgresWhiteboard.connections
             configuration.options.connectTimeout = PostgresWhiteboard.connectTimeout
             // Durability does not depend on the server's settings: a commit is flushed before COMMIT answers.
-            configuration.options.additionalStartupParameters = [("synchronous_commit", "on"), ("application_name", "upgradefs")]
+            // A server that stopped answering mid-transaction (frozen, cut off) would hold the write lock until TCP gives up:
+            // PostgreSQL ends such a session after 30 s, which releases its lock.
+            configuration.options.additionalStartupParameters = [
+                ("synchronous_commit", "on"), ("idle_in_transaction_session_timeout", "30s"), ("application_name", "upgradefs"),
+            ]
             return configuration
         }
     }

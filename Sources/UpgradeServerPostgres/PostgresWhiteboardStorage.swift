@@ -26,6 +26,8 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
     let logger: Logger
     /// How long a call waits for a connection before it answers "unavailable".
     let connectTimeout: Duration
+    /// How long one statement may go unanswered (`PostgresSession.deadline`).
+    let statementDeadline: Duration
     /// Half the threads run writes, half reads: a read never waits behind a write that waits for the write lock
     /// (held by another server, say).
     private let writeRunners: [BlockingRunner]
@@ -36,7 +38,10 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
     private let running: Task<Void, Never>
 
     /// A storage over a new pool of `threads` connections to `configuration`; `migrate()` before the first use.
-    init(configuration: PostgresClient.Configuration, threads: Int, connectTimeout: Duration, logger: Logger) {
+    init(
+        configuration: PostgresClient.Configuration, threads: Int, connectTimeout: Duration, statementDeadline: Duration,
+        logger: Logger
+    ) {
         // The pool logs each failed connection attempt at info: while PostgreSQL is down that is every back-off
         // step; the calls answered "unavailable" are logged by the server instead.
         var background = logger
@@ -45,16 +50,19 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
         self.client = client
         self.logger = logger
         self.connectTimeout = connectTimeout
+        self.statementDeadline = statementDeadline
         writeRunners = (0..<max(1, threads / 2)).map { BlockingRunner(name: "upgradefs-udb-write-\($0)") }
         readRunners = (0..<max(1, threads - threads / 2)).map { BlockingRunner(name: "upgradefs-udb-read-\($0)") }
         running = Task { await client.run() }
     }
 
     /// Connects to `url` and migrates. An unreachable or refusing database: `WhiteboardStorageUnavailable`.
-    public static func connect(url: PostgresWhiteboard.ConnectionURL, logger: Logger) async throws -> PostgresWhiteboardStorage {
+    public static func connect(
+        url: PostgresWhiteboard.ConnectionURL, statementDeadline: Duration = PostgresWhiteboard.statementDeadline, logger: Logger
+    ) async throws -> PostgresWhiteboardStorage {
         let storage = PostgresWhiteboardStorage(
             configuration: url.clientConfiguration(), threads: PostgresWhiteboard.connections,
-            connectTimeout: PostgresWhiteboard.connectTimeout, logger: logger)
+            connectTimeout: PostgresWhiteboard.connectTimeout, statementDeadline: statementDeadline, logger: logger)
         do {
             try await storage.migrate()
         } catch {
@@ -70,23 +78,21 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
     deinit { running.cancel() }
 
     public func write<T: Sendable>(_ body: @escaping @Sendable (inout PostgresWhiteboardTransaction) throws -> T) async throws -> T {
-        let logger = logger
-        return try await transaction(writing: true) { connection in
-            try connection.run("BEGIN ISOLATION LEVEL READ COMMITTED", logger: logger)
-            return try connection.committing(logger: logger) {
-                try connection.run("SELECT pg_advisory_xact_lock(\(Self.writeLockKey))", logger: logger)
-                var transaction = PostgresWhiteboardTransaction(connection: connection, logger: logger)
+        return try await transaction(writing: true) { session in
+            try session.run("BEGIN ISOLATION LEVEL READ COMMITTED")
+            return try session.committing {
+                try session.run("SELECT pg_advisory_xact_lock(\(Self.writeLockKey))")
+                var transaction = PostgresWhiteboardTransaction(session: session)
                 return try body(&transaction)
             }
         }
     }
 
     public func read<T: Sendable>(_ body: @escaping @Sendable (PostgresWhiteboardTransaction) throws -> T) async throws -> T {
-        let logger = logger
-        return try await transaction(writing: false) { connection in
-            try connection.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", logger: logger)
-            return try connection.committing(logger: logger) {
-                try body(PostgresWhiteboardTransaction(connection: connection, logger: logger))
+        return try await transaction(writing: false) { session in
+            try session.run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return try session.committing {
+                try body(PostgresWhiteboardTransaction(session: session))
             }
         }
     }
@@ -94,19 +100,18 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
     /// Brings the schema to `PostgresWhiteboardSchema.migrations.count`, holding the write lock (several servers
     /// starting at once migrate one after the other). Refuses a database a newer upgradefs migrated further.
     public func migrate() async throws {
-        let logger = logger
-        try await transaction(writing: true) { connection in
-            try connection.run("BEGIN ISOLATION LEVEL READ COMMITTED", logger: logger)
-            try connection.committing(logger: logger) {
-                try connection.run("SELECT pg_advisory_xact_lock(\(Self.writeLockKey))", logger: logger)
-                try connection.run(PostgresQuery(unsafeSQL: PostgresWhiteboardSchema.versionTable), logger: logger)
-                let current = try connection.rows("SELECT COALESCE(MAX(version), 0)::bigint FROM upgradefs_schema", logger: logger)
+        try await transaction(writing: true) { session in
+            try session.run("BEGIN ISOLATION LEVEL READ COMMITTED")
+            try session.committing {
+                try session.run("SELECT pg_advisory_xact_lock(\(Self.writeLockKey))")
+                try session.run(PostgresQuery(unsafeSQL: PostgresWhiteboardSchema.versionTable))
+                let current = try session.rows("SELECT COALESCE(MAX(version), 0)::bigint FROM upgradefs_schema")
                     .first.map { try $0.decode(Int64.self) } ?? 0
                 let pending = try PostgresWhiteboardSchema.pending(current: Int(current))
                 for (index, sql) in pending {
-                    for statement in sql { try connection.run(PostgresQuery(unsafeSQL: statement), logger: logger) }
-                    try connection.run("INSERT INTO upgradefs_schema(version) VALUES (\(index))", logger: logger)
-                    logger.info("upgrade database migrated", metadata: ["udb.schema": .stringConvertible(index)])
+                    for statement in sql { try session.run(PostgresQuery(unsafeSQL: statement)) }
+                    try session.run("INSERT INTO upgradefs_schema(version) VALUES (\(index))")
+                    session.logger.info("upgrade database migrated", metadata: ["udb.schema": .stringConvertible(index)])
                 }
             }
         }
@@ -114,11 +119,10 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
 
     /// The schema version the database is at (0: none yet).
     public func schemaVersion() async throws -> Int {
-        let logger = logger
-        return try await transaction(writing: false) { connection in
-            let exists = try connection.rows("SELECT to_regclass('upgradefs_schema') IS NOT NULL", logger: logger)
+        return try await transaction(writing: false) { session in
+            let exists = try session.rows("SELECT to_regclass('upgradefs_schema') IS NOT NULL")
             guard try exists.first?.decode(Bool.self) == true else { return 0 }
-            return Int(try connection.rows("SELECT COALESCE(MAX(version), 0)::bigint FROM upgradefs_schema", logger: logger)
+            return Int(try session.rows("SELECT COALESCE(MAX(version), 0)::bigint FROM upgradefs_schema")
                 .first.map { try $0.decode(Int64.self) } ?? 0)
         }
     }
@@ -126,7 +130,7 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
     /// Runs `work` on a leased connection, on one of the storage's threads; tries again on a serialization failure
     /// or deadlock; an unreachable or refusing database becomes `WhiteboardStorageUnavailable`.
     private func transaction<T: Sendable>(
-        writing: Bool, _ work: @escaping @Sendable (PostgresConnection) throws -> T
+        writing: Bool, _ work: @escaping @Sendable (PostgresSession) throws -> T
     ) async throws -> T {
         let runners = writing ? writeRunners : readRunners
         let runner = next.withLock { index in
@@ -136,7 +140,10 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
         var attempt = 1
         while true {
             do {
-                return try await withConnection { connection in try await runner.run { try work(connection) } }
+                let (logger, deadline) = (logger, statementDeadline)
+                return try await withConnection { connection in
+                    try await runner.run { try work(PostgresSession(connection: connection, logger: logger, deadline: deadline)) }
+                }
             } catch let error as PSQLError where PostgresErrorKind(error) == .retry && attempt < Self.maxAttempts {
                 attempt += 1
                 logger.debug("upgrade database transaction retried", metadata: ["error": .string(PostgresErrorKind.describe(error))])
@@ -235,27 +242,43 @@ enum PostgresErrorKind: Equatable {
     }
 }
 
-extension PostgresConnection {
+/// A leased connection as the storage's threads use it: each statement waited for, at most `deadline`.
+struct PostgresSession: Sendable {
+    let connection: PostgresConnection
+    let logger: Logger
+    /// Past it the connection is closed and the call is "unavailable": a database that stopped answering (frozen,
+    /// or the network dropping packets without a reset) does not hold a thread, a connection and a request forever.
+    let deadline: Duration
+
     /// Runs one statement and waits for it (never on an event loop: on a `BlockingRunner`'s thread).
-    func run(_ query: PostgresQuery, logger: Logger) throws {
-        _ = try self.query(query, logger: logger).wait()
+    func run(_ query: PostgresQuery) throws {
+        _ = try rows(query)
     }
 
     /// Runs one statement and waits for its rows.
-    func rows(_ query: PostgresQuery, logger: Logger) throws -> [PostgresRow] {
-        try self.query(query, logger: logger).wait().rows
+    func rows(_ query: PostgresQuery) throws -> [PostgresRow] {
+        let answer = connection.query(query, logger: logger)
+        let answered = DispatchSemaphore(value: 0)
+        answer.whenComplete { _ in answered.signal() }
+        let (seconds, attoseconds) = deadline.components
+        let nanoseconds = Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000)
+        guard answered.wait(timeout: .now() + .nanoseconds(nanoseconds)) == .success else {
+            connection.close().whenComplete { _ in }
+            throw WhiteboardStorageUnavailable("PostgreSQL did not answer within \(deadline)")
+        }
+        return try answer.wait().rows
     }
 
     /// `body` inside the transaction just begun: COMMIT when it returns, ROLLBACK when it throws.
-    func committing<T>(logger: Logger, _ body: () throws -> T) throws -> T {
+    func committing<T>(_ body: () throws -> T) throws -> T {
         let result: T
         do {
             result = try body()
         } catch {
-            try? run("ROLLBACK", logger: logger)
+            try? run("ROLLBACK")
             throw error
         }
-        try run("COMMIT", logger: logger)
+        try run("COMMIT")
         return result
     }
 }

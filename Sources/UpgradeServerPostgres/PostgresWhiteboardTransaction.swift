@@ -5,18 +5,14 @@ import UpgradeCore
 /// One transaction (or read) of `PostgresWhiteboardStorage`: each row operation is one statement, waited for on the
 /// storage's thread.
 public struct PostgresWhiteboardTransaction: WhiteboardTransaction {
-    let connection: PostgresConnection
-    let logger: Logger
+    let session: PostgresSession
     /// This transaction's revision, once allocated.
     private var allocated: Int64?
 
-    init(connection: PostgresConnection, logger: Logger) {
-        self.connection = connection
-        self.logger = logger
-    }
+    init(session: PostgresSession) { self.session = session }
 
-    private func rows(_ query: PostgresQuery) throws -> [PostgresRow] { try connection.rows(query, logger: logger) }
-    private func run(_ query: PostgresQuery) throws { try connection.run(query, logger: logger) }
+    private func rows(_ query: PostgresQuery) throws -> [PostgresRow] { try session.rows(query) }
+    private func run(_ query: PostgresQuery) throws { try session.run(query) }
 
     public func revision() throws -> Int64 {
         try rows("SELECT value FROM meta WHERE key = 'revision'").first?.decode(Int64.self) ?? 0

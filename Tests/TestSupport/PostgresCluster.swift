@@ -61,6 +61,22 @@ public final class PostgresCluster: Sendable {
         if !immediate { try? FileManager.default.removeItem(atPath: directory) }
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the cluster's processes, the postmaster and its children: a database
+    /// that stops answering without closing its connections.
+    public func signal(_ signal: Int32) {
+        guard let first = try? String(contentsOfFile: directory + "/data/postmaster.pid", encoding: .utf8)
+            .split(separator: "\n").first, let postmaster = pid_t(first) else { return }
+        var pids = [postmaster]
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = pid_t(entry), let stat = try? String(contentsOfFile: "/proc/\(entry)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            // pid (comm) state ppid …
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            if fields.count > 1, pid_t(fields[1]) == postmaster { pids.append(pid) }
+        }
+        for pid in pids { kill(pid, signal) }
+    }
+
     /// A URL of the cluster for `upgradefs serve --udb` (no TLS: loopback).
     public func url(database: String) -> String { "postgres://ufs@127.0.0.1:\(port)/\(database)?sslmode=disable" }
 

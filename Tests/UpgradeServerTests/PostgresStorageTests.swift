@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Foundation
 import Logging
 import Sodium
@@ -70,8 +73,9 @@ import UpgradeCore
         for writer in writers { try await a.enroll(node: writer.name, publicKey: writer.key.publicKey) }
         let writesEach = 25
         let seen = Mutex<[String: Int64]>([:])
+        let start = try await follower.revision()
         let following = Task {
-            var after = try await follower.revision()
+            var after = start
             while !Task.isCancelled {
                 let changes = try await follower.changes(after: after)
                 for file in changes.files { seen.withLock { $0[file.path] = file.revision } }
@@ -118,6 +122,28 @@ import UpgradeCore
         await #expect(throws: PostgresWhiteboardSchema.NewerSchema.self) {
             _ = try await PostgresWhiteboardStorage.connect(url: url, logger: logger)
         }
+    }
+
+    /// PostgreSQL stops answering without closing anything (SIGSTOP): a call answers `WhiteboardStorageUnavailable`
+    /// after the statement deadline instead of hanging, and works again once it answers.
+    @Test func aFrozenDatabaseIsUnavailableAfterTheStatementDeadline() async throws {
+        let cluster = try PostgresCluster()
+        defer { cluster.stop() }
+        let url = try PostgresWhiteboard.ConnectionURL(try cluster.createDatabase())
+        let storage = try await PostgresWhiteboardStorage.connect(url: url, statementDeadline: .seconds(2), logger: logger)
+        defer { storage.close() }
+        let store = LedgerWhiteboardStore(storage: storage, ledger: WhiteboardLedger(verifier: SodiumVerifier()))
+        let writer = WhiteboardWriter("n1")
+        try await store.enroll(node: writer.name, publicKey: writer.key.publicKey)
+
+        cluster.signal(SIGSTOP)
+        let started = ContinuousClock.now
+        await #expect(throws: WhiteboardStorageUnavailable.self) {
+            _ = try await store.apply(writer.request(.put, "nodes/n1/state", "idle"))
+        }
+        #expect(ContinuousClock.now - started < .seconds(30))
+        cluster.signal(SIGCONT)
+        #expect(await eventually(30) { (try? await store.apply(writer.request(.put, "nodes/n1/state", "idle")))?.result == .ok })
     }
 
     /// Nothing listens at the URL: the call answers `WhiteboardStorageUnavailable` after the connect deadline.
