@@ -65,7 +65,7 @@ import UpgradeServerPostgres
 
         try cluster.start()
         // The same request again, as the node's sender retries it: applied now.
-        #expect(try await eventually(30) {
+        #expect(await eventually(30) {
             (try? await postRequest(port: port, path: "/v1/udb/apply", body: running))?.status == 200
         })
         #expect(try await snapshot(udb).content("nodes/n1/state") == "running")

@@ -34,7 +34,7 @@ func killNineWhileWriting(
     for round in 1...3 {
         try server.start()
         let port = server.port
-        #expect(try await eventually(30) { (try? await HTTPResult.request(port: port, path: "/healthz"))?.status == 200 })
+        #expect(await eventually(30) { (try? await HTTPResult.request(port: port, path: "/healthz"))?.status == 200 })
 
         let answered = AnsweredWrites()
         let writing = Task {
