@@ -69,6 +69,8 @@ let package = Package(
             dependencies: [
                 "UpgradeCore", "UpgradeServer",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                // Only for the pool's error type (ConnectionPoolError), which PostgresClient passes through.
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
@@ -133,7 +135,13 @@ let package = Package(
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"]),
         .testTarget(name: "UpgradeFilesTests", dependencies: ["UpgradeFiles"]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
-        .testTarget(name: "UpgradeServerTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeServer", "UpgradeServerPostgres"]),
+        .testTarget(
+            name: "UpgradeServerTests",
+            dependencies: [
+                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeServerPostgres",
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
+            ]
+        ),
         .testTarget(name: "UpgradeNodeTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeNode"]),
         .testTarget(
             name: "UpgradeWhiteboardClientTests",

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PostgresNIO
+import _ConnectionPoolModule
 import Synchronization
 import UpgradeCore
 import UpgradeServer
@@ -144,11 +145,16 @@ public final class PostgresWhiteboardStorage: WhiteboardStorage {
                 return try await withConnection { connection in
                     try await runner.run { try work(PostgresSession(connection: connection, logger: logger, deadline: deadline)) }
                 }
-            } catch let error as PSQLError where PostgresErrorKind(error) == .retry && attempt < Self.maxAttempts {
-                attempt += 1
-                logger.debug("upgrade database transaction retried", metadata: ["error": .string(PostgresErrorKind.describe(error))])
-            } catch let error as PSQLError where PostgresErrorKind(error) != .bug {
-                throw WhiteboardStorageUnavailable(PostgresErrorKind.describe(error))
+            } catch {
+                switch PostgresErrorKind(error) {
+                case .retry where attempt < Self.maxAttempts:
+                    attempt += 1
+                    logger.debug("upgrade database transaction retried", metadata: ["error": .string(PostgresErrorKind.describe(error))])
+                case .retry, .unavailable:
+                    throw WhiteboardStorageUnavailable(PostgresErrorKind.describe(error))
+                case .bug, nil:
+                    throw error
+                }
             }
         }
     }
@@ -203,7 +209,7 @@ actor BlockingRunner {
     func run<T: Sendable>(_ work: @Sendable () throws -> T) throws -> T { try work() }
 }
 
-/// What to do about an error of PostgresNIO.
+/// What to do about an error of PostgresNIO (nil: not one of its errors, e.g. `WhiteboardStorageUnavailable`).
 enum PostgresErrorKind: Equatable {
     /// A serialization failure or deadlock: the transaction was rolled back, run it again.
     case retry
@@ -212,7 +218,18 @@ enum PostgresErrorKind: Equatable {
     /// Anything else (a wrong statement, a constraint): a bug, reported as it is.
     case bug
 
-    init(_ error: PSQLError) {
+    init?(_ error: any Error) {
+        switch error {
+        case let error as PSQLError: self.init(psql: error)
+        // The pool's: a request cancelled (the connect deadline), the pool shut down, or — after a minute without
+        // a connection — its circuit breaker failing every request at once.
+        case is ConnectionPoolError: self = .unavailable
+        case is ChannelError, is IOError: self = .unavailable
+        default: return nil
+        }
+    }
+
+    init(psql error: PSQLError) {
         guard error.code == .server else {
             self = error.code == .queryCancelled || error.code == .tooManyParameters || error.code == .invalidCommandTag
                 ? .bug : .unavailable
@@ -234,7 +251,8 @@ enum PostgresErrorKind: Equatable {
         }
     }
 
-    static func describe(_ error: PSQLError) -> String {
+    static func describe(_ error: any Error) -> String {
+        guard let error = error as? PSQLError else { return "\(error)" }
         if let message = error.serverInfo?[.message] {
             return message + (error.serverInfo?[.sqlState].map { " (SQLSTATE \($0))" } ?? "")
         }

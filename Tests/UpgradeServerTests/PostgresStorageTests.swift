@@ -9,6 +9,7 @@ import Testing
 import UpgradeCore
 @testable import UpgradeServer
 @testable import UpgradeServerPostgres
+import _ConnectionPoolModule
 
 /// The connection URL and the error classification: pure, no database.
 @Suite struct PostgresURLTests {
@@ -41,6 +42,9 @@ import UpgradeCore
             #expect(PostgresErrorKind(sqlState: state) == .unavailable, "\(state)")
         }
         for state in ["42P01", "23505", "22021"] { #expect(PostgresErrorKind(sqlState: state) == .bug, "\(state)") }
+        // The pool's circuit breaker (a minute without a connection) fails requests at once: unavailable too.
+        #expect(PostgresErrorKind(ConnectionPoolError.connectionCreationCircuitBreakerTripped) == .unavailable)
+        #expect(PostgresErrorKind(WhiteboardStorageUnavailable("x")) == nil)
     }
 
     @Test func migrationsAfterTheCurrentVersionAndNoneFromANewerSchema() throws {
