@@ -163,7 +163,8 @@ struct ServeCommand: AsyncParsableCommand {
                     try await PostgresWhiteboard.withStore(
                         url: url, verifier: SodiumVerifier(), lockTTLSeconds: Double(lockTTLSeconds), logger: logger
                     ) { store in
-                        try await runUpgradeServer(config, logger: logger, whiteboardStore: store, onReady: onReady)
+                        logger.info("upgrade database on PostgreSQL", metadata: ["udb.url": .string(url.redacted)])
+                        return try await runUpgradeServer(config, logger: logger, whiteboardStore: store, onReady: onReady)
                     }
                 } catch let error as WhiteboardStorageUnavailable {
                     printError("upgradefs serve: cannot open the upgrade database \(url.redacted): \(error.reason)")
