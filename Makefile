@@ -4,7 +4,7 @@ SWIFT       ?= swift
 CONFIG      ?= debug
 BUILD_FLAGS ?= -c $(CONFIG)
 BIN          = $(shell $(SWIFT) build $(BUILD_FLAGS) --show-bin-path)/upgradefs
-APT_PACKAGES = libfuse3-dev fuse3 libsodium-dev libsystemd-dev pkg-config libsqlite3-dev curl openssl ca-certificates chromium
+APT_PACKAGES = libfuse3-dev fuse3 libsodium-dev libsystemd-dev pkg-config libsqlite3-dev curl openssl ca-certificates chromium postgresql
 PREFIX      ?= /usr/local
 
 .PHONY: all deps build release test unit-test interop-test demo publish-demo bench install clean

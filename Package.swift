@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache", from: "2.1.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         .systemLibrary(name: "CSodium", pkgConfig: "libsodium", providers: [.apt(["libsodium-dev"])]),
@@ -60,6 +61,19 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Mustache", package: "swift-mustache"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The whiteboard's storage on PostgreSQL (`serve --udb postgres://…`): a target of its own, so the server's
+        // SQLite path and its tests do not build PostgresNIO's protocol stack.
+        .target(
+            name: "UpgradeServerPostgres",
+            dependencies: [
+                "UpgradeCore", "UpgradeServer",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                // Only for the pool's error type (ConnectionPoolError), which PostgresClient passes through.
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -109,9 +123,8 @@ let package = Package(
         .executableTarget(
             name: "upgradefs",
             dependencies: [
-                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeNode", "UpgradeWhiteboardClient", "UpgradeManager",
-                "UpgradeLayer",
-                "SystemdNotify", "UpgradeFiles",
+                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeServerPostgres", "UpgradeNode", "UpgradeWhiteboardClient",
+                "UpgradeManager", "UpgradeLayer", "SystemdNotify", "UpgradeFiles",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
@@ -136,7 +149,13 @@ let package = Package(
         .testTarget(name: "SodiumTests", dependencies: ["Sodium"]),
         .testTarget(name: "UpgradeFilesTests", dependencies: ["UpgradeFiles"]),
         .testTarget(name: "FuseKitTests", dependencies: ["FuseKit"]),
-        .testTarget(name: "UpgradeServerTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeServer"]),
+        .testTarget(
+            name: "UpgradeServerTests",
+            dependencies: [
+                "UpgradeCore", "Sodium", "UpgradeServer", "UpgradeServerPostgres",
+                .product(name: "_ConnectionPoolModule", package: "postgres-nio"),
+            ]
+        ),
         .testTarget(name: "UpgradeNodeTests", dependencies: ["UpgradeCore", "Sodium", "UpgradeNode"]),
         .testTarget(
             name: "UpgradeWhiteboardClientTests",

@@ -2,8 +2,9 @@ import Foundation
 
 /// A serial executor with a thread of its own. The publisher runs on it, so
 /// its blocking file-system work (copying gigabytes, fsync) never occupies
-/// the threads that serve HTTP. The thread ends when the executor goes away.
-final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
+/// the threads that serve HTTP (and the PostgreSQL whiteboard storage runs its synchronous transactions on a few).
+/// The thread ends when the executor goes away.
+public final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
     /// What the thread holds on to: the job queue, not the executor.
     private final class Queue: @unchecked Sendable {
         let condition = NSCondition()
@@ -30,7 +31,7 @@ final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
 
     private let queue = Queue()
 
-    init(name: String) {
+    public init(name: String) {
         queue.executor = UnownedSerialExecutor(ordinary: self)
         let thread = Thread { [queue] in queue.run() }
         thread.name = name
@@ -44,7 +45,7 @@ final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
         queue.condition.unlock()
     }
 
-    func enqueue(_ job: consuming ExecutorJob) {
+    public func enqueue(_ job: consuming ExecutorJob) {
         let job = UnownedJob(job)
         queue.condition.lock()
         queue.jobs.append(job)
@@ -52,7 +53,7 @@ final class ThreadExecutor: SerialExecutor, @unchecked Sendable {
         queue.condition.unlock()
     }
 
-    func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
         UnownedSerialExecutor(ordinary: self)
     }
 }

@@ -126,10 +126,12 @@ public struct ServerStartError: Error, CustomStringConvertible, Sendable {
 /// SIGTERM or SIGINT (then it returns normally): loads the key file, locks and
 /// opens (or creates) the state directory, watches the publish directory and
 /// serves HTTP. A second server on the same state directory, or an address it
-/// cannot listen on, is a `ServerStartError` with a one-line reason.
+/// cannot listen on, is a `ServerStartError` with a one-line reason. The whiteboard is `whiteboardStore` when given
+/// (`serve --udb postgres://…`, opened by the caller), else `STATE/udb.sqlite`.
 public func runUpgradeServer(
     _ configuration: ServerConfiguration,
     logger: Logger,
+    whiteboardStore: (any WhiteboardStore)? = nil,
     onReady: (@Sendable (ServerReady) async -> Void)? = nil
 ) async throws {
     if let problem = configuration.validationProblem() { throw ServerStartError(description: problem) }
@@ -144,15 +146,19 @@ public func runUpgradeServer(
     } catch let error as RepositoryError {
         throw ServerStartError(description: error.description)
     }
-    let whiteboardStore: SQLiteWhiteboardStore
-    do {
-        whiteboardStore = try SQLiteWhiteboardStore(
-            directory: configuration.stateDirectory, verifier: SodiumVerifier(), lockTTLSeconds: Double(configuration.lockTTLSeconds))
-    } catch {
-        throw ServerStartError(description: "cannot open the upgrade database in \(configuration.stateDirectory): \(error)")
+    let store: any WhiteboardStore
+    if let whiteboardStore {
+        store = whiteboardStore
+    } else {
+        do {
+            store = try SQLiteWhiteboardStore(
+                directory: configuration.stateDirectory, verifier: SodiumVerifier(), lockTTLSeconds: Double(configuration.lockTTLSeconds))
+        } catch {
+            throw ServerStartError(description: "cannot open the upgrade database in \(configuration.stateDirectory): \(error)")
+        }
     }
     let whiteboard = try await WhiteboardHTTP(
-        store: whiteboardStore, signingKey: keys.timestamp,
+        store: store, signingKey: keys.timestamp,
         changesTimeout: .milliseconds(configuration.changesTimeoutMilliseconds), logger: logger)
     let handler = HTTPHandler(
         metadataDirectory: publisher.metadataDirectory,

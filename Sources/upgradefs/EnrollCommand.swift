@@ -3,27 +3,62 @@ import Foundation
 import Sodium
 import UpgradeCore
 import UpgradeServer
+import UpgradeServerPostgres
+import Logging
 
-/// The state directory of the server, for the commands that read or change
-/// its upgrade database directly (the server may be running: WAL allows it).
+/// The server's upgrade database, for the commands that read or change it directly (the server may be running):
+/// `STATE/udb.sqlite` (WAL allows it), or the PostgreSQL database of `--udb` (the server's --udb).
 struct StateOptions: ParsableArguments {
     static let defaultPath = "/var/lib/upgradefs"
 
     @Option(help: "The server's state directory (its --state), holding udb.sqlite.")
     var state: String = StateOptions.defaultPath
 
-    /// Opens the existing database; refuses (exit 66) when there is none and `create` is false.
-    func openStore(create: Bool, command: String) throws -> SQLiteWhiteboardStore {
+    @Option(name: .customLong("udb"), help: ArgumentHelp(
+        "The server's PostgreSQL upgrade database (its --udb), instead of STATE/udb.sqlite.", valueName: "postgres://…"))
+    var udb: String?
+
+    func validate() throws {
+        if let udb, !udb.isEmpty { _ = try UDBOption.url(udb) }
+    }
+
+    /// Runs `body` with the existing database; refuses (exit 66) when there is no SQLite database and `create` is
+    /// false. A PostgreSQL database is created (migrated) when it has no tables yet; unreachable: exit 69.
+    func withStore<T: Sendable>(create: Bool, command: String, _ body: @Sendable (any WhiteboardStore) async throws -> T) async throws -> T {
+        if let udb, !udb.isEmpty {
+            let url = try UDBOption.url(udb)
+            do {
+                return try await PostgresWhiteboard.withStore(url: url, verifier: SodiumVerifier(), logger: Logger(label: "upgradefs.\(command)")) {
+                    try await body($0)
+                }
+            } catch let error as WhiteboardStorageUnavailable {
+                printError("upgradefs \(command): \(url.redacted): \(error)")
+                throw ExitCodes.unavailable
+            }
+        }
         let path = state + "/" + SQLiteWhiteboardStore.fileName
         if !create && !FileManager.default.fileExists(atPath: path) {
             printError("upgradefs \(command): no upgrade database at \(path) (is --state the server's state directory?)")
             throw ExitCodes.noInput
         }
+        let store: SQLiteWhiteboardStore
         do {
-            return try SQLiteWhiteboardStore(directory: state, verifier: SodiumVerifier())
+            store = try SQLiteWhiteboardStore(directory: state, verifier: SodiumVerifier())
         } catch {
             printError("upgradefs \(command): cannot open \(path): \(error)")
             throw ExitCodes.osError
+        }
+        return try await body(store)
+    }
+}
+
+/// `--udb`: empty (the default) for SQLite in the state directory, or a PostgreSQL connection URL.
+enum UDBOption {
+    static func url(_ text: String) throws -> PostgresWhiteboard.ConnectionURL {
+        do {
+            return try PostgresWhiteboard.ConnectionURL(text)
+        } catch {
+            throw ValidationError("--udb: \(error.description)")
         }
     }
 }
@@ -74,17 +109,19 @@ struct EnrollCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let store = try stateOptions.openStore(create: create, command: "enroll")
-        if remove {
-            if try await store.remove(node: name) {
-                print("removed \(name)")
+        let (name, remove, key) = (name, remove, publicKeyHex.flatMap(Hex.decode))
+        try await stateOptions.withStore(create: create, command: "enroll") { store in
+            if remove {
+                if try await store.remove(node: name) {
+                    print("removed \(name)")
+                } else {
+                    printError("upgradefs enroll: \(name) is not enrolled")
+                    throw ExitCodes.dataError
+                }
             } else {
-                printError("upgradefs enroll: \(name) is not enrolled")
-                throw ExitCodes.dataError
+                let changed = try await store.enroll(node: name, publicKey: key!)
+                print(changed ? "enrolled \(name)" : "\(name) is already enrolled with this key")
             }
-        } else {
-            let changed = try await store.enroll(node: name, publicKey: Hex.decode(publicKeyHex!)!)
-            print(changed ? "enrolled \(name)" : "\(name) is already enrolled with this key")
         }
     }
 }
@@ -109,12 +146,14 @@ struct UnlockCommand: AsyncParsableCommand {
     var holder: String
 
     func run() async throws {
-        let store = try stateOptions.openStore(create: false, command: "unlock")
-        if try await store.release(lock: lock, holder: holder) {
-            print("released \(holder) of \(lock)")
-        } else {
-            printError("upgradefs unlock: lock \(lock) has no holder \(holder)")
-            throw ExitCodes.dataError
+        let (lock, holder) = (lock, holder)
+        try await stateOptions.withStore(create: false, command: "unlock") { store in
+            if try await store.release(lock: lock, holder: holder) {
+                print("released \(holder) of \(lock)")
+            } else {
+                printError("upgradefs unlock: lock \(lock) has no holder \(holder)")
+                throw ExitCodes.dataError
+            }
         }
     }
 }

@@ -1,7 +1,11 @@
 import ArgumentParser
 import Foundation
 import SystemdNotify
+import Logging
+import Sodium
+import UpgradeCore
 import UpgradeServer
+import UpgradeServerPostgres
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -52,6 +56,11 @@ struct ServeCommand: AsyncParsableCommand {
                                valueName: "FILE"))
     var operatorTokenFile: String?
 
+    @Option(name: .customLong("udb"), help: ArgumentHelp(
+        "The upgrade database: empty for STATE/udb.sqlite (the default), or a PostgreSQL URL, postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=disable|prefer|require].",
+        valueName: "URL"))
+    var udb: String = ""
+
     @OptionGroup var logging: LoggingOptions
 
     @Option(help: ArgumentHelp("A TOML file of options (keys: the long option names), read with its drop-ins; flags override it.",
@@ -78,6 +87,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard lockTTLSeconds >= 1 else { throw ValidationError("--lock-ttl must be at least 1 second") }
         guard idleTimeoutSeconds >= 1 else { throw ValidationError("--idle-timeout must be at least 1 second") }
         guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        if !udb.isEmpty { _ = try UDBOption.url(udb) }
     }
 
     func run() async throws {
@@ -120,7 +130,7 @@ struct ServeCommand: AsyncParsableCommand {
             ("listen", quoted(listen)), ("settle-ms", "\(settleMilliseconds)"), ("timestamp-expiry", "\(timestampExpirySeconds)"),
             ("max-file-size", "\(limits.maxFileBytes)"), ("max-bundle-size", "\(limits.maxBundleBytes)"),
             ("max-files", "\(limits.maxFiles)"), ("lock-ttl", "\(lockTTLSeconds)"), ("idle-timeout", "\(idleTimeoutSeconds)"),
-            ("max-connections", "\(maxConnections)"), ("log-level", quoted(logging.logLevel.rawValue)),
+            ("max-connections", "\(maxConnections)"), ("udb", quoted(udb)), ("log-level", quoted(logging.logLevel.rawValue)),
             ("log-format", quoted(logging.logFormat.rawValue)),
         ] + (operatorTokenFile.map { [("operator-token-file", quoted($0))] } ?? [])
         return lines.map { "\($0.0) = \($0.1)\n" }.joined()
@@ -144,12 +154,31 @@ struct ServeCommand: AsyncParsableCommand {
         config.operatorTokenFile = operatorTokenFile
         // Connections and the publisher share the descriptor table: take all the system allows.
         raiseOpenFileLimit()
+        let onReady: @Sendable (ServerReady) async -> Void = { ready in
+            ServiceNotifier.ready(status: "listening on \(ready.host):\(ready.port)")
+            // Requests are served on the async pool: a starved or deadlocked pool stops the pings.
+            ServiceNotifier.startWatchdog(name: "serve-watchdog") { Self.asyncPoolAnswers(within: 5) }
+        }
         do {
-            try await runUpgradeServer(config, logger: logger) { ready in
-                ServiceNotifier.ready(status: "listening on \(ready.host):\(ready.port)")
-                // Requests are served on the async pool: a starved or deadlocked pool stops the pings.
-                ServiceNotifier.startWatchdog(name: "serve-watchdog") { Self.asyncPoolAnswers(within: 5) }
+            if udb.isEmpty {
+                try await runUpgradeServer(config, logger: logger, onReady: onReady)
+            } else {
+                let url = try UDBOption.url(udb)
+                let config = config
+                do {
+                    try await PostgresWhiteboard.withStore(
+                        url: url, verifier: SodiumVerifier(), lockTTLSeconds: Double(lockTTLSeconds), logger: logger
+                    ) { store in
+                        logger.info("upgrade database on PostgreSQL", metadata: ["udb.url": .string(url.redacted)])
+                        return try await runUpgradeServer(config, logger: logger, whiteboardStore: store, onReady: onReady)
+                    }
+                } catch let error as WhiteboardStorageUnavailable {
+                    printError("upgradefs serve: cannot open the upgrade database \(url.redacted): \(error.reason)")
+                    throw ExitCodes.unavailable
+                }
             }
+        } catch let error as ExitCode {
+            throw error
         } catch let error as ServerKeyFileError {
             printError("upgradefs serve: \(error)")
             throw FileManager.default.fileExists(atPath: key) ? ExitCodes.dataError : ExitCodes.noInput

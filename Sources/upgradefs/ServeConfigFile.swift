@@ -8,7 +8,7 @@ import UpgradeFiles
 /// becomes the arguments that would set the same options, so flags and files pass the same checks.
 enum ServeConfigFile {
     /// Keys with string values.
-    static let stringKeys: Set<String> = ["key", "state", "publish", "listen", "log-level", "log-format", "operator-token-file"]
+    static let stringKeys: Set<String> = ["key", "state", "publish", "listen", "udb", "log-level", "log-format", "operator-token-file"]
     /// Keys with integer values.
     static let integerKeys: Set<String> = [
         "settle-ms", "timestamp-expiry", "max-file-size", "max-bundle-size", "max-files", "lock-ttl", "idle-timeout",

@@ -70,12 +70,13 @@ struct StatusCommand: AsyncParsableCommand {
         if watch {
             let deadline = timeout.map { ContinuousClock.now + .milliseconds(Int64($0 * 1000)) }
             if let server { throw try await watchRemotely(try MountSource(parsing: server), deadline: deadline) }
-            let feed = LocalWhiteboardFeed(store: try stateOptions.openStore(create: false, command: "status"))
-            throw try await watch(feed, deadline: deadline)
+            throw try await stateOptions.withStore(create: false, command: "status") { store in
+                try await watch(LocalWhiteboardFeed(store: store), deadline: deadline)
+            }
         }
-        let store = try stateOptions.openStore(create: false, command: "status")
-        let status = WhiteboardStatus(
-            enrolled: try await store.enrolledNodes(), view: try await store.snapshot(), refusals: try await store.refusals())
+        let status = try await stateOptions.withStore(create: false, command: "status") { store in
+            WhiteboardStatus(enrolled: try await store.enrolledNodes(), view: try await store.snapshot(), refusals: try await store.refusals())
+        }
         if json {
             print(String(decoding: status.toJSON().canonicalBytes(), as: UTF8.self))
         } else {

@@ -24,7 +24,7 @@ struct FeedUnavailable: Error {
 struct LocalWhiteboardFeed: WhiteboardFeed {
     static let pollInterval = Duration.milliseconds(250)
 
-    let store: SQLiteWhiteboardStore
+    let store: any WhiteboardStore
 
     func snapshot() async throws -> WhiteboardView { try await store.snapshot() }
 

@@ -121,14 +121,15 @@ struct TestBundle {
 /// What the end-to-end tests do with a server (the shared `ServeProcess` fixture).
 extension ServeProcess {
     /// Makes a node key (`keygen --node NAME`) in the server's temp dir and enrolls it; returns the key file.
-    func enroll(_ name: String) throws -> String {
+    func enroll(_ name: String, udb: String? = nil) throws -> String {
         let keyFile = directory.appending(path: "\(name).key").path
         let keygen = try Harness.run(Harness.binary, ["keygen", "--node", name, "--out", keyFile])
         let fields = keygen.output.split(whereSeparator: \.isWhitespace).map(String.init)
         guard keygen.status == 0, fields.count >= 2, fields[0] == name else {
             throw HarnessError("keygen --node \(name) failed: \(keygen.output)")
         }
-        let enroll = try Harness.run(Harness.binary, ["enroll", "--state", state.path, name, fields[1]])
+        let database = udb.map { ["--udb", $0] } ?? ["--state", state.path]
+        let enroll = try Harness.run(Harness.binary, ["enroll"] + database + [name, fields[1]])
         guard enroll.status == 0 else { throw HarnessError("enroll \(name) failed: \(enroll.output)") }
         return keyFile
     }

@@ -49,10 +49,14 @@ public enum Harness {
     /// the exit of a child that leaves a daemon behind (the mount helper) and
     /// waits forever.
     @discardableResult
-    public static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws -> (status: Int32, output: String) {
+    /// `closeDescriptors`: the child gets only stdin, stdout and stderr, none of the test process's other descriptors
+    /// (a daemon it leaves behind, like PostgreSQL's, would otherwise hold other tests' sockets open).
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], closeDescriptors: Bool = false
+    ) throws -> (status: Int32, output: String) {
         let outputPath = FileManager.default.temporaryDirectory.appending(path: "upgradefs-run-\(UUID().uuidString)").path
         defer { unlink(outputPath) }
-        let pid = try spawn(executable, arguments, environment: environment, log: outputPath)
+        let pid = try spawn(executable, arguments, environment: environment, log: outputPath, closeDescriptors: closeDescriptors)
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
         let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
@@ -73,8 +77,9 @@ public enum Harness {
     /// Starts a process in the background with no signal blocked (Dispatch workers block most, and children
     /// inherit the mask), stdin from /dev/null, stdout and stderr appended to `log`. `descriptors`: more descriptors
     /// the child gets, its number → this process's descriptor (which must not be one of those numbers).
+    /// `closeDescriptors`: the child inherits none of this process's other descriptors.
     public static func spawn(_ executable: String, _ arguments: [String], environment: [String: String] = [:],
-                             log: String, descriptors: [Int32: Int32] = [:]) throws -> pid_t {
+                             log: String, descriptors: [Int32: Int32] = [:], closeDescriptors: Bool = false) throws -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
@@ -82,6 +87,14 @@ public enum Harness {
         posix_spawn_file_actions_addopen(&actions, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
         for (child, parent) in descriptors { posix_spawn_file_actions_adddup2(&actions, parent, child) }
+        if closeDescriptors {
+            // (posix_spawn_file_actions_addclosefrom_np is not visible from Swift; glibc ignores closing one that
+            // was closed meanwhile.)
+            let open = ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []).compactMap(Int32.init)
+            for descriptor in open where descriptor > 2 && descriptors[descriptor] == nil {
+                posix_spawn_file_actions_addclose(&actions, descriptor)
+            }
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }

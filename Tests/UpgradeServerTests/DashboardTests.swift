@@ -290,26 +290,4 @@ private func status(_ store: any WhiteboardStore, now: Date) async throws -> Whi
         #expect(DashboardHTTP.safeBack("//evil.example") == "/" && DashboardHTTP.safeBack("/nodes/n1") == "/nodes/n1")
         #expect(DashboardHTTP.safeBack("/nodes/../x") == "/")
     }
-
-    /// The server's operator writes go through the ledger's rules, as the operator's signed ones do.
-    @Test(arguments: StorageKind.allCases) func operatorActionIsCheckedByTheLedgersRules(_ kind: StorageKind) async throws {
-        let directory = TemporaryDirectory()
-        defer { directory.remove() }
-        let ledger = WhiteboardLedger(verifier: SodiumVerifier())
-        let store: any WhiteboardStore = kind == .memory
-            ? LedgerWhiteboardStore(storage: InMemoryWhiteboardStorage(), ledger: ledger)
-            : LedgerWhiteboardStore(storage: try SQLiteWhiteboardStorage(directory: directory.path), ledger: ledger)
-        let n1 = WhiteboardWriter("n1")
-        try await store.enroll(node: "n1", publicKey: n1.key.publicKey)
-        #expect(try await store.applyAsOperator(.put, path: "upgrades/3/control", content: Array("approve\n".utf8)) == nil)
-        #expect(try await store.snapshot().content("upgrades/3/control") == "approve\n")
-        let badWord = try await store.applyAsOperator(.put, path: "upgrades/3/control", content: Array("reboot".utf8))
-        #expect(badWord?.code == .malformed && badWord?.error.hasPrefix("upgrades/3/control must hold one of:") == true)
-        #expect(try await store.applyAsOperator(.put, path: "nodes/n1/log", content: Array("x".utf8))?.code == .forbidden)
-        #expect(try await store.applyAsOperator(.release, path: "locks/roll/n1", content: nil)?.error == "lock roll has no holder n1")
-        #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).result == .ok)
-        #expect(try await store.applyAsOperator(.release, path: "locks/roll/n1", content: nil) == nil)
-        #expect(try await store.snapshot().holders.isEmpty)
-        #expect(try await store.applyAsOperator(.acquire, path: "locks/roll/op", content: nil)?.code == .malformed)
-    }
 }

@@ -1,16 +1,25 @@
 import Foundation
 import Sodium
+import Synchronization
 import Testing
 import UpgradeCore
 @testable import UpgradeServer
+import UpgradeServerPostgres
+import Logging
 
-/// The storages every whiteboard store runs over. A new storage (PostgreSQL, …) is added here and must pass
+/// The storages every whiteboard store runs over. A new storage is added here and must pass
 /// `WhiteboardStoreConformanceTests` as they do.
 enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case memory
     case sqlite
+    /// A fresh database of `PostgresCluster.shared` per test.
+    case postgres
 
     var testDescription: String { rawValue }
+
+    /// The kinds the conformance tests run over: PostgreSQL only where it is installed or CI=true (then it must
+    /// run); `postgresStorageIsTested` carries the reason when it is left out.
+    static let tested: [StorageKind] = allCases.filter { $0 != .postgres || PostgresCluster.installed || PostgresCluster.required }
 }
 
 /// What the server's whiteboard store must do, whatever its storage: one suite, run over each `StorageKind`
@@ -23,7 +32,10 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     let n2 = WhiteboardWriter("n2")
     let op = WhiteboardWriter("operator")
 
-    func open(_ kind: StorageKind, ttl: Double = 60) throws -> any WhiteboardStore {
+    /// Closes each PostgreSQL storage when the test is over.
+    let opened = OpenedStorages()
+
+    func open(_ kind: StorageKind, ttl: Double = 60) async throws -> any WhiteboardStore {
         let clock = self.clock
         let ledger = WhiteboardLedger(verifier: SodiumVerifier(), lockTTLSeconds: ttl)
         switch kind {
@@ -31,16 +43,44 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
             return LedgerWhiteboardStore(storage: InMemoryWhiteboardStorage(), ledger: ledger, now: { clock.now })
         case .sqlite:
             return LedgerWhiteboardStore(storage: try SQLiteWhiteboardStorage(directory: directory.path), ledger: ledger, now: { clock.now })
+        case .postgres:
+            let url = try PostgresWhiteboard.ConnectionURL(try PostgresCluster.shared.get().createDatabase())
+            let storage = try await PostgresWhiteboardStorage.connect(url: url, logger: Logger(label: "test.udb"))
+            opened.add(storage)
+            return LedgerWhiteboardStore(storage: storage, ledger: ledger, now: { clock.now })
         }
     }
 
     func enrolled(_ kind: StorageKind, ttl: Double = 60) async throws -> any WhiteboardStore {
-        let store = try open(kind, ttl: ttl)
+        let store = try await open(kind, ttl: ttl)
         for writer in [n1, n2, op] { try await store.enroll(node: writer.name, publicKey: writer.key.publicKey) }
         return store
     }
 
-    @Test(arguments: StorageKind.allCases) func signedWriteIsAppliedAndVisible(_ kind: StorageKind) async throws {
+    /// Where PostgreSQL is missing (and CI is unset) the suite runs without `.postgres`: this test says why.
+    @Test(.postgres) func postgresStorageIsTested() throws {
+        #expect(StorageKind.tested.contains(.postgres))
+        _ = try PostgresCluster.shared.get()
+    }
+
+    /// The server's operator writes (the fleet page's actions) go through the ledger's rules, as the operator's
+    /// signed ones do.
+    @Test(arguments: StorageKind.tested) func operatorActionIsCheckedByTheLedgersRules(_ kind: StorageKind) async throws {
+        defer { directory.remove() }
+        let store = try await enrolled(kind)
+        #expect(try await store.applyAsOperator(.put, path: "upgrades/3/control", content: Array("approve\n".utf8)) == nil)
+        #expect(try await store.snapshot().content("upgrades/3/control") == "approve\n")
+        let badWord = try await store.applyAsOperator(.put, path: "upgrades/3/control", content: Array("reboot".utf8))
+        #expect(badWord?.code == .malformed && badWord?.error.hasPrefix("upgrades/3/control must hold one of:") == true)
+        #expect(try await store.applyAsOperator(.put, path: "nodes/n1/log", content: Array("x".utf8))?.code == .forbidden)
+        #expect(try await store.applyAsOperator(.release, path: "locks/roll/n1", content: nil)?.error == "lock roll has no holder n1")
+        #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).result == .ok)
+        #expect(try await store.applyAsOperator(.release, path: "locks/roll/n1", content: nil) == nil)
+        #expect(try await store.snapshot().holders.isEmpty)
+        #expect(try await store.applyAsOperator(.acquire, path: "locks/roll/op", content: nil)?.code == .malformed)
+    }
+
+    @Test(arguments: StorageKind.tested) func signedWriteIsAppliedAndVisible(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         let outcome = try await store.apply(n1.request(.put, "nodes/n1/state", "running\n"))
@@ -50,7 +90,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(snapshot.revision >= 1)
     }
 
-    @Test(arguments: StorageKind.allCases) func forbiddenWriteChangesNothing(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func forbiddenWriteChangesNothing(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         let before = try await store.revision()
@@ -63,7 +103,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.snapshot().files.isEmpty)
     }
 
-    @Test(arguments: StorageKind.allCases) func unknownNodeAndBadSignatureAreUnauthenticated(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func unknownNodeAndBadSignatureAreUnauthenticated(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         #expect(try await store.apply(WhiteboardWriter("n3").request(.put, "nodes/n3/state", "idle")).code == .unauthenticated)
@@ -73,7 +113,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.snapshot().files.isEmpty)
     }
 
-    @Test(arguments: StorageKind.allCases) func retryOfLastRequestIsDuplicateAndOlderIsReplayed(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func retryOfLastRequestIsDuplicateAndOlderIsReplayed(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         let first = n1.request(.put, "nodes/n1/version", "1")
@@ -91,7 +131,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.apply(n1.request(.put, "nodes/n1/version", "4", seq: 10)).result == .ok)
     }
 
-    @Test(arguments: StorageKind.allCases) func lockCapacityFullAndRelease(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func lockCapacityFullAndRelease(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         #expect(try await store.apply(op.request(.put, "locks/roll/capacity", "1")).result == .ok)
@@ -111,7 +151,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     /// Acquires racing from many nodes at once: the capacity holds (a storage whose transactions are not serializable
     /// lets two acquires both see a free slot), and every write has a revision of its own, in the change feed once.
-    @Test(arguments: StorageKind.allCases) func concurrentAcquiresNeverExceedTheCapacity(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func concurrentAcquiresNeverExceedTheCapacity(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         let racers = (1...12).map { WhiteboardWriter("r\($0)") }
@@ -135,7 +175,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(Set(revisions).count == revisions.count, "each applied write has a revision of its own")
     }
 
-    @Test(arguments: StorageKind.allCases) func missingCapacityMeansOneAndZeroMeansClosed(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func missingCapacityMeansOneAndZeroMeansClosed(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         #expect(try await store.apply(n1.request(.acquire, "locks/a/x")).result == .ok)
@@ -144,7 +184,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.apply(n1.request(.acquire, "locks/b/x")).code == .full)
     }
 
-    @Test(arguments: StorageKind.allCases) func holderOfANodeWithAStaleHeartbeatIsReleased(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func holderOfANodeWithAStaleHeartbeatIsReleased(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind, ttl: 60)
         #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).result == .ok)
@@ -163,7 +203,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.releaseExpiredHolders().map(\.holder) == ["n2"])
     }
 
-    @Test(arguments: StorageKind.allCases) func summaryCountsEnrolledNodesByState(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func summaryCountsEnrolledNodesByState(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         _ = try await store.apply(n1.request(.put, "nodes/n1/class", "app\n"))
@@ -177,7 +217,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.apply(op.request(.put, "upgrades/2/summary", "x")).code == .forbidden)
     }
 
-    @Test(arguments: StorageKind.allCases) func deletionsAreReportedAsTombstones(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func deletionsAreReportedAsTombstones(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         _ = try await store.apply(n1.request(.put, "shared/plan", "a"))
@@ -190,7 +230,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.changes(after: changes.revision).files.isEmpty)
     }
 
-    @Test(arguments: StorageKind.allCases) func fileAndDirectoryCannotShareAPath(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func fileAndDirectoryCannotShareAPath(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         #expect(try await store.apply(n1.request(.put, "shared/a", "x")).result == .ok)
@@ -199,7 +239,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.apply(n1.request(.put, "shared/c", "x")).code == .conflict)
     }
 
-    @Test(arguments: StorageKind.allCases) func removedNodeCanNoLongerWriteAndLosesItsHolders(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func removedNodeCanNoLongerWriteAndLosesItsHolders(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         #expect(try await store.apply(n1.request(.acquire, "locks/roll/n1")).result == .ok)
@@ -211,7 +251,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     /// Issue 8, item 12: a signed write captured before `enroll --remove` (seq 100, state running) must stay a replay
     /// after the same key is enrolled again (or after another key came and went), and not turn `failed` back into `running`.
-    @Test(arguments: StorageKind.allCases) func replayOfAWriteCapturedBeforeRemovalAndReEnrolmentIsRefused(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func replayOfAWriteCapturedBeforeRemovalAndReEnrolmentIsRefused(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         let captured = n1.request(.put, "nodes/n1/state", "running", seq: 100)
@@ -231,7 +271,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     /// Issue 8, item 13: the server keeps a refused write's verdict with its seq, so the node's retry (its answer was
     /// lost, or the mount restarted) hears the same verdict instead of "replayed", and the node's next write applies.
-    @Test(arguments: StorageKind.allCases) func aRetryOfARefusedWriteHearsTheSameVerdictNotReplayed(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func aRetryOfARefusedWriteHearsTheSameVerdictNotReplayed(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         #expect(try await store.apply(n1.request(.put, "shared/a", "file")).result == .ok)
@@ -250,7 +290,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     /// Anyone can send a request in an enrolled node's name: one that fails the signature check is refused, and
     /// it must not make the real node show as refusing in `status` and `/metrics`.
-    @Test(arguments: StorageKind.allCases) func forgedRequestsInAnEnrolledNodesNameDoNotMarkItRefusing(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func forgedRequestsInAnEnrolledNodesNameDoNotMarkItRefusing(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         let impostor = WhiteboardWriter("n1")
@@ -261,7 +301,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 
     /// Issue 8, item 23: an upgrade's summary counts only nodes of its class, by what they report; nodes that never
     /// reported a class count nowhere, and a control file for an upgrade never published adds no summary.
-    @Test(arguments: StorageKind.allCases) func summariesCountOnlyNodesOfTheUpgradesClass(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func summariesCountOnlyNodesOfTheUpgradesClass(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         let n3 = WhiteboardWriter("n3")
@@ -299,7 +339,7 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     /// Issue 8, item 18: the same node key mounted twice (two caches, two journals) would interleave two seq
     /// streams, and the first mount's writes would be refused as replays. The second live mount's claim of the
     /// node's session is refused; a restart of the same mount (same instance) is not; a lapsed or ended session frees it.
-    @Test(arguments: StorageKind.allCases) func aSecondLiveMountOfOneNodeKeyIsRefusedTheSession(_ kind: StorageKind) async throws {
+    @Test(arguments: StorageKind.tested) func aSecondLiveMountOfOneNodeKeyIsRefusedTheSession(_ kind: StorageKind) async throws {
         defer { directory.remove() }
         let store = try await enrolled(kind)
         func claim(_ instance: String) -> SignedWhiteboardRequest {
@@ -324,4 +364,11 @@ enum StorageKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
         #expect(try await store.apply(n2.request(.session, "nodes/n1/session", "claim a1")).code == .malformed)
         #expect(try await store.apply(n1.request(.session, "nodes/n1/session", "take it")).code == .malformed)
     }
+}
+
+/// The PostgreSQL storages a test opened, closed when it is over (the suite's instance goes away).
+final class OpenedStorages: Sendable {
+    private let storages = Mutex<[PostgresWhiteboardStorage]>([])
+    func add(_ storage: PostgresWhiteboardStorage) { storages.withLock { $0.append(storage) } }
+    deinit { for storage in storages.withLock({ $0 }) { storage.close() } }
 }

@@ -5,7 +5,7 @@ public actor InMemoryWhiteboardStorage: WhiteboardStorage {
 
     public init() {}
 
-    public func write<T: Sendable>(_ body: @Sendable (inout InMemoryWhiteboardTables) throws -> T) throws -> T {
+    public func write<T: Sendable>(_ body: @escaping @Sendable (inout InMemoryWhiteboardTables) throws -> T) throws -> T {
         var copy = tables
         copy.allocated = nil
         let result = try body(&copy)
@@ -13,7 +13,7 @@ public actor InMemoryWhiteboardStorage: WhiteboardStorage {
         return result
     }
 
-    public func read<T: Sendable>(_ body: @Sendable (InMemoryWhiteboardTables) throws -> T) throws -> T {
+    public func read<T: Sendable>(_ body: @escaping @Sendable (InMemoryWhiteboardTables) throws -> T) throws -> T {
         try body(tables)
     }
 }

@@ -182,6 +182,7 @@ public struct WhiteboardErrorBody: Sendable, Hashable {
         case full  // 423
         case inUse = "in-use"  // 409 a session claim while another mount of the node key is live
         case internalError = "internal"  // 500
+        case unavailable  // 503 the upgrade database cannot be reached for now (`WhiteboardStorageUnavailable`): retry
     }
 
     public var error: String
@@ -210,6 +211,7 @@ public struct WhiteboardErrorBody: Sendable, Hashable {
         case .replayed, .exists, .conflict, .inUse: 409
         case .full: 423
         case .internalError: 500
+        case .unavailable: 503
         }
     }
 

@@ -5,11 +5,24 @@ public protocol WhiteboardStorage: Sendable {
     associatedtype Transaction: WhiteboardTransaction
 
     /// Runs `body` in one serializable transaction: its reads see one state that no other transaction changes
-    /// meanwhile, and its writes are committed together when it returns, or none of them when it throws.
-    func write<T: Sendable>(_ body: @Sendable (inout Transaction) throws -> T) async throws -> T
+    /// meanwhile, and its writes are committed together when it returns, or none of them when it throws. `body` is
+    /// escaping so a storage may run it on a thread or task of its own (PostgreSQL's does); it may run more than
+    /// once (a retry after a serialization failure), so it decides from the transaction only.
+    func write<T: Sendable>(_ body: @escaping @Sendable (inout Transaction) throws -> T) async throws -> T
 
     /// Runs `body` over one consistent state, changing nothing.
-    func read<T: Sendable>(_ body: @Sendable (Transaction) throws -> T) async throws -> T
+    func read<T: Sendable>(_ body: @escaping @Sendable (Transaction) throws -> T) async throws -> T
+}
+
+/// A storage cannot reach its database, or the database refuses for now (stopped, restarting, out of connections):
+/// nothing was decided and nothing changed, so the same call may be tried again. The server answers a whiteboard call
+/// that meets it with 503 and code `unavailable` (`WhiteboardErrorBody.Code`), which a node's sender retries.
+public struct WhiteboardStorageUnavailable: Error, CustomStringConvertible, Sendable {
+    public var reason: String
+
+    public init(_ reason: String) { self.reason = reason }
+
+    public var description: String { "the upgrade database is unavailable: \(reason)" }
 }
 
 /// One transaction's view of the rows. Lookups by key; lists come in any order (the ledger sorts what it shows).

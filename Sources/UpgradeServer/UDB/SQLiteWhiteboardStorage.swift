@@ -24,14 +24,14 @@ public final class SQLiteWhiteboardStorage: WhiteboardStorage {
         try Self.migrator.migrate(pool)
     }
 
-    public func write<T: Sendable>(_ body: @Sendable (inout SQLiteWhiteboardTransaction) throws -> T) async throws -> T {
+    public func write<T: Sendable>(_ body: @escaping @Sendable (inout SQLiteWhiteboardTransaction) throws -> T) async throws -> T {
         try await pool.write { db in
             var transaction = SQLiteWhiteboardTransaction(db: db)
             return try body(&transaction)
         }
     }
 
-    public func read<T: Sendable>(_ body: @Sendable (SQLiteWhiteboardTransaction) throws -> T) async throws -> T {
+    public func read<T: Sendable>(_ body: @escaping @Sendable (SQLiteWhiteboardTransaction) throws -> T) async throws -> T {
         try await pool.read { db in try body(SQLiteWhiteboardTransaction(db: db)) }
     }
 

@@ -50,6 +50,12 @@ struct WhiteboardHTTP: Sendable {
         } catch is CancellationError {
             // The server is stopping (a long poll cut short): not a failure of the request, nothing to log.
             return HTTPHandler.text(.serviceUnavailable, "the server is stopping")
+        } catch let error as WhiteboardStorageUnavailable {
+            // Nothing was decided: the node's sender retries a 503 (content is still served meanwhile).
+            logger.warning("whiteboard request not answered", metadata: ["udb.route": .string(route), "error": .string(error.description)])
+            var response = Self.error(WhiteboardErrorBody(error: error.description, code: .unavailable))
+            response.headers[.retryAfter] = "1"
+            return response
         } catch {
             logger.error("whiteboard request failed", metadata: ["udb.route": .string(route), "error": .string("\(error)")])
             return Self.error(WhiteboardErrorBody(error: "internal error: \(error)", code: .internalError))
@@ -273,6 +279,10 @@ struct WhiteboardService: Service {
                 } catch {
                     if Task.isCancelled { return }
                     whiteboard.logger.error("cannot add upgrade summaries", metadata: ["error": .string("\(error)")])
+                    // The database may be back later (PostgreSQL restarting): try again after the check interval.
+                    seen = -1
+                    do { try await Task.sleep(for: Self.checkInterval) } catch { return }
+                    continue
                 }
             }
             if await publisher.notifier.wait(after: seen, timeout: .seconds(25)) <= seen {
