@@ -168,7 +168,7 @@ public func runUpgradeServer(
         notifyTimeout: .milliseconds(configuration.notifyTimeoutMilliseconds),
         whiteboard: whiteboard, publisher: publisher,
         dashboard: try DashboardHTTP(
-            store: whiteboardStore, notifier: whiteboard.notifier, publisher: publisher,
+            store: store, notifier: whiteboard.notifier, publisher: publisher,
             contentStore: ContentStore(stateDirectory: configuration.stateDirectory),
             staleAfterSeconds: Int64(configuration.lockTTLSeconds), credential: operatorCredential,
             logger: logger))
