@@ -40,7 +40,7 @@ struct LayerCommand: AsyncParsableCommand {
         var logger = logging.makeLogger("upgradefs.layer")
         logger[metadataKey: "node.id"] = "\(nodeConfig.node)"
         do {
-            try await runUpgradeLayer(LayerConfiguration(layer: layer, mount: mount, className: nodeConfig.class),
+            try await runUpgradeLayer(LayerConfiguration(layer: layer, mount: mount, className: nodeConfig.class, root: nodeConfig.root),
                                       logger: logger) {
                 ServiceNotifier.ready(status: "listening on \(layer.listen)")
             }

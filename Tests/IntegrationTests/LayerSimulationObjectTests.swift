@@ -1,0 +1,78 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import Testing
+
+/// SOs under `upgradefs layer`, as a user ships them: a real layer process starts the bundle's `so/past`
+/// (Tests/layer/past-so.py, a direct SO that translates old paths and delegates to the application), routes
+/// the old version's calls through it, restarts it after kill -9 and stops it when the node no longer needs it.
+@Suite(.serialized) struct LayerSimulationObjectTests {
+    /// Installs Tests/layer/past-so.py as version 2's `so/past` in the node's mount directory.
+    static func shipPastSO(_ node: LayerNode) throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appending(path: "layer/past-so.py").path
+        try FileManager.default.createDirectory(atPath: "\(node.mount)/versions/2/so", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: script, toPath: "\(node.mount)/versions/2/so/past")
+        #expect(chmod("\(node.mount)/versions/2/so/past", 0o755) == 0)
+    }
+
+    @Test func anOldVersionsCallIsAnsweredThroughThePastSOWhichIsRestartedAfterKillAndStoppedWhenNotNeeded() throws {
+        let node = try LayerNode()
+        defer { node.stop() }
+        try Self.shipPastSO(node)
+        let state = node.directory.appending(path: "root/so/past-1").path
+        func pid() -> pid_t? {
+            (try? String(contentsOfFile: state + "/pid", encoding: .utf8)).flatMap { pid_t($0.trimmingCharacters(in: .whitespaces)) }
+        }
+        func oldCall() -> HTTPTestConnection.Reply? {
+            guard let client = try? HTTPTestConnection(port: node.publicPort) else { return nil }
+            defer { client.close() }
+            return try? client.request("POST", "/old/echo?x=1", headers: [("Upgradefs-Version", "1")], body: Array("hi".utf8))
+        }
+
+        // At version 1 the node needs no SO: nothing starts, version-1 calls go to the application.
+        Thread.sleep(forTimeInterval: 1)
+        #expect(pid() == nil)
+
+        // The manager commits version 2: the layer starts 1's past SO (shipped in 2's bundle) and routes through it.
+        try node.setVersion(2)
+        #expect(Harness.waitUntil(15) { oldCall()?.headers["x-served-by"] != nil })
+        let answer = try #require(oldCall())
+        #expect(answer.headers["x-served-by"] == "past SO of version 1")
+        #expect(answer.headers["upgradefs-version"] == "2")
+        #expect(answer.json["path"] as? String == "/echo?x=1" && answer.json["length"] as? Int == 2)
+        #expect(answer.json["version"] as? String == "1")
+        // The current version's calls still go to the application, not through the SO.
+        let client = try HTTPTestConnection(port: node.publicPort)
+        defer { client.close() }
+        let current = try client.request("GET", "/echo", headers: [("Upgradefs-Version", "2")])
+        #expect(current.status == 200 && current.headers["x-served-by"] == nil)
+        let output = node.directory.appending(path: "root/ldb/out/so-past-1.out").path
+        #expect((try? String(contentsOfFile: output, encoding: .utf8))?.contains("delegating to http://127.0.0.1:\(node.appPort)") == true)
+
+        // kill -9 of the SO mid-traffic: callers get 200 or a clean 503 (never a hang), then 200 again from a new SO.
+        let first = try #require(pid())
+        #expect(kill(first, SIGKILL) == 0)
+        var statuses: [Int] = []
+        let started = Date()
+        while Date().timeIntervalSince(started) < 15 {
+            let callStarted = Date()
+            guard let answer = oldCall() else { statuses.append(0); continue }
+            #expect(Date().timeIntervalSince(callStarted) < 3)
+            statuses.append(answer.status)
+            if answer.status == 503 { #expect(answer.json["error"] as? String == "simulation-object-unavailable") }
+            if answer.status == 200, let now = pid(), now != first { break }
+            usleep(20_000)
+        }
+        #expect(statuses.allSatisfy { [200, 503].contains($0) }, "statuses after kill -9: \(statuses)")
+        #expect(statuses.last == 200 && pid() != first)
+
+        // The node goes back to version 1: the past SO is no longer needed and is stopped.
+        let second = try #require(pid())
+        try node.setVersion(1)
+        #expect(Harness.waitUntil(10) { kill(second, 0) != 0 })
+        let direct = try #require(oldCall())
+        #expect(direct.status == 200 && direct.headers["x-served-by"] == nil && direct.json["path"] as? String == "/old/echo?x=1")
+    }
+}
