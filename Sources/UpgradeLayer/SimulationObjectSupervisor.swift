@@ -59,7 +59,9 @@ final class SimulationObjectSupervisor: @unchecked Sendable {
             let delegate: String
             switch LayerRouter.delegate(of: so, view: view) {
             case .application?: delegate = application
-            case .simulationObject(let next)?: delegate = "http://127.0.0.1:\(ports[next] ?? 0)"
+            case .simulationObject(let next)?:
+                guard let nextPort = ports[next] else { continue }  // it gets one at the next reconcile
+                delegate = "http://127.0.0.1:\(nextPort)"
             case nil: continue
             }
             if var entry = running[so] {
@@ -67,6 +69,9 @@ final class SimulationObjectSupervisor: @unchecked Sendable {
                 if waitpid(entry.pid, &status, WNOHANG) == entry.pid {
                     running[so] = nil
                     setReady(so, nil)
+                    // Never ready: its port may be someone else's now; the next start picks another (and the SOs
+                    // that delegate to it restart with it).
+                    if !entry.ready { ports[so] = nil }
                     let ending = (status & 0x7f) == 0 ? "exited with status \((status >> 8) & 0xff)" : "was killed by signal \(status & 0x7f)"
                     failed(so, now: now, why: "\(ending); its output: \(outputPath(so))")
                     continue
@@ -82,6 +87,7 @@ final class SimulationObjectSupervisor: @unchecked Sendable {
                         logger.info("simulation object ready", metadata: meta(so, pid: entry.pid, port: port))
                     } else if now - entry.startedAt > readinessTimeoutSeconds {
                         stop(so, why: "it did not accept connections within \(readinessTimeoutSeconds) s")
+                        ports[so] = nil
                         failed(so, now: now, why: "not ready in time")
                     }
                     continue
