@@ -8,13 +8,13 @@ import Testing
 /// (Tests/layer/past-so.py, a direct SO that translates old paths and delegates to the application), routes
 /// the old version's calls through it, restarts it after kill -9 and stops it when the node no longer needs it.
 @Suite(.serialized) struct LayerSimulationObjectTests {
-    /// Installs Tests/layer/past-so.py as version 2's `so/past` in the node's mount directory.
-    static func shipPastSO(_ node: LayerNode) throws {
+    /// Installs Tests/layer/past-so.py as version `bundle`'s `so/past` in the node's mount directory.
+    static func shipPastSO(_ node: LayerNode, in bundle: Int = 2) throws {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appending(path: "layer/past-so.py").path
-        try FileManager.default.createDirectory(atPath: "\(node.mount)/versions/2/so", withIntermediateDirectories: true)
-        try FileManager.default.copyItem(atPath: script, toPath: "\(node.mount)/versions/2/so/past")
-        #expect(chmod("\(node.mount)/versions/2/so/past", 0o755) == 0)
+        try FileManager.default.createDirectory(atPath: "\(node.mount)/versions/\(bundle)/so", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: script, toPath: "\(node.mount)/versions/\(bundle)/so/past")
+        #expect(chmod("\(node.mount)/versions/\(bundle)/so/past", 0o755) == 0)
     }
 
     @Test func anOldVersionsCallIsAnsweredThroughThePastSOWhichIsRestartedAfterKillAndStoppedWhenNotNeeded() throws {
@@ -100,5 +100,32 @@ import Testing
         #expect(Harness.waitUntil(10) { kill(second, 0) != 0 })
         let direct = try #require(oldCall())
         #expect(direct.status == 200 && direct.headers["x-served-by"] == nil && direct.json["path"] as? String == "/old/echo?x=1")
+    }
+
+    @Test func aVersionTwoBehindIsServedThroughAChainOfPastSOs() throws {
+        let node = try LayerNode(versions: 3)
+        defer { node.stop() }
+        try Self.shipPastSO(node, in: 2)
+        try Self.shipPastSO(node, in: 3)
+        try node.setVersion(3)
+        let client = try HTTPTestConnection(port: node.publicPort)
+        defer { client.close() }
+        func call(_ version: Int, _ path: String) throws -> HTTPTestConnection.Reply {
+            try client.request("GET", path, headers: [("Upgradefs-Version", "\(version)")])
+        }
+        // Version 1: 1's past SO turns /old/old/echo into /old/echo for 2's, which turns it into /echo for the app.
+        #expect(Harness.waitUntil(15) { (try? call(1, "/old/old/echo"))?.headers["x-served-by"] != nil })
+        let one = try call(1, "/old/old/echo")
+        #expect(one.status == 200 && one.headers["x-served-by"] == "past SO of version 1" && one.json["path"] as? String == "/echo")
+        let two = try call(2, "/old/echo")
+        #expect(two.status == 200 && two.headers["x-served-by"] == "past SO of version 2" && two.json["path"] as? String == "/echo")
+        let three = try call(3, "/echo")
+        #expect(three.status == 200 && three.headers["x-served-by"] == nil)
+        // Each SO kept its own count in its own state directory: 1's served its calls, 2's those and version 2's.
+        func calls(_ version: Int) -> Int {
+            let path = node.directory.appending(path: "root/so/past-\(version)/calls").path
+            return (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int($0) } ?? 0
+        }
+        #expect(calls(1) >= 2 && calls(2) >= calls(1) + 1)
     }
 }
