@@ -9,6 +9,7 @@ import UpgradeCore
 struct LayerForwarder: Sendable {
     let client: HTTPClient
     let views: LayerViewHolder
+    let simulationObjects: SimulationObjectSupervisor
     let upstreamTimeoutSeconds: Double
     let refreshIntervalSeconds: Double
 
@@ -22,9 +23,11 @@ struct LayerForwarder: Sendable {
         case .application:
             return await forward(request, to: application, host: request.head.authority, tag: nil, view: view)
         case .simulationObject(let so):
-            // No SO runs yet (the view names none), so the router never picks one; refused all the same.
-            return Self.answer(LayerRefusal(code: .noSimulationObject, status: LayerRefusal.disallowedStatus,
-                                            message: "the \(so) is not running on this node", nodeVersion: view.nodeVersion))
+            guard let address = simulationObjects.address(of: so) else {
+                return Self.answer(.simulationObjectUnavailable(so, "it is starting", view: view))
+            }
+            return await forward(request, to: "http://\(address)", host: request.head.authority, tag: nil, view: view,
+                                 through: so)
         case .refuse(let refusal):
             return Self.answer(refusal)
         }
@@ -44,7 +47,9 @@ struct LayerForwarder: Sendable {
     }
 
     /// Forwards `request` to `base` + its path; `tag` replaces the caller's version header (outgoing calls).
-    private func forward(_ request: Request, to base: String, host: String?, tag: Int64?, view: LayerView) async -> Response {
+    /// `through`: the SO at `base` (nil: the application or a peer), which names the failure when it cannot be reached.
+    private func forward(_ request: Request, to base: String, host: String?, tag: Int64?, view: LayerView,
+                         through so: SimulationObject? = nil) async -> Response {
         var upstream = HTTPClientRequest(url: base + (request.head.path ?? "/"))
         upstream.method = HTTPMethod(rawValue: request.method.rawValue)
         let dropped = Self.hopByHop(request.headers)
@@ -64,6 +69,9 @@ struct LayerForwarder: Sendable {
         do {
             response = try await client.execute(upstream, deadline: .distantFuture)
         } catch {
+            if let so, !Self.isTimeout(error) {
+                return Self.answer(.simulationObjectUnavailable(so, String(describing: error), view: views.current))
+            }
             var now = views.current
             // The manager reports `upgrading` just before it stops the application, and the poller may not have
             // seen it yet: look again after two polls before calling the application down (502) rather than

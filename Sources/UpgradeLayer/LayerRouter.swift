@@ -27,13 +27,22 @@ public enum LayerRouter {
         if callerClass == installed { return .application }
         if view.retired.contains(callerClass) { return .refuse(.retired(caller, callerClass, view)) }
         // Every SO of the chain between the caller's version and the installed one must be there.
-        let newer = callerClass > installed
-        let chain = view.classVersions.filter { newer ? ($0 > installed && $0 <= callerClass) : ($0 >= callerClass && $0 < installed) }
-        let kind: SimulationObject.Kind = newer ? .future : .past
-        for version in chain where !view.simulationObjects.contains(SimulationObject(kind, version)) {
-            return .refuse(.noSimulationObject(caller, SimulationObject(kind, version), view))
+        let chain = self.chain(serving: callerClass, view: view)
+        for so in chain where !view.simulationObjects.contains(so) {
+            return .refuse(.noSimulationObject(caller, so, view))
         }
-        return .simulationObject(SimulationObject(kind, callerClass))
+        return .simulationObject(SimulationObject(callerClass > installed ? .future : .past, callerClass))
+    }
+
+    /// The SOs a call of class version `callerClass` passes through, by ascending version: the future SOs of every
+    /// class version above the installed one up to `callerClass`, or the past SOs of every class version from
+    /// `callerClass` up to (not including) the installed one. Empty for the installed version.
+    public static func chain(serving callerClass: Int64, view: LayerView) -> [SimulationObject] {
+        let installed = view.installedVersion
+        if callerClass > installed {
+            return view.classVersions.filter { $0 > installed && $0 <= callerClass }.map { SimulationObject(.future, $0) }
+        }
+        return view.classVersions.filter { $0 >= callerClass && $0 < installed }.map { SimulationObject(.past, $0) }
     }
 
     /// What `so` forwards the calls it cannot answer alone to: the next SO of its chain toward the installed
@@ -138,6 +147,7 @@ public struct LayerRefusal: Sendable, Equatable {
         case upgrading = "upgrading"
         case applicationUnavailable = "application-unavailable"
         case applicationTimeout = "application-timeout"
+        case simulationObjectUnavailable = "simulation-object-unavailable"
         case badRequest = "bad-request"
     }
 
@@ -209,6 +219,13 @@ public struct LayerRefusal: Sendable, Equatable {
         }
         return LayerRefusal(code: .applicationUnavailable, status: 502, message: "the application does not answer: \(detail)",
                             nodeVersion: view.nodeVersion)
+    }
+
+    /// The SO that serves the call runs under the layer's supervision but does not answer now (starting, or
+    /// restarting after it ended): retryable 503.
+    public static func simulationObjectUnavailable(_ so: SimulationObject, _ detail: String, view: LayerView) -> LayerRefusal {
+        LayerRefusal(code: .simulationObjectUnavailable, status: 503, message: "the \(so) does not answer: \(detail)",
+                     nodeVersion: view.nodeVersion, retryAfterSeconds: 1)
     }
 
     /// The application accepted the call but did not answer within the upstream timeout.

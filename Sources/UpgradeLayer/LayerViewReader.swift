@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 import UpgradeCore
 import UpgradeFiles
 import UpgradeManager
@@ -28,6 +33,22 @@ public final class LayerViewReader: @unchecked Sendable {
         }
         return LayerView(nodeVersion: nodeVersion, latest: latest, classVersions: classVersions,
                          upgrading: state == NodeState.upgrading.rawValue)
+    }
+
+    /// The SOs the bundles of `classVersions` ship (`versions/N/so/past`, `versions/N/so/future`, executable),
+    /// each with its executable's path (`SimulationObjectPlan`).
+    public func shippedSimulationObjects(classVersions: [Int64]) -> [SimulationObject: String] {
+        var shipped: [SimulationObject: String] = [:]
+        for version in classVersions {
+            for kind in [SimulationObject.Kind.past, .future] {
+                let path = mount.bundle(version) + "/" + SimulationObjectPlan.path(kind)
+                guard access(path, X_OK) == 0,
+                      let so = SimulationObjectPlan.simulationObject(kind, shippedIn: version, classVersions: classVersions)
+                else { continue }
+                shipped[so] = path
+            }
+        }
+        return shipped
     }
 
     /// A file holding one word; missing = empty (the manager has not reported yet).

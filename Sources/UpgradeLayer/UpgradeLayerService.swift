@@ -15,13 +15,17 @@ public struct LayerConfiguration: Sendable {
     public var layer: NodeConfig.Layer
     public var mount: String
     public var className: String
+    /// The node's root (node.toml `root`): the SOs' state directories and output files are under it.
+    public var root: String
     /// How often the mount is read for the node's version and state.
     public var refreshIntervalSeconds: Double
 
-    public init(layer: NodeConfig.Layer, mount: String, className: String, refreshIntervalSeconds: Double = 0.25) {
+    public init(layer: NodeConfig.Layer, mount: String, className: String, root: String,
+                refreshIntervalSeconds: Double = 0.25) {
         self.layer = layer
         self.mount = mount
         self.className = className
+        self.root = root
         self.refreshIntervalSeconds = refreshIntervalSeconds
     }
 }
@@ -58,7 +62,10 @@ public func runUpgradeLayer(_ configuration: LayerConfiguration, logger: Logger,
     clientConfiguration.httpVersion = .http1Only
     let client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: clientConfiguration)
 
-    let forwarder = LayerForwarder(client: client, views: views, upstreamTimeoutSeconds: settings.upstreamTimeoutSeconds,
+    let application = "http://\(settings.app)"
+    let supervisor = SimulationObjectSupervisor(root: configuration.root, application: application, logger: logger)
+    let forwarder = LayerForwarder(client: client, views: views, simulationObjects: supervisor,
+                                   upstreamTimeoutSeconds: settings.upstreamTimeoutSeconds,
                                    refreshIntervalSeconds: configuration.refreshIntervalSeconds)
     let listening = ListenerCount()
     let listeners = settings.proxy == nil ? 1 : 2
@@ -68,7 +75,8 @@ public func runUpgradeLayer(_ configuration: LayerConfiguration, logger: Logger,
         ])
         if listening.increment() == listeners { await onReady?() }
     }
-    let application = "http://\(settings.app)"
+    let poller = ViewPoller(reader: reader, views: views, supervisor: supervisor,
+                            intervalSeconds: configuration.refreshIntervalSeconds, logger: logger)
     var services: [any Service] = [
         Application(
             responder: CallbackResponder<BasicRequestContext> { request, _ in
@@ -79,7 +87,7 @@ public func runUpgradeLayer(_ configuration: LayerConfiguration, logger: Logger,
                                                     serverName: nil),
             onServerRunning: { await ready("public", $0) },
             logger: logger),
-        ViewPoller(reader: reader, views: views, intervalSeconds: configuration.refreshIntervalSeconds, logger: logger),
+        poller,
     ]
     if let proxy = settings.proxy {
         services.append(Application(
@@ -98,9 +106,11 @@ public func runUpgradeLayer(_ configuration: LayerConfiguration, logger: Logger,
             Task { await group.triggerGracefulShutdown() }
         }
     } catch {
+        await poller.stopSimulationObjects()
         try? await client.shutdown()
         throw error
     }
+    await poller.stopSimulationObjects()
     try await client.shutdown()
 }
 
@@ -110,19 +120,39 @@ final class ListenerCount: Sendable {
     func increment() -> Int { count.withLock { $0 += 1; return $0 } }
 }
 
-/// Reads the mount every interval; a view that changed replaces the old one at once (calls route by it from then
-/// on). A read that fails keeps the last view and is logged once until reads succeed again.
+/// Reads the mount every interval and has the supervisor start and stop SOs by it; a view that changed replaces
+/// the old one at once (calls route by it from then on). A read that fails keeps the last view (and the SOs) and
+/// is logged once until reads succeed again.
 struct ViewPoller: Service {
     let reader: LayerViewReader
     let views: LayerViewHolder
+    let supervisor: SimulationObjectSupervisor
     let intervalSeconds: Double
     let logger: Logger
+    /// Reads and supervision run on this queue, one at a time.
+    let queue = DispatchQueue(label: "upgradefs.layer.poller")
 
-    /// Reads on a thread of its own: a stuck mount blocks it, never the async pool that serves calls.
+    /// Reads on a thread of its own: a stuck mount (or an SO slow to stop) blocks it, never the async pool that
+    /// serves calls.
     private func readOffThePool() async throws -> LayerView {
         try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async {
-                continuation.resume(with: Result { try reader.read() })
+            queue.async {
+                continuation.resume(with: Result {
+                    var view = try reader.read()
+                    let shipped = reader.shippedSimulationObjects(classVersions: view.classVersions)
+                    view.simulationObjects = supervisor.reconcile(view: view, shipped: shipped, now: monotonicSeconds())
+                    return view
+                })
+            }
+        }
+    }
+
+    /// Stops every SO (after the poller has ended).
+    func stopSimulationObjects() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            queue.async {
+                supervisor.stopAll()
+                continuation.resume()
             }
         }
     }

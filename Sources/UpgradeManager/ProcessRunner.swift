@@ -204,7 +204,7 @@ public enum ProcessRunner {
 
     /// SIGTERM to the group led by `pid`, SIGKILL to it after the grace time, and the leader reaped.
     /// The group id stays reserved while any member lives, so the second kill cannot hit a stranger.
-    static func killGroup(_ pid: pid_t) {
+    public static func killGroup(_ pid: pid_t) {
         kill(-pid, SIGTERM)
         let deadline = monotonicSeconds() + killGraceSeconds
         var status: Int32 = 0
@@ -311,7 +311,7 @@ public enum ProcessRunner {
     }
 }
 
-func monotonicSeconds() -> Double {
+public func monotonicSeconds() -> Double {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9

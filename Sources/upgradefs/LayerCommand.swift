@@ -7,11 +7,12 @@ import UpgradeManager
 struct LayerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "layer",
-        abstract: "Run the node's upgrade layer: route calls by the caller's version to the application or refuse them.",
+        abstract: "Run the node's upgrade layer: route calls by the caller's version to the application, an SO, or refuse them.",
         discussion: """
         Listens on node.toml's [layer] listen address and forwards each call made for the node's version \
-        (header Upgradefs-Version, none = the node's version) to the application at [layer] app; a call no \
-        object on the node can serve is refused at once with 421 and a JSON body (docs/REFERENCE.md, "The \
+        (header Upgradefs-Version, none = the node's version) to the application at [layer] app, and other \
+        versions' calls through the simulation objects the bundles ship (so/past, so/future), which it starts \
+        and supervises (docs/REFERENCE.md, "Simulation objects"); a call no object on the node can serve is refused at once with 421 and a JSON body (docs/REFERENCE.md, "The \
         upgrade layer"). With [layer] proxy, also a plain HTTP forward proxy for the application's outgoing \
         calls, tagged with the node's version. The node's version is read from MOUNT/self/version. Runs in the \
         foreground until SIGTERM or SIGINT. Exit status 66 when the config file does not exist, 78 for a bad \
@@ -40,7 +41,7 @@ struct LayerCommand: AsyncParsableCommand {
         var logger = logging.makeLogger("upgradefs.layer")
         logger[metadataKey: "node.id"] = "\(nodeConfig.node)"
         do {
-            try await runUpgradeLayer(LayerConfiguration(layer: layer, mount: mount, className: nodeConfig.class),
+            try await runUpgradeLayer(LayerConfiguration(layer: layer, mount: mount, className: nodeConfig.class, root: nodeConfig.root),
                                       logger: logger) {
                 ServiceNotifier.ready(status: "listening on \(layer.listen)")
             }

@@ -188,7 +188,9 @@ final class LayerNode {
     let app: ChildProcess
     let layer: ChildProcess
 
-    init(upstreamTimeoutSeconds: Double = 1.5, publicPort: Int = Harness.freePort(), environment: [String: String] = [:]) throws {
+    /// `versions`: versions 1 to `versions` are published (all of class `kv`).
+    init(upstreamTimeoutSeconds: Double = 1.5, publicPort: Int = Harness.freePort(), environment: [String: String] = [:],
+         versions: Int = 2) throws {
         self.publicPort = publicPort
         directory = try Harness.temporaryDirectory("layer")
         mount = directory.appending(path: "mount").path
@@ -196,13 +198,13 @@ final class LayerNode {
         func write(_ path: String, _ text: String) throws {
             try text.write(toFile: "\(mount)/\(path)", atomically: true, encoding: .utf8)
         }
-        for version in 1...2 {
+        for version in 1...versions {
             try FileManager.default.createDirectory(atPath: "\(mount)/versions/\(version)", withIntermediateDirectories: true)
             try write("versions/\(version)/upgrade.toml",
                       "class = \"kv\"\nversion = \(version)\n\(version > 1 ? "from-version = \(version - 1)\n" : "")description = \"kv \(version)\"\n")
         }
         try FileManager.default.createDirectory(atPath: "\(mount)/self", withIntermediateDirectories: true)
-        try write("latest", "2\n")
+        try write("latest", "\(versions)\n")
         try write("self/state", "running\n")
         try write("self/version", "1\n")
         let config = directory.appending(path: "node.toml").path
