@@ -9,11 +9,11 @@ import UpgradeManager
 
 /// Reads what the layer routes by from the mount, through plain files as the manager does
 /// (docs/DESIGN.md, "Upgrade layer"): `self/version` and `self/state` (the manager's reports), `latest`, and the
-/// class of each published version (`versions/N/upgrade.toml`, parsed once: published bundles are immutable).
+/// class of each published version (`versions/N/upgrade.toml`, parsed once by `MountView`: published bundles are
+/// immutable).
 public final class LayerViewReader: @unchecked Sendable {
     public let mount: MountView
     public let className: String
-    private var classOf: [Int64: String] = [:]
 
     public init(mount: String, className: String) {
         self.mount = MountView(mount: mount)
@@ -28,8 +28,7 @@ public final class LayerViewReader: @unchecked Sendable {
         let latest = try mount.latest()
         var classVersions: [Int64] = []
         for version in try mount.publishedVersions().sorted() where version <= latest {
-            if classOf[version] == nil { classOf[version] = try mount.manifest(version).class }
-            if classOf[version] == className { classVersions.append(version) }
+            if try mount.manifest(version).class == className { classVersions.append(version) }
         }
         return LayerView(nodeVersion: nodeVersion, latest: latest, classVersions: classVersions,
                          upgrading: state == NodeState.upgrading.rawValue)
@@ -61,6 +60,8 @@ public final class LayerViewReader: @unchecked Sendable {
         }
     }
 
+    /// A version number; missing or empty = 0 (unlike `MountView.latest()`, which refuses an empty file: the
+    /// manager's report may be caught between its truncation and its write).
     private func number(_ path: String) throws(MountReadError) -> Int64 {
         let text = try word(path)
         if text.isEmpty { return 0 }
